@@ -1,0 +1,58 @@
+//! `amble`: the one binary for node operators, federation operators, end users and auditors.
+//!
+//! A thin layer over the library crates (see `docs/ARCHITECTURE.md`): it parses arguments,
+//! opens what the command needs, calls one library function and prints the result for a
+//! person (or as JSON with `--json`). Exit codes: 0 success, 1 error, 2 usage error,
+//! 3 access denied by consent or policy.
+
+#![forbid(unsafe_code)]
+
+mod demo;
+mod node_cmd;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "amble",
+    version,
+    about = "Privacy-first life archives for customer service, learned from together",
+    long_about = "amble keeps each person's life archive encrypted at the organisation that holds it, \
+lets it be read only for purposes the person agreed to and the policy allows, and logs every access.\n\n\
+Start with `amble demo` for a guided walkthrough, or `amble node init --data-dir ./node1` to set up a node.",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 denied by consent or policy."
+)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Walk through amble end to end on a temporary node (nothing left behind).
+    Demo(demo::DemoArgs),
+    /// Operate a node's data directory directly (offline commands).
+    #[command(subcommand)]
+    Node(node_cmd::NodeCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = output::Output { json: cli.json };
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args, &out),
+        Command::Node(cmd) => node_cmd::run(cmd, &out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            out.error(&e);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `amble node …`: offline operator commands that open a data directory directly.
+
+use crate::output::Output;
+use amble_crypto::ExternalRef;
+use amble_node::{Archive, ingest};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Clone)]
+pub struct DataDirArgs {
+    /// The node's data directory (created by `amble node init`).
+    #[arg(long, env = "AMBLE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The node key file; defaults to DATA_DIR/node.key. Must be mode 0600.
+    #[arg(long, env = "AMBLE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    pub fn open(&self) -> Result<Archive> {
+        Ok(Archive::open(&self.data_dir, self.key_file.as_deref())?)
+    }
+}
+
+fn parse_ref(s: &str) -> Result<ExternalRef> {
+    ExternalRef::parse(s).with_context(|| "bad --ref".to_string())
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Create a data directory and its key file (mode 0600).
+    ///
+    /// Keep the key file on a different volume than the data for production (pass
+    /// --key-file): a stolen data disk without the key reveals nothing.
+    Init(DataDirArgs),
+    /// Ingest a JSON Lines file: one record per line,
+    /// {"ref":"phone:+15550001","collection":"interactions","time":"2026-05-01T10:00:00Z","data":{…}}.
+    ///
+    /// The whole file is checked first; if any line is bad, nothing is written and the bad
+    /// lines are listed with their numbers.
+    Ingest {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        /// The .jsonl file to ingest.
+        file: PathBuf,
+    },
+    /// Export everything held about one subject as JSON (GDPR Art. 15/20).
+    Export {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        /// Any external reference of the subject, e.g. phone:+15550001.
+        #[arg(long = "ref")]
+        reference: String,
+        /// Write the export here instead of stdout (created with mode 0600).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Erase a subject: destroy its data key, delete its records and links, keep a tombstone.
+    ///
+    /// Then rotate the node master key, so that copies of the destroyed data key that
+    /// outlive the delete (in the storage engine's old log segments, or in backups taken
+    /// earlier) can no longer be unwrapped. Pass --no-rotate to erase many subjects and
+    /// rotate once at the end with `amble node rotate-key`.
+    Erase {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        /// Skip the key rotation (erasure is then complete only after the next rotate-key).
+        #[arg(long)]
+        no_rotate: bool,
+    },
+    /// Rotate the node master key: rewrap every data key; records are not re-encrypted.
+    RotateKey(DataDirArgs),
+    /// Link another external reference to the subject of --ref (unified identity).
+    Link {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        /// A reference the subject already has.
+        #[arg(long = "ref")]
+        reference: String,
+        /// The reference to add.
+        #[arg(long)]
+        add: String,
+    },
+    /// Remove one external reference from its subject (not the last one).
+    Unlink {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long = "ref")]
+        reference: String,
+    },
+    /// Merge the subject of --absorb into the subject of --ref; records and references follow.
+    Merge {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        #[arg(long)]
+        absorb: String,
+    },
+    /// Show counts: subjects and records (pseudonyms only, never references).
+    Status(DataDirArgs),
+}
+
+pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
+    match cmd {
+        NodeCommand::Init(dir) => {
+            let a = Archive::init(&dir.data_dir, dir.key_file.as_deref())?;
+            let key = dir
+                .key_file
+                .clone()
+                .unwrap_or_else(|| amble_node::default_key_file(&dir.data_dir));
+            let public = a.keyring().signing_key()?.verifying_key().to_base64();
+            out.report(
+                &serde_json::json!({"data_dir": dir.data_dir, "key_file": key, "signing_public_key": public}),
+                || {
+                    format!(
+                        "initialised {}\nkey file {} (mode 0600) — back it up separately from the data; without it the archive cannot be read\nnode signing key (public): {public}",
+                        dir.data_dir.display(),
+                        key.display()
+                    )
+                },
+            );
+        }
+        NodeCommand::Ingest { dir, file } => {
+            let a = dir.open()?;
+            let total = ingest::validate_file(&file)?;
+            let bar = out.progress(total as u64, "ingest");
+            let n = ingest::ingest_file(&a, &file, &|done| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
+            out.report(
+                &serde_json::json!({"records": n, "subjects": a.subject_count()}),
+                || format!("ingested {n} records; the archive now holds {} subjects", a.subject_count()),
+            );
+        }
+        NodeCommand::Export {
+            dir,
+            reference,
+            out: path,
+        } => {
+            let a = dir.open()?;
+            let export = a.export(&parse_ref(&reference)?)?;
+            let text = serde_json::to_string_pretty(&export)?;
+            match path {
+                Some(p) => {
+                    write_private(&p, text.as_bytes())?;
+                    out.report(
+                        &serde_json::json!({"out": p, "records": export.record_count}),
+                        || format!("wrote {} records to {}", export.record_count, p.display()),
+                    );
+                }
+                None => println!("{text}"),
+            }
+        }
+        NodeCommand::Erase {
+            dir,
+            reference,
+            no_rotate,
+        } => {
+            let mut a = dir.open()?;
+            let r = a.erase(&parse_ref(&reference)?)?;
+            let rotated = if no_rotate {
+                None
+            } else {
+                Some(a.rotate_key()?)
+            };
+            out.report(
+                &serde_json::json!({"erase": r, "rotation": rotated}),
+                || {
+                    let tail = match &rotated {
+                        Some(rot) => format!(
+                            "; node master key rotated to v{}, so older copies of the key are unreadable",
+                            rot.new_version
+                        ),
+                        None => "; run `amble node rotate-key` to finish crypto-shredding".into(),
+                    };
+                    format!(
+                        "erased subject {}: data key destroyed, {} records and {} references deleted{tail}",
+                        &r.subject[..16],
+                        r.records_deleted,
+                        r.references_removed
+                    )
+                },
+            );
+        }
+        NodeCommand::RotateKey(dir) => {
+            let mut a = dir.open()?;
+            let r = a.rotate_key()?;
+            out.report(&r, || {
+                format!(
+                    "node master key is now v{}; {} data keys rewrapped; retired {:?}",
+                    r.new_version, r.keys_rewrapped, r.retired_versions
+                )
+            });
+        }
+        NodeCommand::Link {
+            dir,
+            reference,
+            add,
+        } => {
+            let a = dir.open()?;
+            let s = a.link(&parse_ref(&reference)?, &parse_ref(&add)?)?;
+            out.report(&serde_json::json!({"subject": s.to_hex()}), || {
+                format!("linked to subject {}", &s.to_hex()[..16])
+            });
+        }
+        NodeCommand::Unlink { dir, reference } => {
+            let a = dir.open()?;
+            let s = a.unlink(&parse_ref(&reference)?)?;
+            out.report(&serde_json::json!({"subject": s.to_hex()}), || {
+                format!("unlinked from subject {}", &s.to_hex()[..16])
+            });
+        }
+        NodeCommand::Merge {
+            dir,
+            reference,
+            absorb,
+        } => {
+            let a = dir.open()?;
+            let r = a.merge(&parse_ref(&reference)?, &parse_ref(&absorb)?)?;
+            out.report(&r, || {
+                format!(
+                    "merged: {} records and {} references moved into subject {}",
+                    r.records_moved,
+                    r.references_moved,
+                    &r.kept[..16]
+                )
+            });
+        }
+        NodeCommand::Status(dir) => {
+            let a = dir.open()?;
+            let subjects = a.subjects()?;
+            let records: usize = subjects.iter().map(|s| a.count(s, None)).sum();
+            out.report(
+                &serde_json::json!({"subjects": subjects.len(), "records": records, "kek_version": a.keyring().current_version()}),
+                || {
+                    format!(
+                        "{} subjects, {} records, node master key v{}",
+                        subjects.len(),
+                        records,
+                        a.keyring().current_version()
+                    )
+                },
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a file readable by its owner only (exports hold personal data).
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}

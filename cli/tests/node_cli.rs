@@ -1,0 +1,132 @@
+//! The operator's CLI on good and bad input: each mistake gives one line naming the
+//! problem, a non-zero exit, and an archive left exactly as it was.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn amble(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_amble"))
+        .args(args)
+        .env_remove("AMBLE_DATA_DIR")
+        .env_remove("AMBLE_KEY_FILE")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn init(dir: &Path) -> String {
+    let d = dir.join("node").display().to_string();
+    let o = amble(&["node", "init", "--data-dir", &d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    d
+}
+
+fn status(d: &str) -> serde_json::Value {
+    let o = amble(&["--json", "node", "status", "--data-dir", d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+const GOOD: &str = r#"{"ref":"phone:+15550001","collection":"interactions","time":"2026-05-01T10:00:00Z","data":{"text":"hi"}}"#;
+
+#[test]
+fn ingest_export_erase_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = init(dir.path());
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(&f, format!("{GOOD}\n\n{}\n", GOOD.replace("hi", "again"))).unwrap();
+    let o = amble(&["node", "ingest", "--data-dir", &d, f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(status(&d)["records"], 2);
+    let o = amble(&["node", "export", "--data-dir", &d, "--ref", "phone:+15550001"]);
+    let export: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(export["schema"], "amble.export/v1");
+    assert_eq!(export["records"]["interactions"][1]["data"]["text"], "again");
+    let o = amble(&["node", "erase", "--data-dir", &d, "--ref", "phone:+15550001"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = amble(&["node", "export", "--data-dir", &d, "--ref", "phone:+15550001"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no subject is known"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_lines_are_named_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = init(dir.path());
+    let cases = [
+        ("{not json", "line 2: not a valid record"),
+        (
+            &GOOD.replace("interactions", "horoscope"),
+            "line 2: unknown collection \"horoscope\"",
+        ),
+        (&GOOD.replace("2026-05-01T10:00:00Z", "yesterday"), "line 2: `time` must be RFC 3339"),
+        (&GOOD.replace("phone:+15550001", "15550001"), "line 2: `ref`"),
+        (&GOOD.replace(r#"{"text":"hi"}"#, "[1]"), "line 2: `data` must be a JSON object"),
+    ];
+    for (bad, expect) in cases {
+        let f = dir.path().join("bad.jsonl");
+        std::fs::write(&f, format!("{GOOD}\n{bad}\n{GOOD}\n")).unwrap();
+        let o = amble(&["node", "ingest", "--data-dir", &d, f.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = stderr(&o);
+        assert!(err.contains(expect), "expected {expect:?} in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("15550001") || expect.contains("`ref`"), "no ref echoed: {err}");
+        assert_eq!(status(&d)["records"], 0, "nothing written for {bad}");
+    }
+}
+
+#[test]
+fn missing_dir_exposed_key_and_wrong_key_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = amble(&["node", "status", "--data-dir", dir.path().join("nope").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("amble node init"), "{}", stderr(&o));
+
+    let d = init(dir.path());
+    let key = Path::new(&d).join("node.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = amble(&["node", "status", "--data-dir", &d]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = stderr(&o);
+        assert!(err.contains("chmod 600") && err.trim().lines().count() == 1, "{err}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let other = init(&dir.path().join("other"));
+    let other_key = Path::new(&other).join("node.key");
+    let o = amble(&["node", "status", "--data-dir", &d, "--key-file", other_key.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not belong to this data directory"), "{}", stderr(&o));
+    assert_eq!(status(&d)["subjects"], 0);
+}
+
+#[test]
+fn rotate_key_keeps_records_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = init(dir.path());
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(&f, format!("{GOOD}\n")).unwrap();
+    assert!(amble(&["node", "ingest", "--data-dir", &d, f.to_str().unwrap()]).status.success());
+    let o = amble(&["--json", "node", "rotate-key", "--data-dir", &d]);
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["new_version"], 2);
+    assert_eq!(rep["keys_rewrapped"], 1);
+    let o = amble(&["node", "export", "--data-dir", &d, "--ref", "phone:+15550001"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn demo_runs_and_finds_no_plaintext() {
+    let o = amble(&["--json", "demo", "--subjects", "20"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["plaintext_hits"], 0);
+    assert_eq!(s["erased_subject_export_refused"], true);
+    assert_eq!(s["subjects"], 19);
+}

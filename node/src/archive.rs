@@ -1,0 +1,564 @@
+//! The encrypted life archive: subjects, their references, and sealed records.
+
+use crate::store::{FORMAT, RecordKey, Store};
+use crate::{Collection, NodeError, Result};
+use amble_crypto::{
+    DataKey, ExternalRef, Keyring, RecordAad, SubjectId, WrappedKey, open as open_sealed, seal,
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+const DB_DIR: &str = "archive";
+const KEY_FILE: &str = "node.key";
+const PEPPER_CHECK_REF: &str = "amble:pepper-check";
+pub const EXPORT_SCHEMA: &str = "amble.export/v1";
+
+/// A record to append: which collection, when it happened, and its fields.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub collection: Collection,
+    pub time: OffsetDateTime,
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A decrypted record. Only code inside the node sees one; callers outside get projections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: u64,
+    pub collection: Collection,
+    pub time: OffsetDateTime,
+    pub data: serde_json::Value,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub subject: SubjectId,
+    pub record_id: u64,
+}
+
+/// A half-open time range `[from, to)`; `None` is unbounded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeRange {
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
+impl TimeRange {
+    pub const ALL: TimeRange = TimeRange {
+        from: None,
+        to: None,
+    };
+    fn bounds_ms(&self) -> (i64, i64) {
+        (
+            self.from.map_or(i64::MIN, to_ms),
+            self.to.map_or(i64::MAX, to_ms),
+        )
+    }
+}
+
+/// Everything the archive holds about one subject (GDPR Art. 15/20), as one document.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectExport {
+    pub schema: &'static str,
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub exported_at: OffsetDateTime,
+    pub reference_count: usize,
+    pub record_count: usize,
+    pub records: BTreeMap<&'static str, Vec<ExportedRecord>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedRecord {
+    pub id: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub data: serde_json::Value,
+}
+
+/// What an erase did.
+#[derive(Debug, Clone, Serialize)]
+pub struct EraseReport {
+    pub subject: String,
+    pub records_deleted: usize,
+    pub references_removed: usize,
+}
+
+/// What a key rotation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotateReport {
+    pub new_version: u32,
+    pub retired_versions: Vec<u32>,
+    pub keys_rewrapped: usize,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeReport {
+    pub kept: String,
+    pub absorbed: String,
+    pub records_moved: usize,
+    pub references_moved: usize,
+}
+
+/// A node's life archive, opened on its data directory with its key file.
+pub struct Archive {
+    store: Store,
+    keyring: Keyring,
+    key_path: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("data_dir", &self.data_dir)
+            .field("keyring", &self.keyring)
+            .finish()
+    }
+}
+
+pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+}
+
+pub(crate) fn from_ms(ms: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| NodeError::TimeOutOfRange(ms.to_string()))
+}
+
+/// The key file a data directory uses when none is given.
+pub fn default_key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(KEY_FILE)
+}
+
+impl Archive {
+    /// Creates a data directory: a new keyring (mode 0600) and an empty archive.
+    pub fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<Self> {
+        let db_path = data_dir.join(DB_DIR);
+        if db_path.exists() {
+            return Err(NodeError::AlreadyInitialised(data_dir.to_owned()));
+        }
+        std::fs::create_dir_all(data_dir).map_err(|source| NodeError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        restrict_dir(data_dir)?;
+        let key_path = key_file.map_or_else(|| default_key_file(data_dir), Path::to_owned);
+        let keyring = Keyring::create(&key_path)?;
+        let store = Store::open(&db_path)?;
+        store.meta.insert("format", FORMAT)?;
+        store
+            .meta
+            .insert("pepper_check", pepper_check(&keyring)?.as_bytes())?;
+        store.flush()?;
+        Ok(Archive {
+            store,
+            keyring,
+            key_path,
+            data_dir: data_dir.to_owned(),
+        })
+    }
+
+    /// Opens an initialised data directory. Finishes a key rotation a crash interrupted.
+    pub fn open(data_dir: &Path, key_file: Option<&Path>) -> Result<Self> {
+        let db_path = data_dir.join(DB_DIR);
+        if !db_path.is_dir() {
+            return Err(NodeError::NotInitialised(data_dir.to_owned()));
+        }
+        let key_path = key_file.map_or_else(|| default_key_file(data_dir), Path::to_owned);
+        let keyring = Keyring::load(&key_path)?;
+        let store = Store::open(&db_path)?;
+        match store.meta.get("format")? {
+            Some(f) if f.as_ref() == FORMAT => {}
+            _ => return Err(NodeError::NotInitialised(data_dir.to_owned())),
+        }
+        let check = store.meta.get("pepper_check")?;
+        if check.as_deref() != Some(pepper_check(&keyring)?.as_bytes()) {
+            return Err(NodeError::WrongKeyFile { path: key_path });
+        }
+        let mut archive = Archive {
+            store,
+            keyring,
+            key_path,
+            data_dir: data_dir.to_owned(),
+        };
+        if archive.keyring.versions().len() > 1 {
+            archive.finish_rotation()?;
+        }
+        Ok(archive)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The pseudonym an external reference maps to under this node's pepper.
+    pub fn pseudonym(&self, r: &ExternalRef) -> SubjectId {
+        SubjectId::derive(self.keyring.pepper(), r)
+    }
+
+    /// The subject a reference is linked to, if any.
+    pub fn resolve(&self, r: &ExternalRef) -> Result<Option<SubjectId>> {
+        self.store.subject_of_ref(&self.pseudonym(r))
+    }
+
+    /// Like [`Archive::resolve`], but an unknown reference is an error.
+    pub fn subject_of(&self, r: &ExternalRef) -> Result<SubjectId> {
+        self.resolve(r)?.ok_or(NodeError::UnknownRef)
+    }
+
+    /// The subject's data key, creating subject and key on the reference's first record.
+    fn key_for_append(&self, r: &ExternalRef) -> Result<(SubjectId, DataKey)> {
+        let ref_p = self.pseudonym(r);
+        if let Some(subject) = self.store.subject_of_ref(&ref_p)? {
+            return Ok((subject, self.data_key(&subject)?));
+        }
+        let dek = DataKey::generate(1)?;
+        let wrapped = self.keyring.wrap(&ref_p, &dek)?;
+        let subject = self
+            .store
+            .create_subject(&ref_p, &ref_p, &wrapped, to_ms(OffsetDateTime::now_utc()))?;
+        Ok((subject, self.data_key(&subject)?))
+    }
+
+    pub(crate) fn data_key(&self, subject: &SubjectId) -> Result<DataKey> {
+        let w = self
+            .store
+            .wrapped_key(subject)?
+            .ok_or_else(|| NodeError::UnknownSubject(subject.to_hex()))?;
+        Ok(self.keyring.unwrap(subject, &w)?)
+    }
+
+    /// Appends one record and makes it durable before returning.
+    pub fn append(&self, r: &ExternalRef, rec: &NewRecord) -> Result<Appended> {
+        let out = self.append_unflushed(r, rec, &mut HashMap::new())?;
+        self.store.flush()?;
+        Ok(out)
+    }
+
+    /// Appends records with one flush at the end (group commit): when it returns, all are
+    /// durable; if it fails or the process dies, none of them was acknowledged.
+    pub fn append_batch(&self, items: &[(ExternalRef, NewRecord)]) -> Result<Vec<Appended>> {
+        let mut keys = HashMap::new();
+        let out = items
+            .iter()
+            .map(|(r, rec)| self.append_unflushed(r, rec, &mut keys))
+            .collect::<Result<Vec<_>>>()?;
+        self.store.flush()?;
+        Ok(out)
+    }
+
+    fn append_unflushed(
+        &self,
+        r: &ExternalRef,
+        rec: &NewRecord,
+        keys: &mut HashMap<SubjectId, (SubjectId, DataKey)>,
+    ) -> Result<Appended> {
+        let ref_p = self.pseudonym(r);
+        let (subject, dek) = match keys.get(&ref_p) {
+            Some(k) => k.clone(),
+            None => {
+                let k = self.key_for_append(r)?;
+                keys.insert(ref_p, k.clone());
+                k
+            }
+        };
+        let key = RecordKey {
+            subject,
+            collection: rec.collection,
+            time_ms: to_ms(rec.time),
+            id: self.store.next_id()?,
+        };
+        let plain = serde_json::to_vec(&rec.data)
+            .map_err(|e| NodeError::Corrupt(format!("record does not serialise: {e}")))?;
+        let plain = amble_crypto::Plaintext::new(plain);
+        self.store
+            .put_record(&key, &seal_record(&dek, &key, plain.as_bytes())?)?;
+        Ok(Appended {
+            subject,
+            record_id: key.id,
+        })
+    }
+
+    /// Decrypts a subject's records of one collection in a time range, in time order.
+    pub(crate) fn read_records(
+        &self,
+        subject: &SubjectId,
+        collection: Collection,
+        range: TimeRange,
+    ) -> Result<Vec<Record>> {
+        self.read_records_with(&self.data_key(subject)?, subject, collection, range)
+    }
+
+    fn read_records_with(
+        &self,
+        dek: &DataKey,
+        subject: &SubjectId,
+        collection: Collection,
+        range: TimeRange,
+    ) -> Result<Vec<Record>> {
+        let (from, to) = range.bounds_ms();
+        self.store
+            .scan_records(subject, collection, from, to)
+            .map(|item| {
+                let (key, sealed) = item?;
+                open_record(dek, &key, &sealed)
+            })
+            .collect()
+    }
+
+    /// How many records a subject has (in one collection, or in all).
+    pub fn count(&self, subject: &SubjectId, collection: Option<Collection>) -> usize {
+        self.store.count_records(subject, collection)
+    }
+
+    /// Every subject's pseudonym (never an external reference).
+    pub fn subjects(&self) -> Result<Vec<SubjectId>> {
+        self.store.subjects().collect()
+    }
+
+    pub fn subject_count(&self) -> usize {
+        self.store.subject_count()
+    }
+
+    /// When the subject was erased, if it was.
+    pub fn erased_at(&self, subject: &SubjectId) -> Result<Option<OffsetDateTime>> {
+        self.store.tombstone(subject)?.map(from_ms).transpose()
+    }
+
+    /// Links `new` to the subject `existing` belongs to (unified identity).
+    pub fn link(&self, existing: &ExternalRef, new: &ExternalRef) -> Result<SubjectId> {
+        let subject = self.subject_of(existing)?;
+        self.store.link_ref(&self.pseudonym(new), &subject)?;
+        self.store.flush()?;
+        Ok(subject)
+    }
+
+    /// Removes one reference from its subject; the last reference cannot be removed.
+    pub fn unlink(&self, r: &ExternalRef) -> Result<SubjectId> {
+        let ref_p = self.pseudonym(r);
+        let subject = self.store.subject_of_ref(&ref_p)?.ok_or(NodeError::UnknownRef)?;
+        if self.store.refs_of(&subject)?.len() <= 1 {
+            return Err(NodeError::LastRef);
+        }
+        self.store.unlink_ref(&ref_p, &subject)?;
+        self.store.flush()?;
+        Ok(subject)
+    }
+
+    /// Merges the subject of `absorb` into the subject of `keep`: records are re-sealed
+    /// under the kept subject's key, references follow, the absorbed key is destroyed.
+    pub fn merge(&self, keep: &ExternalRef, absorb: &ExternalRef) -> Result<MergeReport> {
+        let kept = self.subject_of(keep)?;
+        let gone = self.subject_of(absorb)?;
+        if kept == gone {
+            return Ok(MergeReport {
+                kept: kept.to_hex(),
+                absorbed: gone.to_hex(),
+                records_moved: 0,
+                references_moved: 0,
+            });
+        }
+        let kept_key = self.data_key(&kept)?;
+        let gone_key = self.data_key(&gone)?;
+        let keys = self.store.subject_record_keys(&gone)?;
+        // Copy first and flush: a crash leaves duplicates under `kept`, never a loss.
+        let mut moved = Vec::with_capacity(keys.len());
+        for old in &keys {
+            let sealed = self
+                .store
+                .get_record(old)?
+                .ok_or_else(|| NodeError::Corrupt("record vanished during merge".into()))?;
+            let rec = open_record(&gone_key, old, &sealed)?;
+            let new_key = RecordKey {
+                subject: kept,
+                ..*old
+            };
+            let plain = amble_crypto::Plaintext::new(
+                serde_json::to_vec(&rec.data).map_err(|e| NodeError::Corrupt(e.to_string()))?,
+            );
+            self.store
+                .put_record(&new_key, &seal_record(&kept_key, &new_key, plain.as_bytes())?)?;
+            moved.push(*old);
+        }
+        let refs = self.store.refs_of(&gone)?.len();
+        self.store.repoint_refs(&gone, &kept)?;
+        self.store.flush()?;
+        self.store
+            .shred_subject(&gone, to_ms(OffsetDateTime::now_utc()), "merged")?;
+        for k in &moved {
+            self.store.remove_record(k)?;
+        }
+        self.store.flush()?;
+        Ok(MergeReport {
+            kept: kept.to_hex(),
+            absorbed: gone.to_hex(),
+            records_moved: moved.len(),
+            references_moved: refs,
+        })
+    }
+
+    /// Everything about the subject of `r`, decrypted, as one document.
+    pub fn export(&self, r: &ExternalRef) -> Result<SubjectExport> {
+        let subject = self.subject_of(r)?;
+        self.export_subject(&subject)
+    }
+
+    pub(crate) fn export_subject(&self, subject: &SubjectId) -> Result<SubjectExport> {
+        let mut records = BTreeMap::new();
+        let mut count = 0;
+        let dek = self.data_key(subject)?;
+        for c in Collection::ALL {
+            let recs = self.read_records_with(&dek, subject, c, TimeRange::ALL)?;
+            count += recs.len();
+            if !recs.is_empty() {
+                records.insert(
+                    c.as_str(),
+                    recs.into_iter()
+                        .map(|r| ExportedRecord {
+                            id: r.id,
+                            time: r.time,
+                            data: r.data,
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(SubjectExport {
+            schema: EXPORT_SCHEMA,
+            subject: subject.to_hex(),
+            exported_at: OffsetDateTime::now_utc(),
+            reference_count: self.store.refs_of(subject)?.len(),
+            record_count: count,
+            records,
+        })
+    }
+
+    /// Erases the subject of `r`: destroys its data key first (crypto-shredding, so backups
+    /// become unreadable too), then deletes its records and links, leaving a tombstone.
+    pub fn erase(&self, r: &ExternalRef) -> Result<EraseReport> {
+        let subject = self.subject_of(r)?;
+        self.erase_subject(&subject)
+    }
+
+    pub(crate) fn erase_subject(&self, subject: &SubjectId) -> Result<EraseReport> {
+        let refs = self.store.refs_of(subject)?.len();
+        self.store
+            .shred_subject(subject, to_ms(OffsetDateTime::now_utc()), "erased")?;
+        self.store.flush()?;
+        let keys = self.store.subject_record_keys(subject)?;
+        for k in &keys {
+            self.store.remove_record(k)?;
+        }
+        self.store.flush()?;
+        Ok(EraseReport {
+            subject: subject.to_hex(),
+            records_deleted: keys.len(),
+            references_removed: refs,
+        })
+    }
+
+    /// Rotates the node master key: a new KEK version, every data key rewrapped under it,
+    /// then the old versions retired. Records are never re-encrypted. The key file is
+    /// saved with both versions before any rewrap, so a crash at any point loses nothing;
+    /// the next open finishes the job.
+    pub fn rotate_key(&mut self) -> Result<RotateReport> {
+        self.keyring.rotate()?;
+        self.keyring.save(&self.key_path)?;
+        self.finish_rotation()
+    }
+
+    fn finish_rotation(&mut self) -> Result<RotateReport> {
+        let current = self.keyring.current_version();
+        let stale: Vec<(SubjectId, WrappedKey)> = self
+            .store
+            .all_wrapped_keys()?
+            .into_iter()
+            .filter(|(_, w)| w.kek_version != current)
+            .collect();
+        let mut rewrapped = Vec::with_capacity(stale.len());
+        for chunk in stale.chunks(1024) {
+            rewrapped.clear();
+            for (s, w) in chunk {
+                let dek = self.keyring.unwrap(s, w)?;
+                rewrapped.push((*s, self.keyring.wrap(s, &dek)?));
+            }
+            self.store.put_wrapped_keys(&rewrapped)?;
+        }
+        self.store.flush()?;
+        let retired = self.keyring.retire_all_but_current();
+        self.keyring.save(&self.key_path)?;
+        Ok(RotateReport {
+            new_version: current,
+            retired_versions: retired,
+            keys_rewrapped: stale.len(),
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.store.flush()
+    }
+}
+
+fn seal_record(dek: &DataKey, key: &RecordKey, plain: &[u8]) -> Result<Vec<u8>> {
+    let rid = key.aad_id();
+    let aad = RecordAad {
+        subject: &key.subject,
+        collection: key.collection.as_str(),
+        record_id: &rid,
+    };
+    Ok(seal(dek, &aad, plain)?)
+}
+
+fn open_record(dek: &DataKey, key: &RecordKey, sealed: &[u8]) -> Result<Record> {
+    let rid = key.aad_id();
+    let aad = RecordAad {
+        subject: &key.subject,
+        collection: key.collection.as_str(),
+        record_id: &rid,
+    };
+    let plain = open_sealed(dek, &aad, sealed)?;
+    let data = serde_json::from_slice(plain.as_bytes())
+        .map_err(|e| NodeError::Corrupt(format!("record {} is not JSON: {e}", key.id)))?;
+    Ok(Record {
+        id: key.id,
+        collection: key.collection,
+        time: from_ms(key.time_ms)?,
+        data,
+    })
+}
+
+fn pepper_check(keyring: &Keyring) -> Result<String> {
+    let r = ExternalRef::parse(PEPPER_CHECK_REF)?;
+    Ok(SubjectId::derive(keyring.pepper(), &r).to_hex())
+}
+
+#[cfg(unix)]
+fn restrict_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+        NodeError::Io {
+            path: dir.to_owned(),
+            source,
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn restrict_dir(_dir: &Path) -> Result<()> {
+    Ok(())
+}

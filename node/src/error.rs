@@ -1,0 +1,53 @@
+use std::path::PathBuf;
+
+/// What went wrong in the node's archive; each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(
+        "data directory {0} does not exist or is not initialised; run `amble node init --data-dir {0}`"
+    )]
+    NotInitialised(PathBuf),
+    #[error("data directory {0} is already initialised; refusing to overwrite it")]
+    AlreadyInitialised(PathBuf),
+    #[error("key file {path} does not belong to this data directory (its pseudonym check failed); pass the key file created by `amble node init` for it")]
+    WrongKeyFile { path: PathBuf },
+    #[error(transparent)]
+    Crypto(#[from] amble_crypto::CryptoError),
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("storage transaction failed: {0}")]
+    Transaction(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown collection {0:?}; expected one of: profile, life_stage, goals, events, interactions, health")]
+    UnknownCollection(String),
+    #[error("no subject is known by this reference (never ingested, or erased)")]
+    UnknownRef,
+    #[error("subject {0} is not in this archive (never created, or erased)")]
+    UnknownSubject(String),
+    #[error("reference is already linked to subject {0}; unlink it first")]
+    RefAlreadyLinked(String),
+    #[error("refusing to unlink the last reference of a subject; erase the subject instead")]
+    LastRef,
+    #[error("record data must be a JSON object, not {0}")]
+    RecordNotObject(&'static str),
+    #[error("record is corrupt in storage: {0}")]
+    Corrupt(String),
+    #[error("time {0} is out of the supported range")]
+    TimeOutOfRange(String),
+}
+
+impl From<sled::transaction::TransactionError<NodeError>> for NodeError {
+    fn from(e: sled::transaction::TransactionError<NodeError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(inner) => inner,
+            sled::transaction::TransactionError::Storage(s) => NodeError::Storage(s),
+        }
+    }
+}
+
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;

@@ -1,0 +1,258 @@
+//! Behaviour of the encrypted archive as an operator and an attacker with the disk see it.
+
+use amble_crypto::ExternalRef;
+use amble_node::{Archive, Collection, NewRecord, NodeError};
+use std::path::Path;
+use time::macros::datetime;
+
+fn rec(c: Collection, day: u8, data: serde_json::Value) -> NewRecord {
+    let serde_json::Value::Object(data) = data else {
+        panic!("object")
+    };
+    NewRecord {
+        collection: c,
+        time: datetime!(2026-05-01 10:00 UTC) + time::Duration::days(i64::from(day)),
+        data,
+    }
+}
+
+fn r(s: &str) -> ExternalRef {
+    ExternalRef::parse(s).unwrap()
+}
+
+/// Every file under `dir`, concatenated per file.
+fn raw_files(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The needles found anywhere in `files` (one Aho-Corasick pass per file).
+fn count_hits(files: &[Vec<u8>], needles: &[String]) -> Vec<String> {
+    let ac = aho_corasick::AhoCorasick::new(needles).unwrap();
+    let mut found = std::collections::BTreeSet::new();
+    for f in files {
+        for m in ac.find_overlapping_iter(f) {
+            found.insert(m.pattern().as_usize());
+        }
+    }
+    found.into_iter().map(|i| needles[i].clone()).collect()
+}
+
+#[test]
+fn no_marker_or_external_id_is_ever_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // Key file outside the data directory, as recommended for production.
+    let key = dir.path().join("node.key");
+    let data = dir.path().join("data");
+    let a = Archive::init(&data, Some(&key)).unwrap();
+    let mut needles = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..1000u32 {
+        let phone = format!("phone:+4479{i:08}");
+        let email = format!("email:subject{i}@marker-example.org");
+        let marker = format!("MARKER-{i:05}-XYZZY");
+        batch.push((
+            r(&phone),
+            rec(
+                Collection::Interactions,
+                (i % 28) as u8,
+                serde_json::json!({"text": format!("my name is {marker}"), "channel": "chat"}),
+            ),
+        ));
+        batch.push((
+            r(&phone),
+            rec(
+                Collection::Health,
+                1,
+                serde_json::json!({"condition": format!("{marker}-asthma")}),
+            ),
+        ));
+        needles.extend([phone.clone(), email.clone(), marker]);
+        needles.push(phone.split_once(':').unwrap().1.to_owned());
+        if batch.len() >= 400 {
+            a.append_batch(&batch).unwrap();
+            batch.clear();
+        }
+    }
+    a.append_batch(&batch).unwrap();
+    for i in (0..1000u32).step_by(100) {
+        let phone = format!("phone:+4479{i:08}");
+        a.link(&r(&phone), &r(&format!("email:subject{i}@marker-example.org")))
+            .unwrap();
+    }
+    a.flush().unwrap();
+    assert_eq!(a.subject_count(), 1000);
+    drop(a);
+    let files = raw_files(&data);
+    assert!(!files.is_empty());
+    let hits = count_hits(&files, &needles);
+    assert!(hits.is_empty(), "plaintext on disk: {:?}", &hits[..hits.len().min(5)]);
+    // The check can fail: the same scan finds a marker in a file we write ourselves.
+    std::fs::write(data.join("canary"), b"MARKER-00007-XYZZY").unwrap();
+    assert_eq!(count_hits(&raw_files(&data), &needles).len(), 1);
+}
+
+#[test]
+fn records_read_back_by_collection_and_time_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::init(dir.path(), None).unwrap();
+    let p = r("phone:+15550001");
+    for day in 0..10u8 {
+        a.append(&p, &rec(Collection::Events, day, serde_json::json!({"day": day})))
+            .unwrap();
+    }
+    a.append(&p, &rec(Collection::Goals, 3, serde_json::json!({"goal": "save"})))
+        .unwrap();
+    let s = a.subject_of(&p).unwrap();
+    assert_eq!(a.count(&s, Some(Collection::Events)), 10);
+    assert_eq!(a.count(&s, None), 11);
+    let export = a.export(&p).unwrap();
+    let days: Vec<_> = export.records["events"]
+        .iter()
+        .map(|r| r.data["day"].as_u64().unwrap())
+        .collect();
+    assert_eq!(days, (0..10).collect::<Vec<_>>(), "time order");
+    assert_eq!(export.records["goals"][0].data["goal"], "save");
+    assert_eq!(a.subjects().unwrap(), vec![s]);
+}
+
+#[test]
+fn linked_references_reach_one_subject_and_merge_moves_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::init(dir.path(), None).unwrap();
+    let (phone, email, openid) = (r("phone:+1"), r("email:a@b.c"), r("openid:xyz"));
+    a.append(&phone, &rec(Collection::Profile, 0, serde_json::json!({"city": "Lyon"})))
+        .unwrap();
+    let s = a.link(&phone, &email).unwrap();
+    assert_eq!(a.subject_of(&email).unwrap(), s);
+    assert!(matches!(
+        a.link(&phone, &email),
+        Err(NodeError::RefAlreadyLinked(_))
+    ));
+    a.append(&openid, &rec(Collection::Goals, 1, serde_json::json!({"goal": "house"})))
+        .unwrap();
+    let other = a.subject_of(&openid).unwrap();
+    assert_ne!(other, s);
+    let m = a.merge(&email, &openid).unwrap();
+    assert_eq!(m.records_moved, 1);
+    assert_eq!(a.subject_of(&openid).unwrap(), s, "refs follow the merge");
+    assert_eq!(a.export(&phone).unwrap().record_count, 2);
+    assert_eq!(a.subject_count(), 1);
+    assert!(a.erased_at(&other).unwrap().is_some(), "absorbed subject tombstoned");
+    a.unlink(&openid).unwrap();
+    assert!(matches!(a.subject_of(&openid), Err(NodeError::UnknownRef)));
+    a.unlink(&email).unwrap();
+    assert!(matches!(a.unlink(&phone), Err(NodeError::LastRef)));
+}
+
+#[test]
+fn erase_destroys_the_key_and_leaves_a_tombstone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Archive::init(dir.path(), None).unwrap();
+    let p = r("phone:+15550002");
+    let keep = r("phone:+15550003");
+    for i in 0..20u8 {
+        a.append(&p, &rec(Collection::Interactions, i, serde_json::json!({"text": "ERASEME-77"})))
+            .unwrap();
+    }
+    a.append(&keep, &rec(Collection::Goals, 0, serde_json::json!({"goal": "x"})))
+        .unwrap();
+    let s = a.subject_of(&p).unwrap();
+    let rep = a.erase(&p).unwrap();
+    assert_eq!(rep.records_deleted, 20);
+    assert!(matches!(a.export(&p), Err(NodeError::UnknownRef)));
+    assert_eq!(a.count(&s, None), 0);
+    assert!(a.erased_at(&s).unwrap().is_some());
+    assert!(!a.subjects().unwrap().contains(&s));
+    // After the KEK that wrapped the erased key is retired, no copy of it (sled's log,
+    // an old backup) can be unwrapped any more.
+    a.rotate_key().unwrap();
+    assert_eq!(a.keyring().versions(), vec![2]);
+    assert_eq!(a.export(&keep).unwrap().record_count, 1);
+    drop(a);
+    let hits = count_hits(&raw_files(dir.path()), &["ERASEME-77".to_owned()]);
+    assert!(hits.is_empty());
+}
+
+#[test]
+fn rotation_keeps_every_record_readable_without_the_old_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Archive::init(dir.path(), None).unwrap();
+    let refs: Vec<_> = (0..50).map(|i| r(&format!("phone:+1{i}"))).collect();
+    for (i, p) in refs.iter().enumerate() {
+        a.append(p, &rec(Collection::Events, 0, serde_json::json!({"i": i})))
+            .unwrap();
+    }
+    let rep = a.rotate_key().unwrap();
+    assert_eq!((rep.new_version, rep.keys_rewrapped), (2, 50));
+    assert_eq!(rep.retired_versions, vec![1]);
+    drop(a);
+    // Reopen from disk: only v2 is in the key file, and every record still opens.
+    let a = Archive::open(dir.path(), None).unwrap();
+    assert_eq!(a.keyring().versions(), vec![2]);
+    for (i, p) in refs.iter().enumerate() {
+        let e = a.export(p).unwrap();
+        assert_eq!(e.records["events"][0].data["i"], i);
+    }
+}
+
+#[test]
+fn interrupted_rotation_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = amble_node::default_key_file(dir.path());
+    let a = Archive::init(dir.path(), None).unwrap();
+    let p = r("phone:+1");
+    a.append(&p, &rec(Collection::Events, 0, serde_json::json!({"x": 1})))
+        .unwrap();
+    drop(a);
+    // Simulate a crash right after the new key version was saved, before any rewrap.
+    let mut k = amble_crypto::Keyring::load(&key).unwrap();
+    k.rotate().unwrap();
+    k.save(&key).unwrap();
+    let a = Archive::open(dir.path(), None).unwrap();
+    assert_eq!(a.keyring().versions(), vec![2]);
+    assert_eq!(a.export(&p).unwrap().record_count, 1);
+}
+
+#[test]
+fn wrong_or_exposed_key_file_and_missing_dir_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let a = Archive::init(&data, None).unwrap();
+    a.append(&r("phone:+1"), &rec(Collection::Events, 0, serde_json::json!({})))
+        .unwrap();
+    drop(a);
+    let other = dir.path().join("other.key");
+    amble_crypto::Keyring::create(&other).unwrap();
+    let err = Archive::open(&data, Some(&other)).unwrap_err();
+    assert!(matches!(err, NodeError::WrongKeyFile { .. }), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = amble_node::default_key_file(&data);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Archive::open(&data, None).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let err = Archive::open(&dir.path().join("missing"), None).unwrap_err();
+    assert!(err.to_string().contains("amble node init"), "{err}");
+    assert!(matches!(
+        Archive::init(&data, None),
+        Err(NodeError::AlreadyInitialised(_))
+    ));
+    // Refusals left the archive as it was.
+    let a = Archive::open(&data, None).unwrap();
+    assert_eq!(a.subject_count(), 1);
+}

@@ -1,0 +1,101 @@
+//! A process appending to the archive is killed with SIGKILL at random moments; after
+//! reopening, every append it had acknowledged is present and readable.
+//!
+//! The test binary re-runs itself as the child (`AMBLE_CRASH_CHILD` set), so no extra binary
+//! is needed. The child prints `ack <n>` only after `append` returned (flushed).
+
+use amble_crypto::ExternalRef;
+use amble_node::{Archive, Collection, NewRecord};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "AMBLE_CRASH_CHILD";
+
+fn record(n: u64) -> NewRecord {
+    let serde_json::Value::Object(data) = serde_json::json!({ "n": n, "pad": "x".repeat(200) })
+    else {
+        unreachable!()
+    };
+    NewRecord {
+        collection: Collection::Events,
+        time: time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(n as i64),
+        data,
+    }
+}
+
+fn subject_ref(n: u64) -> ExternalRef {
+    ExternalRef::parse(&format!("phone:+1{}", n % 17)).unwrap()
+}
+
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return; // Only does something when run as the child of the test below.
+    };
+    let a = Archive::open(std::path::Path::new(&dir), None).unwrap();
+    let start: u64 = std::env::var("AMBLE_CRASH_START").unwrap().parse().unwrap();
+    for n in start.. {
+        a.append(&subject_ref(n), &record(n)).unwrap();
+        println!("ack {n}");
+    }
+}
+
+#[test]
+fn acknowledged_appends_survive_sigkill() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    drop(Archive::init(dir.path(), None).unwrap());
+    let exe = std::env::current_exe().unwrap();
+    let mut acked: Vec<u64> = Vec::new();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for round in 0..6u64 {
+        let start = acked.last().map_or(0, |n| n + 1);
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, dir.path())
+            .env("AMBLE_CRASH_START", start.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // Kill after a random number of acknowledgements (and at a random time after the
+        // last one we read), so the kill lands mid-append as well as between appends.
+        let kill_after = 5 + seed % 60;
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = 0;
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(n) = line.strip_prefix("ack ") {
+                acked.push(n.parse().unwrap());
+                seen += 1;
+            }
+            if seen >= kill_after || Instant::now() > deadline {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(seed % 3000));
+        child.kill().unwrap(); // SIGKILL on unix
+        child.wait().unwrap();
+        assert!(seen > 0, "round {round}: the child acknowledged nothing");
+    }
+    let a = Archive::open(dir.path(), None).unwrap();
+    let mut present = std::collections::HashSet::new();
+    for k in 0..17u64 {
+        let Ok(export) = a.export(&subject_ref(k)) else {
+            continue;
+        };
+        for r in export.records.get("events").into_iter().flatten() {
+            present.insert(r.data["n"].as_u64().unwrap());
+        }
+    }
+    let missing: Vec<_> = acked.iter().filter(|n| !present.contains(n)).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert!(acked.len() >= 6 * 5);
+}
