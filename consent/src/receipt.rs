@@ -1,0 +1,434 @@
+//! Signed consent receipts (Kantara Consent Receipt 1.1 fields, Ed25519 signature).
+//!
+//! A receipt file is the canonical JSON (see [`canonical_json`]) of
+//! `{"receipt": {…}, "signature": {"alg": "EdDSA", "keyId": …, "sig": …}}`. The signature covers
+//! [`RECEIPT_DOMAIN`] followed by the canonical JSON of the `receipt` object. A verifier parses
+//! the file, re-serialises it canonically and requires the result to equal the file byte for
+//! byte before it checks the signature; together with strict base64 for the signature this makes
+//! every single-byte change to a receipt file detectable.
+
+use crate::history::{AssistanceEvent, ConsentEvent};
+use crate::{PurposeInfo, ReceiptError, rfc3339};
+use amble_crypto::{SigningKey, SubjectId, VerifyingKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The Kantara Consent Receipt specification version the receipts follow.
+pub const KANTARA_VERSION: &str = "KI-CR-v1.1.0";
+/// Domain separation: the node key also signs audit checkpoints, never with this prefix.
+pub const RECEIPT_DOMAIN: &[u8] = b"amble/consent-receipt/v1\n";
+const ALG: &str = "EdDSA";
+
+/// A data controller as Kantara's `piiControllers` entries name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Controller {
+    /// The organisation's name.
+    pub pii_controller: String,
+    /// A person or office to contact about privacy.
+    pub contact: String,
+    pub address: String,
+    pub email: String,
+    pub phone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii_controller_url: Option<String>,
+}
+
+/// A purpose inside a receipt's service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiptPurpose {
+    /// Plain-language description, as shown to the person.
+    pub purpose: String,
+    /// The purpose id from the policy (`train.intent`, …).
+    pub purpose_category: Vec<String>,
+    /// `EXPLICIT` or `IMPLICIT`.
+    pub consent_type: String,
+    pub pii_category: Vec<String>,
+    pub primary_purpose: bool,
+    pub termination: String,
+    pub third_party_disclosure: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub third_party_name: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiptService {
+    pub service: String,
+    pub purposes: Vec<ReceiptPurpose>,
+}
+
+/// What changed, in amble's terms (an extension; Kantara receipts allow extra fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiptEvent {
+    /// `given`, `withdrawn`, `expired` or `ai_assistance`.
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose_id: Option<String>,
+    /// The W3C DPV state the consent is in after this change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpv_state: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+    pub explicit: bool,
+    pub policy_version: u64,
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_assistance: Option<String>,
+}
+
+/// A consent receipt's content (verified, when it comes from [`verify_receipt`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Receipt {
+    pub version: String,
+    pub jurisdiction: String,
+    /// Seconds since the Unix epoch, as Kantara specifies.
+    pub consent_timestamp: i64,
+    pub collection_method: String,
+    #[serde(rename = "consentReceiptID")]
+    pub consent_receipt_id: String,
+    /// Standard base64 of the node's Ed25519 verifying key.
+    pub public_key: String,
+    pub language: String,
+    /// The subject's pseudonym in hex; never an external reference.
+    pub pii_principal_id: String,
+    pub pii_controllers: Vec<Controller>,
+    pub policy_url: String,
+    pub services: Vec<ReceiptService>,
+    pub sensitive: bool,
+    pub spi_cat: Vec<String>,
+    pub amble_event: ReceiptEvent,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptFile {
+    receipt: Value,
+    signature: SignatureBlock,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SignatureBlock {
+    alg: String,
+    key_id: String,
+    sig: String,
+}
+
+/// A receipt together with the exact bytes of its signed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedReceipt {
+    receipt: Receipt,
+    bytes: Vec<u8>,
+}
+
+impl SignedReceipt {
+    pub fn receipt(&self) -> &Receipt {
+        &self.receipt
+    }
+    /// The receipt file: hand these bytes to the subject unchanged.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Signs receipts for one node: its key and the facts every receipt repeats.
+#[derive(Debug)]
+pub struct ReceiptIssuer<'k> {
+    key: &'k SigningKey,
+    controller: Controller,
+    jurisdiction: String,
+    policy_url: String,
+    service: String,
+    language: String,
+}
+
+impl<'k> ReceiptIssuer<'k> {
+    /// `jurisdiction` is where the controller is established (e.g. `DE`, `CN`), `policy_url`
+    /// the privacy notice the subject was shown, `service` the service's name in receipts.
+    pub fn new(
+        key: &'k SigningKey,
+        controller: Controller,
+        jurisdiction: impl Into<String>,
+        policy_url: impl Into<String>,
+        service: impl Into<String>,
+    ) -> Self {
+        ReceiptIssuer {
+            key,
+            controller,
+            jurisdiction: jurisdiction.into(),
+            policy_url: policy_url.into(),
+            service: service.into(),
+            language: "en".to_owned(),
+        }
+    }
+
+    /// The language of the receipt's texts (BCP 47), `en` unless set.
+    pub fn with_language(mut self, language: impl Into<String>) -> Self {
+        self.language = language.into();
+        self
+    }
+
+    fn base(
+        &self,
+        subject: &SubjectId,
+        (at, method, receipt_id): (time::OffsetDateTime, crate::Method, &str),
+        services: Vec<ReceiptService>,
+        sensitive: Vec<String>,
+        event: ReceiptEvent,
+    ) -> Receipt {
+        Receipt {
+            version: KANTARA_VERSION.to_owned(),
+            jurisdiction: self.jurisdiction.clone(),
+            consent_timestamp: at.unix_timestamp(),
+            collection_method: method.as_str().to_owned(),
+            consent_receipt_id: receipt_id.to_owned(),
+            public_key: self.key.verifying_key().to_base64(),
+            language: self.language.clone(),
+            pii_principal_id: subject.to_hex(),
+            pii_controllers: vec![self.controller.clone()],
+            policy_url: self.policy_url.clone(),
+            services,
+            sensitive: !sensitive.is_empty(),
+            spi_cat: sensitive,
+            amble_event: event,
+        }
+    }
+
+    pub(crate) fn issue_consent(
+        &self,
+        subject: &SubjectId,
+        purpose: &PurposeInfo,
+        e: &ConsentEvent,
+    ) -> SignedReceipt {
+        let termination = match e.valid_until {
+            Some(u) => format!(
+                "until {} or until you withdraw it, whichever comes first",
+                crate::date_of(u)
+            ),
+            None => "until you withdraw it".to_owned(),
+        };
+        let services = vec![ReceiptService {
+            service: self.service.clone(),
+            purposes: vec![ReceiptPurpose {
+                purpose: purpose.description.clone(),
+                purpose_category: vec![purpose.id.clone()],
+                consent_type: if e.explicit { "EXPLICIT" } else { "IMPLICIT" }.to_owned(),
+                pii_category: purpose.pii_categories.clone(),
+                primary_purpose: purpose.primary,
+                termination,
+                third_party_disclosure: !purpose.recipients.is_empty(),
+                third_party_name: purpose.recipients.clone(),
+            }],
+        }];
+        let event = ReceiptEvent {
+            event: e.kind.as_str().to_owned(),
+            purpose_id: Some(e.purpose.clone()),
+            dpv_state: Some(e.kind.dpv().to_owned()),
+            at: rfc3339(e.at),
+            valid_until: e.valid_until.map(rfc3339),
+            explicit: e.explicit,
+            policy_version: e.policy_version,
+            actor: e.actor.clone(),
+            ai_assistance: None,
+        };
+        let r = self.base(
+            subject,
+            (e.at, e.method, &e.receipt_id),
+            services,
+            purpose.sensitive_categories.clone(),
+            event,
+        );
+        self.sign(r)
+    }
+
+    pub(crate) fn issue_assistance(
+        &self,
+        subject: &SubjectId,
+        e: &AssistanceEvent,
+    ) -> SignedReceipt {
+        let services = vec![ReceiptService {
+            service: self.service.clone(),
+            purposes: vec![ReceiptPurpose {
+                purpose: format!("AI assistance: {}", e.level.description()),
+                purpose_category: vec!["ai_assistance".to_owned()],
+                consent_type: "EXPLICIT".to_owned(),
+                pii_category: vec!["interactions".to_owned()],
+                primary_purpose: false,
+                termination: "until you choose another level".to_owned(),
+                third_party_disclosure: false,
+                third_party_name: Vec::new(),
+            }],
+        }];
+        let event = ReceiptEvent {
+            event: "ai_assistance".to_owned(),
+            purpose_id: None,
+            dpv_state: None,
+            at: rfc3339(e.at),
+            valid_until: None,
+            explicit: true,
+            policy_version: e.policy_version,
+            actor: e.actor.clone(),
+            ai_assistance: Some(e.level.as_str().to_owned()),
+        };
+        let r = self.base(
+            subject,
+            (e.at, e.method, &e.receipt_id),
+            services,
+            Vec::new(),
+            event,
+        );
+        self.sign(r)
+    }
+
+    fn sign(&self, receipt: Receipt) -> SignedReceipt {
+        // A struct of strings, integers and booleans always serialises.
+        let body = serde_json::to_value(&receipt).unwrap_or(Value::Null);
+        let sig = self.key.sign(&signed_message(&body));
+        let file = ReceiptFile {
+            receipt: body,
+            signature: SignatureBlock {
+                alg: ALG.to_owned(),
+                key_id: self.key.verifying_key().to_base64(),
+                sig: STANDARD.encode(sig),
+            },
+        };
+        let bytes = canonical_json(&serde_json::to_value(&file).unwrap_or(Value::Null));
+        SignedReceipt { receipt, bytes }
+    }
+}
+
+fn signed_message(body: &Value) -> Vec<u8> {
+    let mut m = RECEIPT_DOMAIN.to_vec();
+    m.extend_from_slice(&canonical_json(body));
+    m
+}
+
+/// Checks a receipt file against the node's verifying key and returns its content.
+///
+/// Rejects the file unless it is exactly the canonical form, signed by `key`, with the
+/// receipt layout; any one changed byte fails one of these checks.
+pub fn verify_receipt(file: &[u8], key: &VerifyingKey) -> Result<Receipt, ReceiptError> {
+    let value: Value = serde_json::from_slice(file).map_err(ReceiptError::NotJson)?;
+    if canonical_json(&value) != file {
+        return Err(ReceiptError::NotCanonical);
+    }
+    let parsed: ReceiptFile =
+        serde_json::from_value(value).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    let expected = key.to_base64();
+    if parsed.signature.alg != ALG {
+        return Err(ReceiptError::Malformed(format!(
+            "signature algorithm `{}` is not {ALG}",
+            parsed.signature.alg
+        )));
+    }
+    if parsed.signature.key_id != expected {
+        return Err(ReceiptError::WrongKey {
+            expected,
+            found: parsed.signature.key_id,
+        });
+    }
+    // The standard engine rejects non-zero trailing bits, so each signature has one encoding.
+    let sig = STANDARD
+        .decode(parsed.signature.sig.as_bytes())
+        .map_err(|_| ReceiptError::BadSignature)?;
+    key.verify(&signed_message(&parsed.receipt), &sig)
+        .map_err(|_| ReceiptError::BadSignature)?;
+    let receipt: Receipt = serde_json::from_value(parsed.receipt)
+        .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    if receipt.public_key != expected {
+        return Err(ReceiptError::WrongKey {
+            expected,
+            found: receipt.public_key,
+        });
+    }
+    Ok(receipt)
+}
+
+/// Canonical JSON after RFC 8785 (JCS) for the values amble signs: no whitespace, object
+/// members sorted by the UTF-16 code units of their names, strings with only the escapes JSON
+/// requires (lowercase `\u00xx` for other control characters). Integers print as integers;
+/// amble signs no floating-point numbers, which JCS would format differently.
+pub fn canonical_json(v: &Value) -> Vec<u8> {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out.into_bytes()
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_string(s, out),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        Value::Object(o) => {
+            let mut members: Vec<(&String, &Value)> = o.iter().collect();
+            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push('{');
+            for (i, (k, x)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(k, out);
+                out.push(':');
+                write_canonical(x, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A fresh receipt id: a random UUID (version 4) as Kantara examples use.
+pub(crate) fn new_receipt_id() -> Result<String, amble_crypto::CryptoError> {
+    let mut b = [0u8; 16];
+    amble_crypto::random_bytes(&mut b)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
