@@ -4,7 +4,9 @@
 
 use crate::output::Output;
 use amble_crypto::ExternalRef;
-use amble_node::{Archive, ingest};
+use crate::node_cmd::operator;
+use amble_node::{ConsentChange, Node, ReadOutcome, TimeRange, ingest};
+use amble_policy::Role;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -31,6 +33,9 @@ struct DemoSummary {
     exported_records: usize,
     erased_records: usize,
     erased_subject_export_refused: bool,
+    read_fields_allowed: usize,
+    read_after_withdrawal_denied: bool,
+    audit_entries: u64,
     keys_rewrapped: usize,
     files_scanned: usize,
     bytes_scanned: u64,
@@ -78,18 +83,18 @@ fn write_people(path: &Path, n: u32) -> Result<usize> {
             "profile",
             0,
             serde_json::json!({"birth_year": 1950 + (i % 55), "city": CITIES[(i as usize) % 5],
-                "household_size": 1 + i % 4, "note": marker(i)}),
+                "language": "en", "display_name": marker(i)}),
         )?;
         line(
             "life_stage",
             1,
-            serde_json::json!({"tag": stage, "source": "declared"}),
+            serde_json::json!({"stage": stage, "tags": [stage], "source": "declared"}),
         )?;
         for k in 0..3 {
             line(
                 "events",
                 2 + k * 10 + i % 7,
-                serde_json::json!({"kind": "app_usage", "screen": "payments", "n": k}),
+                serde_json::json!({"kind": "app_usage", "status": "ok", "amount": 10 * k, "tags": ["payments"]}),
             )?;
         }
         for k in 0..3u32 {
@@ -97,8 +102,8 @@ fn write_people(path: &Path, n: u32) -> Result<usize> {
             line(
                 "interactions",
                 5 + k * 20 + i % 5,
-                serde_json::json!({"channel": "chat", "text": format!("{t} ({})", marker(i)),
-                    "intent": "unknown", "satisfaction": 4}),
+                serde_json::json!({"channel": "chat", "text": format!("{t}, call me on 0155{i:07} ({})", marker(i)),
+                    "intent": "unknown", "outcome": "resolved", "satisfaction": 4}),
             )?;
         }
     }
@@ -139,14 +144,15 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     };
     say("amble demo — an organisation's node keeps life archives encrypted and under each person's control\n");
 
-    let archive = Archive::init(&data_dir, None)?;
+    let archive = Node::init(&data_dir, None)?;
+    let op = operator();
     say(&format!("1. initialised a node in {}", data_dir.display()));
 
     let input = base.join("people.jsonl");
     let n = write_people(&input, args.subjects)?;
     let bar = out.progress(n as u64, "ingest");
     let t0 = Instant::now();
-    let written = ingest::ingest_file(&archive, &input, &|d| bar.set_position(d as u64))?;
+    let written = ingest::ingest_file(&archive, &op, &input, &|d| bar.set_position(d as u64))?;
     let secs = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
     std::fs::remove_file(&input)?;
@@ -158,29 +164,56 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
 
     let ann = ExternalRef::parse(&person_ref(1))?;
     let ann_email = ExternalRef::parse("email:person1@example.org")?;
-    archive.link(&ann, &ann_email)?;
-    let export = archive.export(&ann_email)?;
+    archive.link(&op, &ann, &ann_email)?;
+    let export = archive.export(&op, &ann_email)?;
+    let exported = export.document["archive"]["record_count"].as_u64().unwrap_or(0) as usize;
     say(&format!(
-        "3. linked an email to person 1; exporting by email finds {} records across {} collections",
-        export.record_count,
-        export.records.len()
+        "3. linked an email to person 1; their signed export (found by email) holds {exported} records, consent history and access log"
     ));
 
-    let erased = archive.erase(&ann)?;
-    let refused = archive.export(&ann_email).is_err();
+    let agent = amble_node::Actor::new("app:demo", Role::App, amble_consent::Method::App);
+    let bob = ExternalRef::parse(&person_ref(3))?;
+    let before = archive.read(&agent, &bob, "personalisation", TimeRange::ALL)?;
+    archive.change_consent(
+        &op,
+        &bob,
+        "personalisation",
+        ConsentChange::Give {
+            valid_until: None,
+            explicit: false,
+        },
+    )?;
+    let allowed = match archive.read(&agent, &bob, "personalisation", TimeRange::ALL)? {
+        ReadOutcome::Allowed(p) => p.records().iter().map(|r| r.len()).sum(),
+        ReadOutcome::Denied(_) => 0,
+    };
+    archive.change_consent(&op, &bob, "personalisation", ConsentChange::Withdraw)?;
+    let after = archive.read(&agent, &bob, "personalisation", TimeRange::ALL)?;
+    let denied_after = matches!(after, ReadOutcome::Denied(_));
     say(&format!(
-        "4. erased person 1: key destroyed, {} records deleted; export now {}",
+        "4. the app reads person 3 for `personalisation`: {} → consent given → {allowed} fields allowed (text masked, age as a band) → consent withdrawn → {}",
+        match &before { ReadOutcome::Denied(r) => format!("denied ({r})"), ReadOutcome::Allowed(_) => "allowed".into() },
+        match &after { ReadOutcome::Denied(r) => format!("denied ({r})"), ReadOutcome::Allowed(_) => "STILL ALLOWED".into() },
+    ));
+
+    let erased = archive.erase(&op, &ann)?;
+    let refused = archive.export(&op, &ann_email).is_err();
+    say(&format!(
+        "5. erased person 1: key destroyed, {} records deleted; export now {}",
         erased.records_deleted,
         if refused { "finds nothing" } else { "STILL FINDS DATA" }
     ));
 
     let mut archive = archive;
-    let rot = archive.rotate_key()?;
-    let still = archive.export(&ExternalRef::parse(&person_ref(2))?)?;
+    let rot = archive.rotate_key(&op)?;
+    let still = archive.export(&op, &ExternalRef::parse(&person_ref(2))?)?;
     say(&format!(
-        "5. rotated the node master key to v{}: {} data keys rewrapped, no record re-encrypted; person 2's {} records still open",
-        rot.new_version, rot.keys_rewrapped, still.record_count
+        "6. rotated the node master key to v{}: {} data keys rewrapped, no record re-encrypted; person 2's {} records still open",
+        rot.new_version,
+        rot.keys_rewrapped,
+        still.document["archive"]["record_count"]
     ));
+    let audit_entries = archive.audit_log().size();
     let subjects = archive.subject_count();
     let records: usize = archive
         .subjects()?
@@ -193,10 +226,11 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
         .flat_map(|i| [marker(i).into_bytes(), person_ref(i).into_bytes()])
         .collect();
     needles.push(b"person1@example.org".to_vec());
+    needles.extend((0..args.subjects).map(|i| format!("0155{i:07}").into_bytes()));
     let (files, bytes, hits) =
         scan_dir(&data_dir.join("archive"), &needles).context("scanning the data directory")?;
     say(&format!(
-        "6. scanned {files} files ({bytes} bytes) of the archive for {} names, phone numbers and markers: {hits} found",
+        "7. scanned {files} files ({bytes} bytes) of the archive for {} names, phone numbers and markers: {hits} found",
         needles.len()
     ));
 
@@ -204,9 +238,12 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
         subjects,
         records,
         ingest_records_per_sec: written as f64 / secs.max(1e-9),
-        exported_records: export.record_count,
+        exported_records: exported,
         erased_records: erased.records_deleted,
         erased_subject_export_refused: refused,
+        read_fields_allowed: allowed,
+        read_after_withdrawal_denied: denied_after,
+        audit_entries,
         keys_rewrapped: rot.keys_rewrapped,
         files_scanned: files,
         bytes_scanned: bytes,
@@ -214,13 +251,14 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     };
     out.report(&summary, || {
         format!(
-            "\n  {:<34} {}\n  {:<34} {}\n  {:<34} {}\n  {:<34} {}\n\nThe federation (private learning across organisations) arrives with the next issues.",
+            "\n  {:<34} {}\n  {:<34} {}\n  {:<34} {}\n  {:<34} {}\n  {:<34} {}\n\nThe federation (private learning across organisations) arrives with the next issues.",
             "people / records", format!("{subjects} / {records}"),
             "erased person readable afterwards", if refused { "no" } else { "YES" },
             "plaintext found on disk", hits,
+            "audit entries (every access)", audit_entries,
             "ingest throughput", format!("{:.0} records/s", summary.ingest_records_per_sec),
         )
     });
-    let ok = hits == 0 && refused;
+    let ok = hits == 0 && refused && denied_after && allowed > 0;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

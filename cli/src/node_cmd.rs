@@ -1,8 +1,10 @@
 //! `amble node …`: offline operator commands that open a data directory directly.
 
 use crate::output::Output;
+use amble_consent::Method;
 use amble_crypto::ExternalRef;
-use amble_node::{Archive, ingest};
+use amble_node::{Actor, ConsentChange, Node, ReadOutcome, TimeRange, ingest};
+use amble_policy::Role;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -16,12 +18,32 @@ pub struct DataDirArgs {
     /// The node key file; defaults to DATA_DIR/node.key. Must be mode 0600.
     #[arg(long, env = "AMBLE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// The policy file; defaults to DATA_DIR/policy.toml (written by `init`).
+    #[arg(long, env = "AMBLE_POLICY")]
+    pub policy: Option<PathBuf>,
 }
 
 impl DataDirArgs {
-    pub fn open(&self) -> Result<Archive> {
-        Ok(Archive::open(&self.data_dir, self.key_file.as_deref())?)
+    pub fn open(&self) -> Result<Node> {
+        Ok(Node::open(
+            &self.data_dir,
+            self.key_file.as_deref(),
+            self.policy.as_deref(),
+        )?)
     }
+}
+
+/// The person at the terminal, as the audit log names them.
+pub fn operator() -> Actor {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    Actor::new(format!("operator:{user}"), Role::Admin, Method::Cli)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ConsentAction {
+    Show,
+    Give,
+    Withdraw,
 }
 
 fn parse_ref(s: &str) -> Result<ExternalRef> {
@@ -103,17 +125,54 @@ pub enum NodeCommand {
     },
     /// Show counts: subjects and records (pseudonyms only, never references).
     Status(DataDirArgs),
+    /// Show, give or withdraw a subject's consent for a purpose; give/withdraw print the
+    /// signed receipt (check it with `amble consent verify-receipt`).
+    Consent {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        #[arg(value_enum)]
+        action: ConsentAction,
+        /// The purpose, as declared in the policy (give/withdraw).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// When the consent lapses by itself (RFC 3339), for give.
+        #[arg(long)]
+        valid_until: Option<String>,
+        /// The consent was given explicitly (needed to read special categories such as health).
+        #[arg(long)]
+        explicit: bool,
+        /// Write the receipt here instead of stdout.
+        #[arg(long)]
+        receipt_out: Option<PathBuf>,
+    },
+    /// Read a subject's archive for a purpose, as a role: prints the projection the policy
+    /// allows, or the reason it is denied (exit code 3). Logged either way.
+    Read {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        #[arg(long)]
+        purpose: String,
+        /// The role acting: coordinator, node, app, agent, auditor, admin, subject-portal.
+        #[arg(long)]
+        role: Role,
+    },
+    /// Delete records older than the policy's retention; logs the counts.
+    Sweep(DataDirArgs),
 }
 
 pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         NodeCommand::Init(dir) => {
-            let a = Archive::init(&dir.data_dir, dir.key_file.as_deref())?;
+            let a = Node::init(&dir.data_dir, dir.key_file.as_deref())?;
             let key = dir
                 .key_file
                 .clone()
                 .unwrap_or_else(|| amble_node::default_key_file(&dir.data_dir));
-            let public = a.keyring().signing_key()?.verifying_key().to_base64();
+            let public = a.signing_key().verifying_key().to_base64();
             out.report(
                 &serde_json::json!({"data_dir": dir.data_dir, "key_file": key, "signing_public_key": public}),
                 || {
@@ -129,7 +188,9 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             let a = dir.open()?;
             let total = ingest::validate_file(&file)?;
             let bar = out.progress(total as u64, "ingest");
-            let n = ingest::ingest_file(&a, &file, &|done| bar.set_position(done as u64))?;
+            let n = ingest::ingest_file(&a, &operator(), &file, &|done| {
+                bar.set_position(done as u64)
+            })?;
             bar.finish_and_clear();
             out.report(
                 &serde_json::json!({"records": n, "subjects": a.subject_count()}),
@@ -142,14 +203,15 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             out: path,
         } => {
             let a = dir.open()?;
-            let export = a.export(&parse_ref(&reference)?)?;
+            let export = a.export(&operator(), &parse_ref(&reference)?)?;
             let text = serde_json::to_string_pretty(&export)?;
+            let count = export.document["archive"]["record_count"].as_u64().unwrap_or(0);
             match path {
                 Some(p) => {
                     write_private(&p, text.as_bytes())?;
                     out.report(
-                        &serde_json::json!({"out": p, "records": export.record_count}),
-                        || format!("wrote {} records to {}", export.record_count, p.display()),
+                        &serde_json::json!({"out": p, "records": count}),
+                        || format!("wrote {count} records to {}", p.display()),
                     );
                 }
                 None => println!("{text}"),
@@ -161,11 +223,12 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             no_rotate,
         } => {
             let mut a = dir.open()?;
-            let r = a.erase(&parse_ref(&reference)?)?;
+            let op = operator();
+            let r = a.erase(&op, &parse_ref(&reference)?)?;
             let rotated = if no_rotate {
                 None
             } else {
-                Some(a.rotate_key()?)
+                Some(a.rotate_key(&op)?)
             };
             out.report(
                 &serde_json::json!({"erase": r, "rotation": rotated}),
@@ -188,7 +251,7 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
         }
         NodeCommand::RotateKey(dir) => {
             let mut a = dir.open()?;
-            let r = a.rotate_key()?;
+            let r = a.rotate_key(&operator())?;
             out.report(&r, || {
                 format!(
                     "node master key is now v{}; {} data keys rewrapped; retired {:?}",
@@ -202,14 +265,14 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             add,
         } => {
             let a = dir.open()?;
-            let s = a.link(&parse_ref(&reference)?, &parse_ref(&add)?)?;
+            let s = a.link(&operator(), &parse_ref(&reference)?, &parse_ref(&add)?)?;
             out.report(&serde_json::json!({"subject": s.to_hex()}), || {
                 format!("linked to subject {}", &s.to_hex()[..16])
             });
         }
         NodeCommand::Unlink { dir, reference } => {
             let a = dir.open()?;
-            let s = a.unlink(&parse_ref(&reference)?)?;
+            let s = a.unlink(&operator(), &parse_ref(&reference)?)?;
             out.report(&serde_json::json!({"subject": s.to_hex()}), || {
                 format!("unlinked from subject {}", &s.to_hex()[..16])
             });
@@ -220,7 +283,7 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             absorb,
         } => {
             let a = dir.open()?;
-            let r = a.merge(&parse_ref(&reference)?, &parse_ref(&absorb)?)?;
+            let r = a.merge(&operator(), &parse_ref(&reference)?, &parse_ref(&absorb)?)?;
             out.report(&r, || {
                 format!(
                     "merged: {} records and {} references moved into subject {}",
@@ -235,16 +298,110 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             let subjects = a.subjects()?;
             let records: usize = subjects.iter().map(|s| a.count(s, None)).sum();
             out.report(
-                &serde_json::json!({"subjects": subjects.len(), "records": records, "kek_version": a.keyring().current_version()}),
+                &serde_json::json!({"subjects": subjects.len(), "records": records,
+                    "kek_versions": a.key_versions(), "audit_entries": a.audit_log().size()}),
                 || {
                     format!(
-                        "{} subjects, {} records, node master key v{}",
+                        "{} subjects, {} records, node master key {:?}, {} audit entries",
                         subjects.len(),
                         records,
-                        a.keyring().current_version()
+                        a.key_versions(),
+                        a.audit_log().size()
                     )
                 },
             );
+        }
+        NodeCommand::Consent {
+            dir,
+            reference,
+            action,
+            purpose,
+            valid_until,
+            explicit,
+            receipt_out,
+        } => {
+            let a = dir.open()?;
+            let r = parse_ref(&reference)?;
+            let change = match action {
+                ConsentAction::Show => {
+                    let h = a.consent_history(&r)?;
+                    let now = time::OffsetDateTime::now_utc();
+                    let policy = a.policy();
+                    let states: Vec<_> = policy
+                        .purposes()
+                        .map(|p| (p.id.clone(), h.state(&p.id, now).to_string()))
+                        .collect();
+                    out.report(
+                        &serde_json::json!({"states": states.iter().cloned().collect::<std::collections::BTreeMap<_,_>>(),
+                            "ai_assistance": h.ai_assistance(now).as_str(), "events": h.consent_events().len()}),
+                        || {
+                            let mut s = String::new();
+                            for (p, st) in &states {
+                                s.push_str(&format!("{p:<20} {st}\n"));
+                            }
+                            s.push_str(&format!("AI assistance: {}", h.ai_assistance(now).as_str()));
+                            s
+                        },
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                ConsentAction::Give => ConsentChange::Give {
+                    valid_until: valid_until
+                        .as_deref()
+                        .map(|t| {
+                            time::OffsetDateTime::parse(
+                                t,
+                                &time::format_description::well_known::Rfc3339,
+                            )
+                            .with_context(|| format!("--valid-until {t:?} is not RFC 3339"))
+                        })
+                        .transpose()?,
+                    explicit,
+                },
+                ConsentAction::Withdraw => ConsentChange::Withdraw,
+            };
+            let purpose = purpose.context("--purpose is required to give or withdraw consent")?;
+            let receipt = a.change_consent(&operator(), &r, &purpose, change)?;
+            match receipt_out {
+                Some(p) => {
+                    write_private(&p, receipt.bytes())?;
+                    if !out.json {
+                        println!("consent recorded; signed receipt written to {}", p.display());
+                    }
+                }
+                None => println!("{}", String::from_utf8_lossy(receipt.bytes())),
+            }
+        }
+        NodeCommand::Read {
+            dir,
+            reference,
+            purpose,
+            role,
+        } => {
+            let a = dir.open()?;
+            let mut actor = operator();
+            actor.role = role;
+            match a.read(&actor, &parse_ref(&reference)?, &purpose, TimeRange::ALL)? {
+                ReadOutcome::Allowed(p) => {
+                    println!("{}", serde_json::to_string_pretty(&p.to_json())?);
+                }
+                ReadOutcome::Denied(reason) => {
+                    if out.json {
+                        println!("{}", serde_json::json!({"denied": reason.to_string(), "code": reason.code()}));
+                    } else {
+                        eprintln!("denied: {reason}");
+                    }
+                    return Ok(ExitCode::from(3));
+                }
+            }
+        }
+        NodeCommand::Sweep(dir) => {
+            let a = dir.open()?;
+            let rep = a.sweep_retention(&operator(), time::OffsetDateTime::now_utc())?;
+            out.report(&rep, || {
+                let total: u64 = rep.removed.values().sum();
+                format!("retention sweep removed {total} records {:?}", rep.removed)
+            });
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -43,8 +43,13 @@ fn ingest_export_erase_round_trip() {
     assert_eq!(status(&d)["records"], 2);
     let o = amble(&["node", "export", "--data-dir", &d, "--ref", "phone:+15550001"]);
     let export: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(export["schema"], "amble.export/v1");
-    assert_eq!(export["records"]["interactions"][1]["data"]["text"], "again");
+    let doc = &export["document"];
+    assert_eq!(doc["schema"], "amble.export/v1");
+    assert_eq!(doc["archive"]["records"]["interactions"][1]["data"]["text"], "again");
+    assert!(export["signature"]["value"].as_str().is_some_and(|v| v.len() > 80));
+    let log = doc["access_log"].as_array().unwrap();
+    assert!(log.iter().any(|e| e["action"] == "append"), "ingest logged");
+    assert!(log.iter().any(|e| e["action"] == "export"), "this export logged");
     let o = amble(&["node", "erase", "--data-dir", &d, "--ref", "phone:+15550001"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = amble(&["node", "export", "--data-dir", &d, "--ref", "phone:+15550001"]);
@@ -60,7 +65,7 @@ fn bad_lines_are_named_and_nothing_is_written() {
         ("{not json", "line 2: not a valid record"),
         (
             &GOOD.replace("interactions", "horoscope"),
-            "line 2: unknown collection \"horoscope\"",
+            "line 2: unknown collection `horoscope`",
         ),
         (&GOOD.replace("2026-05-01T10:00:00Z", "yesterday"), "line 2: `time` must be RFC 3339"),
         (&GOOD.replace("phone:+15550001", "15550001"), "line 2: `ref`"),

@@ -3,7 +3,9 @@
 //! is visible. Target: the encrypted archive at ≥ 0.7× raw sled throughput.
 
 use amble_crypto::ExternalRef;
-use amble_node::{Archive, Collection, NewRecord};
+use amble_consent::Method;
+use amble_node::{Actor, Collection, NewRecord, Node};
+use amble_policy::Role;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -25,7 +27,8 @@ fn record(i: usize) -> NewRecord {
 
 fn bench_archive(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let archive = Archive::init(&dir.path().join("a"), None).expect("init");
+    let archive = Node::init(&dir.path().join("a"), None).expect("init");
+    let op = Actor::new("bench", Role::Admin, Method::Api);
     let refs: Vec<ExternalRef> = (0..SUBJECTS)
         .map(|i| ExternalRef::parse(&format!("phone:+1{i}")).expect("ref"))
         .collect();
@@ -46,7 +49,7 @@ fn bench_archive(c: &mut Criterion) {
     let mut g = c.benchmark_group("append_1k_batch256");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("amble_archive", |b| {
-        b.iter(|| archive.append_batch(black_box(&items)).expect("append"))
+        b.iter(|| archive.append_batch(&op, black_box(&items)).expect("append"))
     });
     let mut next = 0u64;
     g.bench_function("raw_sled", |b| {
@@ -63,7 +66,7 @@ fn bench_archive(c: &mut Criterion) {
     // Reads: one subject's 100 records, decrypted and parsed, vs raw scan + parse.
     let reader = ExternalRef::parse("phone:+19999").expect("ref");
     let hundred: Vec<_> = (0..100).map(|i| (reader.clone(), record(i))).collect();
-    archive.append_batch(&hundred).expect("append");
+    archive.append_batch(&op, &hundred).expect("append");
     let raw_read = raw.open_tree("read").expect("tree");
     for (i, v) in bytes.iter().take(100).enumerate() {
         raw_read.insert((i as u64).to_be_bytes(), v.as_slice()).expect("insert");
@@ -71,7 +74,7 @@ fn bench_archive(c: &mut Criterion) {
     let mut g = c.benchmark_group("read_100x1k");
     g.throughput(Throughput::Elements(100));
     g.bench_function("amble_archive_export", |b| {
-        b.iter(|| archive.export(black_box(&reader)).expect("export").record_count)
+        b.iter(|| archive.export(&op, black_box(&reader)).expect("export"))
     });
     g.bench_function("raw_sled_scan_parse", |b| {
         b.iter(|| {

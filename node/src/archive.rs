@@ -1,6 +1,7 @@
 //! The encrypted life archive: subjects, their references, and sealed records.
 
-use crate::store::{FORMAT, RecordKey, Store};
+use crate::store::{FORMAT, Store};
+pub(crate) use crate::store::RecordKey;
 use crate::{Collection, NodeError, Result};
 use amble_crypto::{
     DataKey, ExternalRef, Keyring, RecordAad, SubjectId, WrappedKey, open as open_sealed, seal,
@@ -215,6 +216,63 @@ impl Archive {
         self.store.subject_of_ref(&self.pseudonym(r))
     }
 
+    /// The subject of `r`, created (with its data key) if the reference is new.
+    pub(crate) fn ensure_subject(&self, r: &ExternalRef) -> Result<SubjectId> {
+        Ok(self.key_for_append(r)?.0)
+    }
+
+    /// The subject's consent history, opened with its data key (empty if none yet).
+    pub(crate) fn load_consent(&self, subject: &SubjectId) -> Result<amble_consent::ConsentHistory> {
+        match self.store.consent.get(subject.as_bytes())? {
+            None => Ok(amble_consent::ConsentHistory::new()),
+            Some(sealed) => {
+                let dek = self.data_key(subject)?;
+                let plain = open_sealed(&dek, &consent_aad(subject), &sealed)?;
+                Ok(amble_consent::ConsentHistory::from_json_bytes(plain.as_bytes())?)
+            }
+        }
+    }
+
+    /// Seals and stores the subject's consent history (not flushed).
+    pub(crate) fn save_consent(
+        &self,
+        subject: &SubjectId,
+        history: &amble_consent::ConsentHistory,
+    ) -> Result<()> {
+        let dek = self.data_key(subject)?;
+        let plain = amble_crypto::Plaintext::new(history.to_json_bytes());
+        let sealed = seal(&dek, &consent_aad(subject), plain.as_bytes())?;
+        self.store.consent.insert(subject.as_bytes(), sealed)?;
+        Ok(())
+    }
+
+    /// Keys of records older than their collection's retention at `now`.
+    pub(crate) fn expired_records(
+        &self,
+        retention: impl Fn(Collection) -> Option<time::Duration>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RecordKey>> {
+        let mut out = Vec::new();
+        for k in self.store.all_record_keys() {
+            let k = k?;
+            if let Some(keep) = retention(k.collection) {
+                let cutoff = to_ms(now - keep);
+                if k.time_ms < cutoff {
+                    out.push(k);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the given records and flushes.
+    pub(crate) fn remove_records(&self, keys: &[RecordKey]) -> Result<()> {
+        for k in keys {
+            self.store.remove_record(k)?;
+        }
+        self.store.flush()
+    }
+
     /// Like [`Archive::resolve`], but an unknown reference is an error.
     pub fn subject_of(&self, r: &ExternalRef) -> Result<SubjectId> {
         self.resolve(r)?.ok_or(NodeError::UnknownRef)
@@ -242,16 +300,9 @@ impl Archive {
         Ok(self.keyring.unwrap(subject, &w)?)
     }
 
-    /// Appends one record and makes it durable before returning.
-    pub fn append(&self, r: &ExternalRef, rec: &NewRecord) -> Result<Appended> {
-        let out = self.append_unflushed(r, rec, &mut HashMap::new())?;
-        self.store.flush()?;
-        Ok(out)
-    }
-
     /// Appends records with one flush at the end (group commit): when it returns, all are
     /// durable; if it fails or the process dies, none of them was acknowledged.
-    pub fn append_batch(&self, items: &[(ExternalRef, NewRecord)]) -> Result<Vec<Appended>> {
+    pub(crate) fn append_batch(&self, items: &[(ExternalRef, NewRecord)]) -> Result<Vec<Appended>> {
         let mut keys = HashMap::new();
         let out = items
             .iter()
@@ -294,16 +345,7 @@ impl Archive {
     }
 
     /// Decrypts a subject's records of one collection in a time range, in time order.
-    pub(crate) fn read_records(
-        &self,
-        subject: &SubjectId,
-        collection: Collection,
-        range: TimeRange,
-    ) -> Result<Vec<Record>> {
-        self.read_records_with(&self.data_key(subject)?, subject, collection, range)
-    }
-
-    fn read_records_with(
+    pub(crate) fn read_records_with(
         &self,
         dek: &DataKey,
         subject: &SubjectId,
@@ -340,7 +382,7 @@ impl Archive {
     }
 
     /// Links `new` to the subject `existing` belongs to (unified identity).
-    pub fn link(&self, existing: &ExternalRef, new: &ExternalRef) -> Result<SubjectId> {
+    pub(crate) fn link(&self, existing: &ExternalRef, new: &ExternalRef) -> Result<SubjectId> {
         let subject = self.subject_of(existing)?;
         self.store.link_ref(&self.pseudonym(new), &subject)?;
         self.store.flush()?;
@@ -348,7 +390,7 @@ impl Archive {
     }
 
     /// Removes one reference from its subject; the last reference cannot be removed.
-    pub fn unlink(&self, r: &ExternalRef) -> Result<SubjectId> {
+    pub(crate) fn unlink(&self, r: &ExternalRef) -> Result<SubjectId> {
         let ref_p = self.pseudonym(r);
         let subject = self.store.subject_of_ref(&ref_p)?.ok_or(NodeError::UnknownRef)?;
         if self.store.refs_of(&subject)?.len() <= 1 {
@@ -361,7 +403,7 @@ impl Archive {
 
     /// Merges the subject of `absorb` into the subject of `keep`: records are re-sealed
     /// under the kept subject's key, references follow, the absorbed key is destroyed.
-    pub fn merge(&self, keep: &ExternalRef, absorb: &ExternalRef) -> Result<MergeReport> {
+    pub(crate) fn merge(&self, keep: &ExternalRef, absorb: &ExternalRef) -> Result<MergeReport> {
         let kept = self.subject_of(keep)?;
         let gone = self.subject_of(absorb)?;
         if kept == gone {
@@ -411,17 +453,12 @@ impl Archive {
         })
     }
 
-    /// Everything about the subject of `r`, decrypted, as one document.
-    pub fn export(&self, r: &ExternalRef) -> Result<SubjectExport> {
-        let subject = self.subject_of(r)?;
-        self.export_subject(&subject)
-    }
-
+    /// Everything about one subject, decrypted, as one document.
     pub(crate) fn export_subject(&self, subject: &SubjectId) -> Result<SubjectExport> {
         let mut records = BTreeMap::new();
         let mut count = 0;
         let dek = self.data_key(subject)?;
-        for c in Collection::ALL {
+        for &c in Collection::ALL {
             let recs = self.read_records_with(&dek, subject, c, TimeRange::ALL)?;
             count += recs.len();
             if !recs.is_empty() {
@@ -447,13 +484,9 @@ impl Archive {
         })
     }
 
-    /// Erases the subject of `r`: destroys its data key first (crypto-shredding, so backups
-    /// become unreadable too), then deletes its records and links, leaving a tombstone.
-    pub fn erase(&self, r: &ExternalRef) -> Result<EraseReport> {
-        let subject = self.subject_of(r)?;
-        self.erase_subject(&subject)
-    }
-
+    /// Erases a subject: destroys its data key first (crypto-shredding, so backups become
+    /// unreadable once the wrapping master key is retired), then deletes its records and links,
+    /// leaving a tombstone.
     pub(crate) fn erase_subject(&self, subject: &SubjectId) -> Result<EraseReport> {
         let refs = self.store.refs_of(subject)?.len();
         self.store
@@ -475,7 +508,7 @@ impl Archive {
     /// then the old versions retired. Records are never re-encrypted. The key file is
     /// saved with both versions before any rewrap, so a crash at any point loses nothing;
     /// the next open finishes the job.
-    pub fn rotate_key(&mut self) -> Result<RotateReport> {
+    pub(crate) fn rotate_key(&mut self) -> Result<RotateReport> {
         self.keyring.rotate()?;
         self.keyring.save(&self.key_path)?;
         self.finish_rotation()
@@ -540,6 +573,14 @@ fn open_record(dek: &DataKey, key: &RecordKey, sealed: &[u8]) -> Result<Record> 
         time: from_ms(key.time_ms)?,
         data,
     })
+}
+
+fn consent_aad(subject: &SubjectId) -> RecordAad<'_> {
+    RecordAad {
+        subject,
+        collection: "consent",
+        record_id: b"history",
+    }
 }
 
 fn pepper_check(keyring: &Keyring) -> Result<String> {

@@ -23,8 +23,16 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("unknown collection {0:?}; expected one of: profile, life_stage, goals, events, interactions, health")]
-    UnknownCollection(String),
+    #[error(transparent)]
+    UnknownName(#[from] amble_policy::UnknownName),
+    #[error(transparent)]
+    Audit(#[from] amble_audit::AuditError),
+    #[error(transparent)]
+    Consent(#[from] amble_consent::ConsentError),
+    #[error(transparent)]
+    Policy(#[from] amble_policy::PolicyError),
+    #[error("purpose {0:?} is not declared in the node's policy; `amble policy check` lists the purposes")]
+    UnknownPurpose(String),
     #[error("no subject is known by this reference (never ingested, or erased)")]
     UnknownRef,
     #[error("subject {0} is not in this archive (never created, or erased)")]

@@ -5,7 +5,7 @@
 //! exactly as it was; then records are appended in batches, each batch durable before the
 //! next starts.
 
-use crate::{Archive, Collection, NewRecord, NodeError};
+use crate::{Actor, Collection, NewRecord, Node, NodeError};
 use amble_crypto::ExternalRef;
 use serde::Deserialize;
 use std::io::BufRead;
@@ -64,7 +64,10 @@ pub enum IngestError {
 pub fn parse_line(text: &str) -> Result<(ExternalRef, NewRecord), String> {
     let line: Line = serde_json::from_str(text).map_err(|e| format!("not a valid record: {e}"))?;
     let reference = ExternalRef::parse(&line.reference).map_err(|e| format!("`ref`: {e}"))?;
-    let collection: Collection = line.collection.parse().map_err(|e: NodeError| e.to_string())?;
+    let collection: Collection = line
+        .collection
+        .parse()
+        .map_err(|e: amble_policy::UnknownName| e.to_string())?;
     let time = OffsetDateTime::parse(&line.time, &Rfc3339)
         .map_err(|e| format!("`time` must be RFC 3339 (e.g. 2026-05-01T10:00:00Z): {e}"))?;
     let data = match line.data {
@@ -134,7 +137,8 @@ pub fn validate_file(path: &Path) -> Result<usize, IngestError> {
 
 /// Validates then ingests `path`; `progress` is called with the records written so far.
 pub fn ingest_file(
-    archive: &Archive,
+    node: &Node,
+    actor: &Actor,
     path: &Path,
     progress: &dyn Fn(usize),
 ) -> Result<usize, IngestError> {
@@ -142,8 +146,7 @@ pub fn ingest_file(
     let mut batch = Vec::with_capacity(BATCH);
     let mut written = 0;
     let flush = |batch: &mut Vec<(ExternalRef, NewRecord)>, written: &mut usize| {
-        archive
-            .append_batch(batch)
+        node.append_batch(actor, batch)
             .map_err(|source| IngestError::Write {
                 written: *written,
                 source,

@@ -1,10 +1,14 @@
 //! amble-node: the node an organisation runs on premises.
 //!
-//! This crate holds the **life archive** ([`Archive`]): each person (a *subject*, known only
+//! This crate holds the **life archive**: each person (a *subject*, known only
 //! by a pseudonym) has records in collections (`profile`, `life_stage`, `goals`, `events`,
 //! `interactions`, `health`), each sealed with that subject's own data key. Several external
 //! references (`phone:…`, `email:…`) can point at one subject. Erasing a subject destroys
 //! its key first, so every copy of its records, backups included, becomes unreadable.
+//!
+//! [`Node`] is the one access path: reads name a purpose and pass the subject's consent and the
+//! policy (`amble-policy`), and every operation is appended to the audit log (`amble-audit`)
+//! before the data it describes is touched.
 //!
 //! Storage is sled, kept behind the narrow seam in `store.rs` so it can be replaced. On
 //! the map in `docs/ARCHITECTURE.md` this crate sits above `crypto` (keys, sealing,
@@ -15,11 +19,16 @@ mod archive;
 mod collection;
 mod error;
 pub mod ingest;
+mod node;
 mod store;
 
 pub use archive::{
-    Appended, Archive, EXPORT_SCHEMA, EraseReport, ExportedRecord, MergeReport, NewRecord,
-    Record, RotateReport, SubjectExport, TimeRange, default_key_file,
+    Appended, EXPORT_SCHEMA, EraseReport, ExportedRecord, MergeReport, NewRecord, RotateReport,
+    SubjectExport, TimeRange, default_key_file,
+};
+pub use node::{
+    Actor, ConsentChange, EXAMPLE_POLICY, ExportSignature, Node, ReadOutcome, SignedExport,
+    SweepReport,
 };
 pub use collection::Collection;
 pub use error::{NodeError, Result};

@@ -48,7 +48,7 @@ impl RecordKey {
     pub(crate) fn encode(&self) -> [u8; Self::LEN] {
         let mut k = [0u8; Self::LEN];
         k[..32].copy_from_slice(self.subject.as_bytes());
-        k[32] = self.collection.code();
+        k[32] = crate::collection::code(self.collection);
         k[33..41].copy_from_slice(&time_key(self.time_ms));
         k[41..49].copy_from_slice(&self.id.to_be_bytes());
         k
@@ -60,7 +60,7 @@ impl RecordKey {
         }
         let subject = SubjectId::from_slice(&k[..32])
             .ok_or_else(|| NodeError::Corrupt("record key subject".into()))?;
-        let collection = Collection::from_code(k[32])
+        let collection = crate::collection::from_code(k[32])
             .ok_or_else(|| NodeError::Corrupt(format!("collection code {}", k[32])))?;
         let mut t = [0u8; 8];
         t.copy_from_slice(&k[33..41]);
@@ -95,7 +95,7 @@ fn time_from_key(b: [u8; 8]) -> i64 {
 fn collection_prefix(subject: &SubjectId, c: Collection) -> [u8; 33] {
     let mut p = [0u8; 33];
     p[..32].copy_from_slice(subject.as_bytes());
-    p[32] = c.code();
+    p[32] = crate::collection::code(c);
     p
 }
 

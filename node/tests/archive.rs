@@ -1,7 +1,9 @@
 //! Behaviour of the encrypted archive as an operator and an attacker with the disk see it.
 
 use amble_crypto::ExternalRef;
-use amble_node::{Archive, Collection, NewRecord, NodeError};
+use amble_consent::Method;
+use amble_node::{Actor, Collection, NewRecord, Node, NodeError};
+use amble_policy::Role;
 use std::path::Path;
 use time::macros::datetime;
 
@@ -14,6 +16,15 @@ fn rec(c: Collection, day: u8, data: serde_json::Value) -> NewRecord {
         time: datetime!(2026-05-01 10:00 UTC) + time::Duration::days(i64::from(day)),
         data,
     }
+}
+
+fn op() -> Actor {
+    Actor::new("operator:test", Role::Admin, Method::Cli)
+}
+
+/// The archive part of a signed export.
+fn export(n: &Node, r: &ExternalRef) -> Result<serde_json::Value, NodeError> {
+    Ok(n.export(&op(), r)?.document["archive"].clone())
 }
 
 fn r(s: &str) -> ExternalRef {
@@ -55,7 +66,7 @@ fn no_marker_or_external_id_is_ever_on_disk() {
     // Key file outside the data directory, as recommended for production.
     let key = dir.path().join("node.key");
     let data = dir.path().join("data");
-    let a = Archive::init(&data, Some(&key)).unwrap();
+    let a = Node::init(&data, Some(&key)).unwrap();
     let mut needles = Vec::new();
     let mut batch = Vec::new();
     for i in 0..1000u32 {
@@ -81,14 +92,14 @@ fn no_marker_or_external_id_is_ever_on_disk() {
         needles.extend([phone.clone(), email.clone(), marker]);
         needles.push(phone.split_once(':').unwrap().1.to_owned());
         if batch.len() >= 400 {
-            a.append_batch(&batch).unwrap();
+            a.append_batch(&op(), &batch).unwrap();
             batch.clear();
         }
     }
-    a.append_batch(&batch).unwrap();
+    a.append_batch(&op(), &batch).unwrap();
     for i in (0..1000u32).step_by(100) {
         let phone = format!("phone:+4479{i:08}");
-        a.link(&r(&phone), &r(&format!("email:subject{i}@marker-example.org")))
+        a.link(&op(), &r(&phone), &r(&format!("email:subject{i}@marker-example.org")))
             .unwrap();
     }
     a.flush().unwrap();
@@ -106,80 +117,82 @@ fn no_marker_or_external_id_is_ever_on_disk() {
 #[test]
 fn records_read_back_by_collection_and_time_range() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Archive::init(dir.path(), None).unwrap();
+    let a = Node::init(dir.path(), None).unwrap();
     let p = r("phone:+15550001");
     for day in 0..10u8 {
-        a.append(&p, &rec(Collection::Events, day, serde_json::json!({"day": day})))
+        a.append(&op(), &p, &rec(Collection::Events, day, serde_json::json!({"day": day})))
             .unwrap();
     }
-    a.append(&p, &rec(Collection::Goals, 3, serde_json::json!({"goal": "save"})))
+    a.append(&op(), &p, &rec(Collection::Goals, 3, serde_json::json!({"goal": "save"})))
         .unwrap();
     let s = a.subject_of(&p).unwrap();
     assert_eq!(a.count(&s, Some(Collection::Events)), 10);
     assert_eq!(a.count(&s, None), 11);
-    let export = a.export(&p).unwrap();
-    let days: Vec<_> = export.records["events"]
+    let export = export(&a, &p).unwrap();
+    let days: Vec<_> = export["records"]["events"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|r| r.data["day"].as_u64().unwrap())
+        .map(|r| r["data"]["day"].as_u64().unwrap())
         .collect();
     assert_eq!(days, (0..10).collect::<Vec<_>>(), "time order");
-    assert_eq!(export.records["goals"][0].data["goal"], "save");
+    assert_eq!(export["records"]["goals"][0]["data"]["goal"], "save");
     assert_eq!(a.subjects().unwrap(), vec![s]);
 }
 
 #[test]
 fn linked_references_reach_one_subject_and_merge_moves_records() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Archive::init(dir.path(), None).unwrap();
+    let a = Node::init(dir.path(), None).unwrap();
     let (phone, email, openid) = (r("phone:+1"), r("email:a@b.c"), r("openid:xyz"));
-    a.append(&phone, &rec(Collection::Profile, 0, serde_json::json!({"city": "Lyon"})))
+    a.append(&op(), &phone, &rec(Collection::Profile, 0, serde_json::json!({"city": "Lyon"})))
         .unwrap();
-    let s = a.link(&phone, &email).unwrap();
+    let s = a.link(&op(), &phone, &email).unwrap();
     assert_eq!(a.subject_of(&email).unwrap(), s);
     assert!(matches!(
-        a.link(&phone, &email),
+        a.link(&op(), &phone, &email),
         Err(NodeError::RefAlreadyLinked(_))
     ));
-    a.append(&openid, &rec(Collection::Goals, 1, serde_json::json!({"goal": "house"})))
+    a.append(&op(), &openid, &rec(Collection::Goals, 1, serde_json::json!({"goal": "house"})))
         .unwrap();
     let other = a.subject_of(&openid).unwrap();
     assert_ne!(other, s);
-    let m = a.merge(&email, &openid).unwrap();
+    let m = a.merge(&op(), &email, &openid).unwrap();
     assert_eq!(m.records_moved, 1);
     assert_eq!(a.subject_of(&openid).unwrap(), s, "refs follow the merge");
-    assert_eq!(a.export(&phone).unwrap().record_count, 2);
+    assert_eq!(export(&a, &phone).unwrap()["record_count"], 2);
     assert_eq!(a.subject_count(), 1);
     assert!(a.erased_at(&other).unwrap().is_some(), "absorbed subject tombstoned");
-    a.unlink(&openid).unwrap();
+    a.unlink(&op(), &openid).unwrap();
     assert!(matches!(a.subject_of(&openid), Err(NodeError::UnknownRef)));
-    a.unlink(&email).unwrap();
-    assert!(matches!(a.unlink(&phone), Err(NodeError::LastRef)));
+    a.unlink(&op(), &email).unwrap();
+    assert!(matches!(a.unlink(&op(), &phone), Err(NodeError::LastRef)));
 }
 
 #[test]
 fn erase_destroys_the_key_and_leaves_a_tombstone() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Archive::init(dir.path(), None).unwrap();
+    let mut a = Node::init(dir.path(), None).unwrap();
     let p = r("phone:+15550002");
     let keep = r("phone:+15550003");
     for i in 0..20u8 {
-        a.append(&p, &rec(Collection::Interactions, i, serde_json::json!({"text": "ERASEME-77"})))
+        a.append(&op(), &p, &rec(Collection::Interactions, i, serde_json::json!({"text": "ERASEME-77"})))
             .unwrap();
     }
-    a.append(&keep, &rec(Collection::Goals, 0, serde_json::json!({"goal": "x"})))
+    a.append(&op(), &keep, &rec(Collection::Goals, 0, serde_json::json!({"goal": "x"})))
         .unwrap();
     let s = a.subject_of(&p).unwrap();
-    let rep = a.erase(&p).unwrap();
+    let rep = a.erase(&op(), &p).unwrap();
     assert_eq!(rep.records_deleted, 20);
-    assert!(matches!(a.export(&p), Err(NodeError::UnknownRef)));
+    assert!(matches!(export(&a, &p), Err(NodeError::UnknownRef)));
     assert_eq!(a.count(&s, None), 0);
     assert!(a.erased_at(&s).unwrap().is_some());
     assert!(!a.subjects().unwrap().contains(&s));
     // After the KEK that wrapped the erased key is retired, no copy of it (sled's log,
     // an old backup) can be unwrapped any more.
-    a.rotate_key().unwrap();
-    assert_eq!(a.keyring().versions(), vec![2]);
-    assert_eq!(a.export(&keep).unwrap().record_count, 1);
+    a.rotate_key(&op()).unwrap();
+    assert_eq!(a.key_versions(), vec![2]);
+    assert_eq!(export(&a, &keep).unwrap()["record_count"], 1);
     drop(a);
     let hits = count_hits(&raw_files(dir.path()), &["ERASEME-77".to_owned()]);
     assert!(hits.is_empty());
@@ -188,22 +201,22 @@ fn erase_destroys_the_key_and_leaves_a_tombstone() {
 #[test]
 fn rotation_keeps_every_record_readable_without_the_old_key() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Archive::init(dir.path(), None).unwrap();
+    let mut a = Node::init(dir.path(), None).unwrap();
     let refs: Vec<_> = (0..50).map(|i| r(&format!("phone:+1{i}"))).collect();
     for (i, p) in refs.iter().enumerate() {
-        a.append(p, &rec(Collection::Events, 0, serde_json::json!({"i": i})))
+        a.append(&op(), p, &rec(Collection::Events, 0, serde_json::json!({"i": i})))
             .unwrap();
     }
-    let rep = a.rotate_key().unwrap();
+    let rep = a.rotate_key(&op()).unwrap();
     assert_eq!((rep.new_version, rep.keys_rewrapped), (2, 50));
     assert_eq!(rep.retired_versions, vec![1]);
     drop(a);
     // Reopen from disk: only v2 is in the key file, and every record still opens.
-    let a = Archive::open(dir.path(), None).unwrap();
-    assert_eq!(a.keyring().versions(), vec![2]);
+    let a = Node::open(dir.path(), None, None).unwrap();
+    assert_eq!(a.key_versions(), vec![2]);
     for (i, p) in refs.iter().enumerate() {
-        let e = a.export(p).unwrap();
-        assert_eq!(e.records["events"][0].data["i"], i);
+        let e = export(&a, p).unwrap();
+        assert_eq!(e["records"]["events"][0]["data"]["i"], i);
     }
 }
 
@@ -211,48 +224,48 @@ fn rotation_keeps_every_record_readable_without_the_old_key() {
 fn interrupted_rotation_is_finished_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let key = amble_node::default_key_file(dir.path());
-    let a = Archive::init(dir.path(), None).unwrap();
+    let a = Node::init(dir.path(), None).unwrap();
     let p = r("phone:+1");
-    a.append(&p, &rec(Collection::Events, 0, serde_json::json!({"x": 1})))
+    a.append(&op(), &p, &rec(Collection::Events, 0, serde_json::json!({"x": 1})))
         .unwrap();
     drop(a);
     // Simulate a crash right after the new key version was saved, before any rewrap.
     let mut k = amble_crypto::Keyring::load(&key).unwrap();
     k.rotate().unwrap();
     k.save(&key).unwrap();
-    let a = Archive::open(dir.path(), None).unwrap();
-    assert_eq!(a.keyring().versions(), vec![2]);
-    assert_eq!(a.export(&p).unwrap().record_count, 1);
+    let a = Node::open(dir.path(), None, None).unwrap();
+    assert_eq!(a.key_versions(), vec![2]);
+    assert_eq!(export(&a, &p).unwrap()["record_count"], 1);
 }
 
 #[test]
 fn wrong_or_exposed_key_file_and_missing_dir_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let a = Archive::init(&data, None).unwrap();
-    a.append(&r("phone:+1"), &rec(Collection::Events, 0, serde_json::json!({})))
+    let a = Node::init(&data, None).unwrap();
+    a.append(&op(), &r("phone:+1"), &rec(Collection::Events, 0, serde_json::json!({})))
         .unwrap();
     drop(a);
     let other = dir.path().join("other.key");
     amble_crypto::Keyring::create(&other).unwrap();
-    let err = Archive::open(&data, Some(&other)).unwrap_err();
+    let err = Node::open(&data, Some(&other), None).unwrap_err();
     assert!(matches!(err, NodeError::WrongKeyFile { .. }), "{err}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let key = amble_node::default_key_file(&data);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = Archive::open(&data, None).unwrap_err().to_string();
+        let err = Node::open(&data, None, None).unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let err = Archive::open(&dir.path().join("missing"), None).unwrap_err();
+    let err = Node::open(&dir.path().join("missing"), None, None).unwrap_err();
     assert!(err.to_string().contains("amble node init"), "{err}");
     assert!(matches!(
-        Archive::init(&data, None),
+        Node::init(&data, None),
         Err(NodeError::AlreadyInitialised(_))
     ));
     // Refusals left the archive as it was.
-    let a = Archive::open(&data, None).unwrap();
+    let a = Node::open(&data, None, None).unwrap();
     assert_eq!(a.subject_count(), 1);
 }

@@ -5,7 +5,9 @@
 //! is needed. The child prints `ack <n>` only after `append` returned (flushed).
 
 use amble_crypto::ExternalRef;
-use amble_node::{Archive, Collection, NewRecord};
+use amble_consent::Method;
+use amble_node::{Actor, Collection, NewRecord, Node};
+use amble_policy::Role;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,10 +35,11 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return; // Only does something when run as the child of the test below.
     };
-    let a = Archive::open(std::path::Path::new(&dir), None).unwrap();
+    let a = Node::open(std::path::Path::new(&dir), None, None).unwrap();
+    let op = Actor::new("crash-child", Role::Admin, Method::Api);
     let start: u64 = std::env::var("AMBLE_CRASH_START").unwrap().parse().unwrap();
     for n in start.. {
-        a.append(&subject_ref(n), &record(n)).unwrap();
+        a.append(&op, &subject_ref(n), &record(n)).unwrap();
         println!("ack {n}");
     }
 }
@@ -47,7 +50,7 @@ fn acknowledged_appends_survive_sigkill() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    drop(Archive::init(dir.path(), None).unwrap());
+    drop(Node::init(dir.path(), None).unwrap());
     let exe = std::env::current_exe().unwrap();
     let mut acked: Vec<u64> = Vec::new();
     let mut seed = 0x9e3779b97f4a7c15u64;
@@ -85,14 +88,19 @@ fn acknowledged_appends_survive_sigkill() {
         child.wait().unwrap();
         assert!(seen > 0, "round {round}: the child acknowledged nothing");
     }
-    let a = Archive::open(dir.path(), None).unwrap();
+    let a = Node::open(dir.path(), None, None).unwrap();
+    let op = Actor::new("checker", Role::Admin, Method::Api);
     let mut present = std::collections::HashSet::new();
     for k in 0..17u64 {
-        let Ok(export) = a.export(&subject_ref(k)) else {
+        let Ok(export) = a.export(&op, &subject_ref(k)) else {
             continue;
         };
-        for r in export.records.get("events").into_iter().flatten() {
-            present.insert(r.data["n"].as_u64().unwrap());
+        for r in export.document["archive"]["records"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            present.insert(r["data"]["n"].as_u64().unwrap());
         }
     }
     let missing: Vec<_> = acked.iter().filter(|n| !present.contains(n)).collect();

@@ -1,0 +1,547 @@
+//! The one access path: every operation on personal data goes through [`Node`], which asks the
+//! policy (for reads), writes the audit entry *before* the data it describes, then acts.
+//!
+//! [`crate::Archive`] below it does the storage and cryptography; it cannot be reached from
+//! outside this crate except through `Node`, so no caller can read a record without naming a
+//! purpose, passing the subject's consent and the policy, and being logged.
+
+use crate::archive::{Appended, Archive, EraseReport, MergeReport, NewRecord, RotateReport, TimeRange};
+use crate::{Collection, NodeError, Result};
+use amble_audit::{Action, AuditLog, Decision as Logged, Entry, EntryDraft};
+use amble_consent::{
+    AssistanceLevel, ConsentHistory, Controller, Method, ReceiptIssuer, Recorded, SignedReceipt,
+    Terms,
+};
+use amble_crypto::{ExternalRef, SigningKey, SubjectId};
+use amble_policy::{Decision, DenyReason, Policy, Projection, Role, decide};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use time::OffsetDateTime;
+
+/// The built-in policy a new data directory starts with (`deploy/policy.example.toml`).
+pub const EXAMPLE_POLICY: &str = include_str!("../../deploy/policy.example.toml");
+const POLICY_FILE: &str = "policy.toml";
+const EXPORT_DOMAIN: &[u8] = b"amble/export/v1\n";
+
+/// Who is acting: an id and role (from a client certificate, or the operator at the CLI), a
+/// request id that ties audit entries to one request, and how consent changes were made.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub id: String,
+    pub role: Role,
+    pub request_id: String,
+    pub method: Method,
+}
+
+impl Actor {
+    /// An actor with a fresh random request id.
+    pub fn new(id: impl Into<String>, role: Role, method: Method) -> Self {
+        let mut rid = [0u8; 8];
+        // A request id only correlates entries; a failed RNG leaves zeros, not an error.
+        let _ = amble_crypto::random_bytes(&mut rid);
+        Actor {
+            id: id.into(),
+            role,
+            request_id: hex_id(&rid),
+            method,
+        }
+    }
+
+    fn draft(&self, action: Action) -> EntryDraft {
+        EntryDraft::new(&self.id, self.role.as_str(), action, &self.request_id)
+    }
+}
+
+fn hex_id(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The result of a read: the projection a purpose may see, or why not.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    Allowed(Projection),
+    Denied(DenyReason),
+}
+
+/// A change to one consent.
+#[derive(Debug, Clone, Copy)]
+pub enum ConsentChange {
+    Give {
+        valid_until: Option<OffsetDateTime>,
+        explicit: bool,
+    },
+    Withdraw,
+}
+
+/// What a retention sweep removed, per collection (counts, never contents).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    pub removed: BTreeMap<String, u64>,
+}
+
+/// A subject's export signed by the node: the document and an Ed25519 signature over its
+/// canonical JSON (domain `amble/export/v1`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedExport {
+    pub document: serde_json::Value,
+    pub signature: ExportSignature,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportSignature {
+    pub alg: &'static str,
+    pub public_key: String,
+    pub value: String,
+}
+
+/// A node: its archive, its policy, its audit log and its signing key.
+pub struct Node {
+    archive: Archive,
+    audit: AuditLog,
+    policy: RwLock<Arc<Policy>>,
+    policy_path: PathBuf,
+    signer: SigningKey,
+    origin: String,
+    controller: Controller,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("archive", &self.archive)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Creates a data directory with a key file, an empty archive and log, and the example
+    /// policy as `DATA_DIR/policy.toml`.
+    pub fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<Self> {
+        let archive = Archive::init(data_dir, key_file)?;
+        let path = data_dir.join(POLICY_FILE);
+        if !path.exists() {
+            std::fs::write(&path, EXAMPLE_POLICY).map_err(|source| NodeError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        drop(archive);
+        Self::open(data_dir, key_file, None)
+    }
+
+    /// Opens a data directory with its key file and a policy (default `DATA_DIR/policy.toml`).
+    pub fn open(data_dir: &Path, key_file: Option<&Path>, policy: Option<&Path>) -> Result<Self> {
+        let archive = Archive::open(data_dir, key_file)?;
+        let policy_path = policy.map_or_else(|| data_dir.join(POLICY_FILE), Path::to_owned);
+        let policy = Policy::load(&policy_path)?;
+        let audit = AuditLog::open(archive.store().db())?;
+        let signer = archive.keyring().signing_key()?;
+        let origin = format!(
+            "amble.node/{}",
+            &hex_id(&amble_crypto::sha256(signer.verifying_key().as_bytes()))[..16]
+        );
+        Ok(Node {
+            archive,
+            audit,
+            policy: RwLock::new(Arc::new(policy)),
+            policy_path,
+            signer,
+            origin,
+            controller: Controller {
+                pii_controller: "the organisation operating this amble node".into(),
+                contact: "its data protection officer".into(),
+                address: "see the organisation's privacy notice".into(),
+                email: "privacy@invalid".into(),
+                phone: "n/a".into(),
+                pii_controller_url: None,
+            },
+        })
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Loads the policy file again; an invalid file is rejected whole and the old policy stays.
+    pub fn reload_policy(&self, actor: &Actor) -> Result<u64> {
+        let new = Policy::load(&self.policy_path)?;
+        let version = new.version();
+        self.audit.append_durable(
+            actor
+                .draft(Action::PolicyReload)
+                .count("policy_version", version),
+        )?;
+        match self.policy.write() {
+            Ok(mut p) => *p = Arc::new(new),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
+        }
+        Ok(version)
+    }
+
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signer
+    }
+
+    /// The checkpoint origin line of this node's audit log.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn pseudonym(&self, r: &ExternalRef) -> SubjectId {
+        self.archive.pseudonym(r)
+    }
+
+    pub fn subject_of(&self, r: &ExternalRef) -> Result<SubjectId> {
+        self.archive.subject_of(r)
+    }
+
+    pub fn subjects(&self) -> Result<Vec<SubjectId>> {
+        self.archive.subjects()
+    }
+
+    pub fn subject_count(&self) -> usize {
+        self.archive.subject_count()
+    }
+
+    pub fn count(&self, s: &SubjectId, c: Option<Collection>) -> usize {
+        self.archive.count(s, c)
+    }
+
+    pub fn erased_at(&self, s: &SubjectId) -> Result<Option<OffsetDateTime>> {
+        self.archive.erased_at(s)
+    }
+
+    pub fn key_versions(&self) -> Vec<u32> {
+        self.archive.keyring().versions()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.archive.data_dir()
+    }
+
+    /// The subject a reference belongs to now, or the one it will create.
+    fn subject_for_append(&self, r: &ExternalRef) -> Result<SubjectId> {
+        Ok(self
+            .archive
+            .resolve(r)?
+            .unwrap_or_else(|| self.archive.pseudonym(r)))
+    }
+
+    /// Appends one record, durable on return; logged first.
+    pub fn append(&self, actor: &Actor, r: &ExternalRef, rec: &NewRecord) -> Result<Appended> {
+        let mut out = self.append_batch(actor, std::slice::from_ref(&(r.clone(), rec.clone())))?;
+        out.pop()
+            .ok_or_else(|| NodeError::Corrupt("append returned nothing".into()))
+    }
+
+    /// Appends records with one audit entry per subject in the batch, written before the data.
+    pub fn append_batch(
+        &self,
+        actor: &Actor,
+        items: &[(ExternalRef, NewRecord)],
+    ) -> Result<Vec<Appended>> {
+        let mut per_subject: BTreeMap<SubjectId, (u64, std::collections::BTreeSet<Collection>)> =
+            BTreeMap::new();
+        for (r, rec) in items {
+            let e = per_subject.entry(self.subject_for_append(r)?).or_default();
+            e.0 += 1;
+            e.1.insert(rec.collection);
+        }
+        let drafts = per_subject
+            .into_iter()
+            .map(|(s, (n, cols))| {
+                let mut d = actor.draft(Action::Append).subject(s).count("records", n);
+                d.collections = cols.iter().map(|c| c.as_str().to_owned()).collect();
+                d
+            })
+            .collect();
+        self.audit.append_batch(drafts)?;
+        self.archive.append_batch(items)
+    }
+
+    /// Reads a subject's archive for `purpose`: the policy decides, the decision is logged
+    /// (allowed or denied) before any data is decrypted, and only granted fields come back.
+    pub fn read(
+        &self,
+        actor: &Actor,
+        r: &ExternalRef,
+        purpose: &str,
+        range: TimeRange,
+    ) -> Result<ReadOutcome> {
+        let subject = match self.archive.resolve(r)? {
+            Some(s) => s,
+            None => {
+                self.audit.append_durable(
+                    actor
+                        .draft(Action::Read)
+                        .purpose(purpose)
+                        .decision(Logged::Deny)
+                        .reason("unknown reference"),
+                )?;
+                return Err(NodeError::UnknownRef);
+            }
+        };
+        self.read_subject(actor, &subject, purpose, range)
+    }
+
+    pub(crate) fn read_subject(
+        &self,
+        actor: &Actor,
+        subject: &SubjectId,
+        purpose: &str,
+        range: TimeRange,
+    ) -> Result<ReadOutcome> {
+        let history = self.archive.load_consent(subject)?;
+        let policy = self.policy();
+        let now = OffsetDateTime::now_utc();
+        let mut draft = actor
+            .draft(Action::Read)
+            .subject(*subject)
+            .purpose(purpose);
+        draft.policy_version = Some(policy.version());
+        match decide(&policy, &actor.id, actor.role, purpose, &history, now) {
+            Decision::Deny(reason) => {
+                self.audit.append_durable(
+                    draft
+                        .decision(Logged::Deny)
+                        .reason(format!("{}: {reason}", reason.code())),
+                )?;
+                Ok(ReadOutcome::Denied(reason))
+            }
+            Decision::Allow(grant) => {
+                for (c, fields) in grant.granted_fields() {
+                    draft.collections.push(c.as_str().to_owned());
+                    draft
+                        .fields
+                        .extend(fields.into_iter().map(|f| format!("{c}.{f}")));
+                }
+                self.audit.append_durable(draft.decision(Logged::Allow))?;
+                let dek = self.archive.data_key(subject)?;
+                let mut records = Vec::new();
+                for c in grant.collections() {
+                    records.extend(self.archive.read_records_with(&dek, subject, c, range)?);
+                }
+                Ok(ReadOutcome::Allowed(grant.projection(
+                    *subject,
+                    records.iter().map(|r| (r.collection, r.time, &r.data)),
+                )))
+            }
+        }
+    }
+
+    /// The subject's consent history (for showing it to the subject or an operator).
+    pub fn consent_history(&self, r: &ExternalRef) -> Result<ConsentHistory> {
+        self.archive.load_consent(&self.archive.subject_of(r)?)
+    }
+
+    fn issuer(&self) -> ReceiptIssuer<'_> {
+        ReceiptIssuer::new(
+            &self.signer,
+            self.controller.clone(),
+            "EU",
+            "https://invalid/privacy",
+            "amble",
+        )
+    }
+
+    /// Gives or withdraws consent for `purpose`; returns the signed receipt. Takes effect for
+    /// the very next read.
+    pub fn change_consent(
+        &self,
+        actor: &Actor,
+        r: &ExternalRef,
+        purpose: &str,
+        change: ConsentChange,
+    ) -> Result<SignedReceipt> {
+        let policy = self.policy();
+        let info = policy
+            .purpose_info(purpose)
+            .ok_or_else(|| NodeError::UnknownPurpose(purpose.to_owned()))?;
+        let subject = self.archive.ensure_subject(r)?;
+        let mut history = self.archive.load_consent(&subject)?;
+        let rec = Recorded {
+            at: OffsetDateTime::now_utc(),
+            method: actor.method,
+            actor: actor.id.clone(),
+            policy_version: policy.version(),
+        };
+        let issuer = self.issuer();
+        let (receipt, what) = match change {
+            ConsentChange::Give {
+                valid_until,
+                explicit,
+            } => (
+                history.give(
+                    &issuer,
+                    &subject,
+                    &info,
+                    Terms {
+                        valid_until,
+                        explicit,
+                    },
+                    rec,
+                )?,
+                "given",
+            ),
+            ConsentChange::Withdraw => (history.withdraw(&issuer, &subject, &info, rec)?, "withdrawn"),
+        };
+        let mut d = actor
+            .draft(Action::ConsentChange)
+            .subject(subject)
+            .purpose(purpose)
+            .reason(what);
+        d.policy_version = Some(policy.version());
+        self.audit.append(d)?;
+        self.archive.save_consent(&subject, &history)?;
+        self.archive.flush()?;
+        Ok(receipt)
+    }
+
+    /// Sets the subject's AI-assistance level; returns the signed receipt.
+    pub fn set_ai_assistance(
+        &self,
+        actor: &Actor,
+        r: &ExternalRef,
+        level: AssistanceLevel,
+    ) -> Result<SignedReceipt> {
+        let subject = self.archive.ensure_subject(r)?;
+        let mut history = self.archive.load_consent(&subject)?;
+        let policy = self.policy();
+        let rec = Recorded {
+            at: OffsetDateTime::now_utc(),
+            method: actor.method,
+            actor: actor.id.clone(),
+            policy_version: policy.version(),
+        };
+        let receipt = history.set_ai_assistance(&self.issuer(), &subject, level, rec)?;
+        self.audit.append(
+            actor
+                .draft(Action::ConsentChange)
+                .subject(subject)
+                .reason(format!("ai_assistance={}", level.as_str())),
+        )?;
+        self.archive.save_consent(&subject, &history)?;
+        self.archive.flush()?;
+        Ok(receipt)
+    }
+
+    /// Everything about one subject — records, consent history (ISO/IEC TS 27560 shape) and
+    /// every audit entry that touched them — signed by the node (GDPR Art. 15/20).
+    pub fn export(&self, actor: &Actor, r: &ExternalRef) -> Result<SignedExport> {
+        let subject = self.archive.subject_of(r)?;
+        self.audit
+            .append_durable(actor.draft(Action::Export).subject(subject))?;
+        let records = self.archive.export_subject(&subject)?;
+        let history = self.archive.load_consent(&subject)?;
+        let access_log: Vec<Entry> = self.audit.entries_for_subject(&subject)?;
+        let document = serde_json::json!({
+            "schema": crate::archive::EXPORT_SCHEMA,
+            "archive": records,
+            "consent": amble_consent::to_ts27560(&history, &subject, &self.controller),
+            "access_log": access_log,
+        });
+        let bytes = amble_consent::canonical_json(&document);
+        let mut msg = EXPORT_DOMAIN.to_vec();
+        msg.extend_from_slice(&bytes);
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(SignedExport {
+            document,
+            signature: ExportSignature {
+                alg: "EdDSA",
+                public_key: self.signer.verifying_key().to_base64(),
+                value: b64.encode(self.signer.sign(&msg)),
+            },
+        })
+    }
+
+    /// Erases a subject (crypto-shredding; see `docs/ARCHITECTURE.md` on rotating afterwards).
+    pub fn erase(&self, actor: &Actor, r: &ExternalRef) -> Result<EraseReport> {
+        let subject = self.archive.subject_of(r)?;
+        let n = self.archive.count(&subject, None) as u64;
+        self.audit.append_durable(
+            actor
+                .draft(Action::Erase)
+                .subject(subject)
+                .count("records", n),
+        )?;
+        self.archive.erase_subject(&subject)
+    }
+
+    pub fn rotate_key(&mut self, actor: &Actor) -> Result<RotateReport> {
+        self.audit.append_durable(actor.draft(Action::RotateKey))?;
+        self.archive.rotate_key()
+    }
+
+    pub fn link(&self, actor: &Actor, existing: &ExternalRef, new: &ExternalRef) -> Result<SubjectId> {
+        let subject = self.archive.subject_of(existing)?;
+        self.audit
+            .append_durable(actor.draft(Action::Link).subject(subject))?;
+        self.archive.link(existing, new)
+    }
+
+    pub fn unlink(&self, actor: &Actor, r: &ExternalRef) -> Result<SubjectId> {
+        let subject = self.archive.subject_of(r)?;
+        self.audit
+            .append_durable(actor.draft(Action::Unlink).subject(subject))?;
+        self.archive.unlink(r)
+    }
+
+    pub fn merge(&self, actor: &Actor, keep: &ExternalRef, absorb: &ExternalRef) -> Result<MergeReport> {
+        let kept = self.archive.subject_of(keep)?;
+        let gone = self.archive.subject_of(absorb)?;
+        self.audit.append_durable(
+            actor
+                .draft(Action::Merge)
+                .subject(kept)
+                .reason(format!("absorbed subject {gone}")),
+        )?;
+        self.archive.merge(keep, absorb)
+    }
+
+    /// Deletes every record older than its collection's retention at `now`; logs the counts.
+    pub fn sweep_retention(&self, actor: &Actor, now: OffsetDateTime) -> Result<SweepReport> {
+        let policy = self.policy();
+        let expired = self.archive.expired_records(|c| policy.retention(c), now)?;
+        let mut report = SweepReport::default();
+        for k in &expired {
+            *report
+                .removed
+                .entry(k.collection.as_str().to_owned())
+                .or_default() += 1;
+        }
+        let mut d = actor.draft(Action::RetentionSweep);
+        d.counts = report.removed.clone();
+        d.policy_version = Some(policy.version());
+        self.audit.append_durable(d)?;
+        self.archive.remove_records(&expired)?;
+        Ok(report)
+    }
+
+    /// Every audit entry about the subject of `r` ("who looked at my data").
+    pub fn access_log(&self, r: &ExternalRef) -> Result<Vec<Entry>> {
+        Ok(self
+            .audit
+            .entries_for_subject(&self.archive.subject_of(r)?)?)
+    }
+
+    /// A signed checkpoint of this node's audit log (C2SP signed note).
+    pub fn checkpoint(&self) -> Result<String> {
+        Ok(self.audit.checkpoint(&self.signer, &self.origin)?)
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.archive.flush()
+    }
+}
