@@ -2,9 +2,9 @@
 //! encrypted life archive on a temporary node: ingest, unified identity, export, erase,
 //! key rotation, and a scan of every byte on disk for plaintext.
 
+use crate::node_cmd::operator;
 use crate::output::Output;
 use amble_crypto::ExternalRef;
-use crate::node_cmd::operator;
 use amble_node::{ConsentChange, Node, ReadOutcome, TimeRange, ingest};
 use amble_policy::Role;
 use anyhow::{Context, Result};
@@ -142,7 +142,9 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
             println!("{s}");
         }
     };
-    say("amble demo — an organisation's node keeps life archives encrypted and under each person's control\n");
+    say(
+        "amble demo — an organisation's node keeps life archives encrypted and under each person's control\n",
+    );
 
     let archive = Node::init(&data_dir, None)?;
     let op = operator();
@@ -166,7 +168,9 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     let ann_email = ExternalRef::parse("email:person1@example.org")?;
     archive.link(&op, &ann, &ann_email)?;
     let export = archive.export(&op, &ann_email)?;
-    let exported = export.document["archive"]["record_count"].as_u64().unwrap_or(0) as usize;
+    let exported = export.document["archive"]["record_count"]
+        .as_u64()
+        .unwrap_or(0) as usize;
     say(&format!(
         "3. linked an email to person 1; their signed export (found by email) holds {exported} records, consent history and access log"
     ));
@@ -192,8 +196,14 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     let denied_after = matches!(after, ReadOutcome::Denied(_));
     say(&format!(
         "4. the app reads person 3 for `personalisation`: {} → consent given → {allowed} fields allowed (text masked, age as a band) → consent withdrawn → {}",
-        match &before { ReadOutcome::Denied(r) => format!("denied ({r})"), ReadOutcome::Allowed(_) => "allowed".into() },
-        match &after { ReadOutcome::Denied(r) => format!("denied ({r})"), ReadOutcome::Allowed(_) => "STILL ALLOWED".into() },
+        match &before {
+            ReadOutcome::Denied(r) => format!("denied ({r})"),
+            ReadOutcome::Allowed(_) => "allowed".into(),
+        },
+        match &after {
+            ReadOutcome::Denied(r) => format!("denied ({r})"),
+            ReadOutcome::Allowed(_) => "STILL ALLOWED".into(),
+        },
     ));
 
     let erased = archive.erase(&op, &ann)?;
@@ -201,7 +211,11 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     say(&format!(
         "5. erased person 1: key destroyed, {} records deleted; export now {}",
         erased.records_deleted,
-        if refused { "finds nothing" } else { "STILL FINDS DATA" }
+        if refused {
+            "finds nothing"
+        } else {
+            "STILL FINDS DATA"
+        }
     ));
 
     let mut archive = archive;
@@ -209,9 +223,7 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     let still = archive.export(&op, &ExternalRef::parse(&person_ref(2))?)?;
     say(&format!(
         "6. rotated the node master key to v{}: {} data keys rewrapped, no record re-encrypted; person 2's {} records still open",
-        rot.new_version,
-        rot.keys_rewrapped,
-        still.document["archive"]["record_count"]
+        rot.new_version, rot.keys_rewrapped, still.document["archive"]["record_count"]
     ));
     let audit_entries = archive.audit_log().size();
     let subjects = archive.subject_count();
@@ -250,15 +262,30 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
         plaintext_hits: hits,
     };
     out.report(&summary, || {
-        format!(
-            "\n  {:<34} {}\n  {:<34} {}\n  {:<34} {}\n  {:<34} {}\n  {:<34} {}\n\nThe federation (private learning across organisations) arrives with the next issues.",
-            "people / records", format!("{subjects} / {records}"),
-            "erased person readable afterwards", if refused { "no" } else { "YES" },
-            "plaintext found on disk", hits,
-            "audit entries (every access)", audit_entries,
-            "ingest throughput", format!("{:.0} records/s", summary.ingest_records_per_sec),
-        )
+        let rows = [
+            ("people / records", format!("{subjects} / {records}")),
+            (
+                "erased person readable afterwards",
+                (if refused { "no" } else { "YES" }).to_owned(),
+            ),
+            ("plaintext found on disk", hits.to_string()),
+            ("audit entries (every access)", audit_entries.to_string()),
+            (
+                "ingest throughput",
+                format!("{:.0} records/s", summary.ingest_records_per_sec),
+            ),
+        ];
+        let mut t = String::new();
+        for (k, v) in rows {
+            t.push_str(&format!("\n  {k:<34} {v}"));
+        }
+        t.push_str("\n\nThe federation (private learning across organisations) arrives with the next issues.");
+        t
     });
     let ok = hits == 0 && refused && denied_after && allowed > 0;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

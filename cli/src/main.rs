@@ -10,6 +10,7 @@
 mod demo;
 mod node_cmd;
 mod output;
+mod policy_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +40,12 @@ enum Command {
     /// Operate a node's data directory directly (offline commands).
     #[command(subcommand)]
     Node(node_cmd::NodeCommand),
+    /// Check a policy file and derive its record of processing.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+    /// Verify consent receipts.
+    #[command(subcommand)]
+    Consent(policy_cmd::ConsentCommand),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +54,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args, &out),
         Command::Node(cmd) => node_cmd::run(cmd, &out),
+        Command::Policy(cmd) => policy_cmd::run_policy(cmd, &out),
+        Command::Consent(cmd) => policy_cmd::run_consent(cmd, &out),
     };
     match result {
         Ok(code) => code,

@@ -162,6 +162,13 @@ pub enum NodeCommand {
     },
     /// Delete records older than the policy's retention; logs the counts.
     Sweep(DataDirArgs),
+    /// Print (or write) the node's Ed25519 public key, for checking receipts and audit logs.
+    Pubkey {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
@@ -194,7 +201,12 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             bar.finish_and_clear();
             out.report(
                 &serde_json::json!({"records": n, "subjects": a.subject_count()}),
-                || format!("ingested {n} records; the archive now holds {} subjects", a.subject_count()),
+                || {
+                    format!(
+                        "ingested {n} records; the archive now holds {} subjects",
+                        a.subject_count()
+                    )
+                },
             );
         }
         NodeCommand::Export {
@@ -205,14 +217,15 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             let a = dir.open()?;
             let export = a.export(&operator(), &parse_ref(&reference)?)?;
             let text = serde_json::to_string_pretty(&export)?;
-            let count = export.document["archive"]["record_count"].as_u64().unwrap_or(0);
+            let count = export.document["archive"]["record_count"]
+                .as_u64()
+                .unwrap_or(0);
             match path {
                 Some(p) => {
                     write_private(&p, text.as_bytes())?;
-                    out.report(
-                        &serde_json::json!({"out": p, "records": count}),
-                        || format!("wrote {count} records to {}", p.display()),
-                    );
+                    out.report(&serde_json::json!({"out": p, "records": count}), || {
+                        format!("wrote {count} records to {}", p.display())
+                    });
                 }
                 None => println!("{text}"),
             }
@@ -366,7 +379,10 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
                 Some(p) => {
                     write_private(&p, receipt.bytes())?;
                     if !out.json {
-                        println!("consent recorded; signed receipt written to {}", p.display());
+                        println!(
+                            "consent recorded; signed receipt written to {}",
+                            p.display()
+                        );
                     }
                 }
                 None => println!("{}", String::from_utf8_lossy(receipt.bytes())),
@@ -387,12 +403,24 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
                 }
                 ReadOutcome::Denied(reason) => {
                     if out.json {
-                        println!("{}", serde_json::json!({"denied": reason.to_string(), "code": reason.code()}));
+                        println!(
+                            "{}",
+                            serde_json::json!({"denied": reason.to_string(), "code": reason.code()})
+                        );
                     } else {
                         eprintln!("denied: {reason}");
                     }
                     return Ok(ExitCode::from(3));
                 }
+            }
+        }
+        NodeCommand::Pubkey { dir, out: path } => {
+            let a = dir.open()?;
+            let key = a.signing_key().verifying_key().to_base64();
+            match path {
+                Some(p) => std::fs::write(&p, format!("{key}\n"))
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                None => println!("{key}"),
             }
         }
         NodeCommand::Sweep(dir) => {

@@ -41,18 +41,49 @@ fn ingest_export_erase_round_trip() {
     let o = amble(&["node", "ingest", "--data-dir", &d, f.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(status(&d)["records"], 2);
-    let o = amble(&["node", "export", "--data-dir", &d, "--ref", "phone:+15550001"]);
+    let o = amble(&[
+        "node",
+        "export",
+        "--data-dir",
+        &d,
+        "--ref",
+        "phone:+15550001",
+    ]);
     let export: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let doc = &export["document"];
     assert_eq!(doc["schema"], "amble.export/v1");
-    assert_eq!(doc["archive"]["records"]["interactions"][1]["data"]["text"], "again");
-    assert!(export["signature"]["value"].as_str().is_some_and(|v| v.len() > 80));
+    assert_eq!(
+        doc["archive"]["records"]["interactions"][1]["data"]["text"],
+        "again"
+    );
+    assert!(
+        export["signature"]["value"]
+            .as_str()
+            .is_some_and(|v| v.len() > 80)
+    );
     let log = doc["access_log"].as_array().unwrap();
     assert!(log.iter().any(|e| e["action"] == "append"), "ingest logged");
-    assert!(log.iter().any(|e| e["action"] == "export"), "this export logged");
-    let o = amble(&["node", "erase", "--data-dir", &d, "--ref", "phone:+15550001"]);
+    assert!(
+        log.iter().any(|e| e["action"] == "export"),
+        "this export logged"
+    );
+    let o = amble(&[
+        "node",
+        "erase",
+        "--data-dir",
+        &d,
+        "--ref",
+        "phone:+15550001",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = amble(&["node", "export", "--data-dir", &d, "--ref", "phone:+15550001"]);
+    let o = amble(&[
+        "node",
+        "export",
+        "--data-dir",
+        &d,
+        "--ref",
+        "phone:+15550001",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no subject is known"), "{}", stderr(&o));
 }
@@ -67,9 +98,18 @@ fn bad_lines_are_named_and_nothing_is_written() {
             &GOOD.replace("interactions", "horoscope"),
             "line 2: unknown collection `horoscope`",
         ),
-        (&GOOD.replace("2026-05-01T10:00:00Z", "yesterday"), "line 2: `time` must be RFC 3339"),
-        (&GOOD.replace("phone:+15550001", "15550001"), "line 2: `ref`"),
-        (&GOOD.replace(r#"{"text":"hi"}"#, "[1]"), "line 2: `data` must be a JSON object"),
+        (
+            &GOOD.replace("2026-05-01T10:00:00Z", "yesterday"),
+            "line 2: `time` must be RFC 3339",
+        ),
+        (
+            &GOOD.replace("phone:+15550001", "15550001"),
+            "line 2: `ref`",
+        ),
+        (
+            &GOOD.replace(r#"{"text":"hi"}"#, "[1]"),
+            "line 2: `data` must be a JSON object",
+        ),
     ];
     for (bad, expect) in cases {
         let f = dir.path().join("bad.jsonl");
@@ -79,7 +119,10 @@ fn bad_lines_are_named_and_nothing_is_written() {
         let err = stderr(&o);
         assert!(err.contains(expect), "expected {expect:?} in {err:?}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-        assert!(!err.contains("15550001") || expect.contains("`ref`"), "no ref echoed: {err}");
+        assert!(
+            !err.contains("15550001") || expect.contains("`ref`"),
+            "no ref echoed: {err}"
+        );
         assert_eq!(status(&d)["records"], 0, "nothing written for {bad}");
     }
 }
@@ -87,7 +130,12 @@ fn bad_lines_are_named_and_nothing_is_written() {
 #[test]
 fn missing_dir_exposed_key_and_wrong_key_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let o = amble(&["node", "status", "--data-dir", dir.path().join("nope").to_str().unwrap()]);
+    let o = amble(&[
+        "node",
+        "status",
+        "--data-dir",
+        dir.path().join("nope").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("amble node init"), "{}", stderr(&o));
 
@@ -100,14 +148,28 @@ fn missing_dir_exposed_key_and_wrong_key_are_one_line_errors() {
         let o = amble(&["node", "status", "--data-dir", &d]);
         assert_eq!(o.status.code(), Some(1));
         let err = stderr(&o);
-        assert!(err.contains("chmod 600") && err.trim().lines().count() == 1, "{err}");
+        assert!(
+            err.contains("chmod 600") && err.trim().lines().count() == 1,
+            "{err}"
+        );
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let other = init(&dir.path().join("other"));
     let other_key = Path::new(&other).join("node.key");
-    let o = amble(&["node", "status", "--data-dir", &d, "--key-file", other_key.to_str().unwrap()]);
+    let o = amble(&[
+        "node",
+        "status",
+        "--data-dir",
+        &d,
+        "--key-file",
+        other_key.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("does not belong to this data directory"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not belong to this data directory"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(status(&d)["subjects"], 0);
 }
 
@@ -117,12 +179,23 @@ fn rotate_key_keeps_records_readable() {
     let d = init(dir.path());
     let f = dir.path().join("in.jsonl");
     std::fs::write(&f, format!("{GOOD}\n")).unwrap();
-    assert!(amble(&["node", "ingest", "--data-dir", &d, f.to_str().unwrap()]).status.success());
+    assert!(
+        amble(&["node", "ingest", "--data-dir", &d, f.to_str().unwrap()])
+            .status
+            .success()
+    );
     let o = amble(&["--json", "node", "rotate-key", "--data-dir", &d]);
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rep["new_version"], 2);
     assert_eq!(rep["keys_rewrapped"], 1);
-    let o = amble(&["node", "export", "--data-dir", &d, "--ref", "phone:+15550001"]);
+    let o = amble(&[
+        "node",
+        "export",
+        "--data-dir",
+        &d,
+        "--ref",
+        "phone:+15550001",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

@@ -2,8 +2,8 @@
 //! bytes (same batch size, same flush), so the cost of pseudonyms, key unwrap and sealing
 //! is visible. Target: the encrypted archive at ≥ 0.7× raw sled throughput.
 
-use amble_crypto::ExternalRef;
 use amble_consent::Method;
+use amble_crypto::ExternalRef;
 use amble_node::{Actor, Collection, NewRecord, Node};
 use amble_policy::Role;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -13,8 +13,7 @@ const BATCH: usize = 256;
 const SUBJECTS: usize = 64;
 
 fn record(i: usize) -> NewRecord {
-    let serde_json::Value::Object(data) =
-        serde_json::json!({ "text": "x".repeat(1000), "i": i })
+    let serde_json::Value::Object(data) = serde_json::json!({ "text": "x".repeat(1000), "i": i })
     else {
         unreachable!()
     };
@@ -49,14 +48,20 @@ fn bench_archive(c: &mut Criterion) {
     let mut g = c.benchmark_group("append_1k_batch256");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("amble_archive", |b| {
-        b.iter(|| archive.append_batch(&op, black_box(&items)).expect("append"))
+        b.iter(|| {
+            archive
+                .append_batch(&op, black_box(&items))
+                .expect("append")
+        })
     });
     let mut next = 0u64;
     g.bench_function("raw_sled", |b| {
         b.iter(|| {
             for v in &bytes {
                 next += 1;
-                raw_tree.insert(next.to_be_bytes(), v.as_slice()).expect("insert");
+                raw_tree
+                    .insert(next.to_be_bytes(), v.as_slice())
+                    .expect("insert");
             }
             raw.flush().expect("flush")
         })
@@ -69,7 +74,9 @@ fn bench_archive(c: &mut Criterion) {
     archive.append_batch(&op, &hundred).expect("append");
     let raw_read = raw.open_tree("read").expect("tree");
     for (i, v) in bytes.iter().take(100).enumerate() {
-        raw_read.insert((i as u64).to_be_bytes(), v.as_slice()).expect("insert");
+        raw_read
+            .insert((i as u64).to_be_bytes(), v.as_slice())
+            .expect("insert");
     }
     let mut g = c.benchmark_group("read_100x1k");
     g.throughput(Throughput::Elements(100));

@@ -1,7 +1,7 @@
 //! The encrypted life archive: subjects, their references, and sealed records.
 
-use crate::store::{FORMAT, Store};
 pub(crate) use crate::store::RecordKey;
+use crate::store::{FORMAT, Store};
 use crate::{Collection, NodeError, Result};
 use amble_crypto::{
     DataKey, ExternalRef, Keyring, RecordAad, SubjectId, WrappedKey, open as open_sealed, seal,
@@ -222,13 +222,18 @@ impl Archive {
     }
 
     /// The subject's consent history, opened with its data key (empty if none yet).
-    pub(crate) fn load_consent(&self, subject: &SubjectId) -> Result<amble_consent::ConsentHistory> {
+    pub(crate) fn load_consent(
+        &self,
+        subject: &SubjectId,
+    ) -> Result<amble_consent::ConsentHistory> {
         match self.store.consent.get(subject.as_bytes())? {
             None => Ok(amble_consent::ConsentHistory::new()),
             Some(sealed) => {
                 let dek = self.data_key(subject)?;
                 let plain = open_sealed(&dek, &consent_aad(subject), &sealed)?;
-                Ok(amble_consent::ConsentHistory::from_json_bytes(plain.as_bytes())?)
+                Ok(amble_consent::ConsentHistory::from_json_bytes(
+                    plain.as_bytes(),
+                )?)
             }
         }
     }
@@ -286,9 +291,12 @@ impl Archive {
         }
         let dek = DataKey::generate(1)?;
         let wrapped = self.keyring.wrap(&ref_p, &dek)?;
-        let subject = self
-            .store
-            .create_subject(&ref_p, &ref_p, &wrapped, to_ms(OffsetDateTime::now_utc()))?;
+        let subject = self.store.create_subject(
+            &ref_p,
+            &ref_p,
+            &wrapped,
+            to_ms(OffsetDateTime::now_utc()),
+        )?;
         Ok((subject, self.data_key(&subject)?))
     }
 
@@ -392,7 +400,10 @@ impl Archive {
     /// Removes one reference from its subject; the last reference cannot be removed.
     pub(crate) fn unlink(&self, r: &ExternalRef) -> Result<SubjectId> {
         let ref_p = self.pseudonym(r);
-        let subject = self.store.subject_of_ref(&ref_p)?.ok_or(NodeError::UnknownRef)?;
+        let subject = self
+            .store
+            .subject_of_ref(&ref_p)?
+            .ok_or(NodeError::UnknownRef)?;
         if self.store.refs_of(&subject)?.len() <= 1 {
             return Err(NodeError::LastRef);
         }
@@ -432,8 +443,10 @@ impl Archive {
             let plain = amble_crypto::Plaintext::new(
                 serde_json::to_vec(&rec.data).map_err(|e| NodeError::Corrupt(e.to_string()))?,
             );
-            self.store
-                .put_record(&new_key, &seal_record(&kept_key, &new_key, plain.as_bytes())?)?;
+            self.store.put_record(
+                &new_key,
+                &seal_record(&kept_key, &new_key, plain.as_bytes())?,
+            )?;
             moved.push(*old);
         }
         let refs = self.store.refs_of(&gone)?.len();

@@ -9,7 +9,9 @@ pub enum NodeError {
     NotInitialised(PathBuf),
     #[error("data directory {0} is already initialised; refusing to overwrite it")]
     AlreadyInitialised(PathBuf),
-    #[error("key file {path} does not belong to this data directory (its pseudonym check failed); pass the key file created by `amble node init` for it")]
+    #[error(
+        "key file {path} does not belong to this data directory (its pseudonym check failed); pass the key file created by `amble node init` for it"
+    )]
     WrongKeyFile { path: PathBuf },
     #[error(transparent)]
     Crypto(#[from] amble_crypto::CryptoError),
@@ -31,7 +33,9 @@ pub enum NodeError {
     Consent(#[from] amble_consent::ConsentError),
     #[error(transparent)]
     Policy(#[from] amble_policy::PolicyError),
-    #[error("purpose {0:?} is not declared in the node's policy; `amble policy check` lists the purposes")]
+    #[error(
+        "purpose {0:?} is not declared in the node's policy; `amble policy check` lists the purposes"
+    )]
     UnknownPurpose(String),
     #[error("no subject is known by this reference (never ingested, or erased)")]
     UnknownRef,

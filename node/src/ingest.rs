@@ -72,7 +72,12 @@ pub fn parse_line(text: &str) -> Result<(ExternalRef, NewRecord), String> {
         .map_err(|e| format!("`time` must be RFC 3339 (e.g. 2026-05-01T10:00:00Z): {e}"))?;
     let data = match line.data {
         serde_json::Value::Object(m) => m,
-        other => return Err(format!("`data` must be a JSON object, not {}", kind(&other))),
+        other => {
+            return Err(format!(
+                "`data` must be a JSON object, not {}",
+                kind(&other)
+            ));
+        }
     };
     Ok((
         reference,
@@ -95,7 +100,9 @@ fn kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, std::io::Result<String>)>, IngestError> {
+fn lines(
+    path: &Path,
+) -> Result<impl Iterator<Item = (usize, std::io::Result<String>)>, IngestError> {
     let f = std::fs::File::open(path).map_err(|source| IngestError::Read {
         path: path.display().to_string(),
         source,

@@ -26,9 +26,9 @@ pub use archive::{
     Appended, EXPORT_SCHEMA, EraseReport, ExportedRecord, MergeReport, NewRecord, RotateReport,
     SubjectExport, TimeRange, default_key_file,
 };
+pub use collection::Collection;
+pub use error::{NodeError, Result};
 pub use node::{
     Actor, ConsentChange, EXAMPLE_POLICY, ExportSignature, Node, ReadOutcome, SignedExport,
     SweepReport,
 };
-pub use collection::Collection;
-pub use error::{NodeError, Result};

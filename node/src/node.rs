@@ -5,7 +5,9 @@
 //! outside this crate except through `Node`, so no caller can read a record without naming a
 //! purpose, passing the subject's consent and the policy, and being logged.
 
-use crate::archive::{Appended, Archive, EraseReport, MergeReport, NewRecord, RotateReport, TimeRange};
+use crate::archive::{
+    Appended, Archive, EraseReport, MergeReport, NewRecord, RotateReport, TimeRange,
+};
 use crate::{Collection, NodeError, Result};
 use amble_audit::{Action, AuditLog, Decision as Logged, Entry, EntryDraft};
 use amble_consent::{
@@ -305,10 +307,7 @@ impl Node {
         let history = self.archive.load_consent(subject)?;
         let policy = self.policy();
         let now = OffsetDateTime::now_utc();
-        let mut draft = actor
-            .draft(Action::Read)
-            .subject(*subject)
-            .purpose(purpose);
+        let mut draft = actor.draft(Action::Read).subject(*subject).purpose(purpose);
         draft.policy_version = Some(policy.version());
         match decide(&policy, &actor.id, actor.role, purpose, &history, now) {
             Decision::Deny(reason) => {
@@ -394,7 +393,10 @@ impl Node {
                 )?,
                 "given",
             ),
-            ConsentChange::Withdraw => (history.withdraw(&issuer, &subject, &info, rec)?, "withdrawn"),
+            ConsentChange::Withdraw => (
+                history.withdraw(&issuer, &subject, &info, rec)?,
+                "withdrawn",
+            ),
         };
         let mut d = actor
             .draft(Action::ConsentChange)
@@ -484,7 +486,12 @@ impl Node {
         self.archive.rotate_key()
     }
 
-    pub fn link(&self, actor: &Actor, existing: &ExternalRef, new: &ExternalRef) -> Result<SubjectId> {
+    pub fn link(
+        &self,
+        actor: &Actor,
+        existing: &ExternalRef,
+        new: &ExternalRef,
+    ) -> Result<SubjectId> {
         let subject = self.archive.subject_of(existing)?;
         self.audit
             .append_durable(actor.draft(Action::Link).subject(subject))?;
@@ -498,7 +505,12 @@ impl Node {
         self.archive.unlink(r)
     }
 
-    pub fn merge(&self, actor: &Actor, keep: &ExternalRef, absorb: &ExternalRef) -> Result<MergeReport> {
+    pub fn merge(
+        &self,
+        actor: &Actor,
+        keep: &ExternalRef,
+        absorb: &ExternalRef,
+    ) -> Result<MergeReport> {
         let kept = self.archive.subject_of(keep)?;
         let gone = self.archive.subject_of(absorb)?;
         self.audit.append_durable(

@@ -56,7 +56,10 @@ impl RecordKey {
 
     pub(crate) fn decode(k: &[u8]) -> Result<Self> {
         if k.len() != Self::LEN {
-            return Err(NodeError::Corrupt(format!("record key of {} bytes", k.len())));
+            return Err(NodeError::Corrupt(format!(
+                "record key of {} bytes",
+                k.len()
+            )));
         }
         let subject = SubjectId::from_slice(&k[..32])
             .ok_or_else(|| NodeError::Corrupt("record key subject".into()))?;
@@ -177,7 +180,10 @@ impl Store {
                     return sid(&existing).map_err(abort);
                 }
                 refs.insert(ref_pseudonym.as_bytes(), subject.as_bytes())?;
-                srefs.insert(&pair_key(subject.as_bytes(), ref_pseudonym.as_bytes())[..], &[])?;
+                srefs.insert(
+                    &pair_key(subject.as_bytes(), ref_pseudonym.as_bytes())[..],
+                    &[],
+                )?;
                 if keys.get(subject.as_bytes())?.is_none() {
                     keys.insert(subject.as_bytes(), wrapped.as_slice())?;
                     subjects.insert(subject.as_bytes(), &now_ms.to_be_bytes())?;
@@ -270,7 +276,10 @@ impl Store {
                 return Err(abort(NodeError::RefAlreadyLinked(existing.to_hex())));
             }
             refs.insert(ref_pseudonym.as_bytes(), subject.as_bytes())?;
-            srefs.insert(&pair_key(subject.as_bytes(), ref_pseudonym.as_bytes())[..], &[])?;
+            srefs.insert(
+                &pair_key(subject.as_bytes(), ref_pseudonym.as_bytes())[..],
+                &[],
+            )?;
             Ok(())
         })?;
         Ok(())
@@ -302,7 +311,12 @@ impl Store {
     /// Crypto-shredding: removes the subject's wrapped key, references, consent and entry
     /// in one transaction and leaves a tombstone. Records are removed afterwards; without
     /// the key they can no longer be opened, even from a backup.
-    pub(crate) fn shred_subject(&self, subject: &SubjectId, now_ms: i64, reason: &str) -> Result<()> {
+    pub(crate) fn shred_subject(
+        &self,
+        subject: &SubjectId,
+        now_ms: i64,
+        reason: &str,
+    ) -> Result<()> {
         let refs = self.refs_of(subject)?;
         (
             &self.keys,

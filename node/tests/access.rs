@@ -78,21 +78,34 @@ fn withdrawal_between_two_reads_denies_the_second() {
     else {
         panic!("read without consent was allowed")
     };
-    assert_eq!(reason.to_string(), "no consent for train.intent has been given");
+    assert_eq!(
+        reason.to_string(),
+        "no consent for train.intent has been given"
+    );
     give(&node, &p, "train.intent", false);
     assert!(matches!(
-        node.read(&trainer, &p, "train.intent", TimeRange::ALL).unwrap(),
+        node.read(&trainer, &p, "train.intent", TimeRange::ALL)
+            .unwrap(),
         ReadOutcome::Allowed(_)
     ));
-    node.change_consent(&actor(Role::Admin), &p, "train.intent", ConsentChange::Withdraw)
-        .unwrap();
+    node.change_consent(
+        &actor(Role::Admin),
+        &p,
+        "train.intent",
+        ConsentChange::Withdraw,
+    )
+    .unwrap();
     let ReadOutcome::Denied(reason) = node
         .read(&trainer, &p, "train.intent", TimeRange::ALL)
         .unwrap()
     else {
         panic!("read after withdrawal was allowed")
     };
-    assert!(reason.to_string().starts_with("consent for train.intent withdrawn on "));
+    assert!(
+        reason
+            .to_string()
+            .starts_with("consent for train.intent withdrawn on ")
+    );
 }
 
 #[test]
@@ -136,7 +149,10 @@ fn train_intent_projection_holds_masked_text_and_intent_only() {
         Some("lost_or_stolen_card")
     );
     let text = recs[0].get("text").and_then(|v| v.as_str()).unwrap();
-    assert!(!text.contains("4111") && !text.contains("ann@example.org"), "{text}");
+    assert!(
+        !text.contains("4111") && !text.contains("ann@example.org"),
+        "{text}"
+    );
     let json = proj.to_json().to_string();
     for secret in ["1987", "Lyon", "Ann", "screen reader"] {
         assert!(!json.contains(secret), "{secret} leaked into {json}");
@@ -153,7 +169,11 @@ fn health_needs_explicit_consent_whatever_the_basis() {
     else {
         panic!("support denied")
     };
-    assert!(proj.records().iter().all(|r| r.collection() != Collection::Health));
+    assert!(
+        proj.records()
+            .iter()
+            .all(|r| r.collection() != Collection::Health)
+    );
     assert!(!proj.to_json().to_string().contains("screen reader"));
 }
 
@@ -168,17 +188,32 @@ fn retention_sweep_removes_old_records_and_keeps_young_ones() {
     node.append_batch(
         &op,
         &[
-            (p.clone(), rec(Collection::Events, old_days, serde_json::json!({"kind": "old"}))),
-            (p.clone(), rec(Collection::Events, 1, serde_json::json!({"kind": "young"}))),
+            (
+                p.clone(),
+                rec(
+                    Collection::Events,
+                    old_days,
+                    serde_json::json!({"kind": "old"}),
+                ),
+            ),
+            (
+                p.clone(),
+                rec(Collection::Events, 1, serde_json::json!({"kind": "young"})),
+            ),
         ],
     )
     .unwrap();
-    let rep = node.sweep_retention(&op, OffsetDateTime::now_utc()).unwrap();
+    let rep = node
+        .sweep_retention(&op, OffsetDateTime::now_utc())
+        .unwrap();
     assert_eq!(rep.removed.get("events"), Some(&1));
     let s = node.subject_of(&p).unwrap();
     assert_eq!(node.count(&s, Some(Collection::Events)), 1);
     let export = node.export(&op, &p).unwrap();
-    assert_eq!(export.document["archive"]["records"]["events"][0]["data"]["kind"], "young");
+    assert_eq!(
+        export.document["archive"]["records"]["events"][0]["data"]["kind"],
+        "young"
+    );
     let last_sweep = node
         .audit_log()
         .entries(..)
@@ -211,7 +246,10 @@ fn receipts_verify_with_the_node_key_and_not_after_a_change() {
     let i = bad.len() / 2;
     bad[i] ^= 0x01;
     assert!(amble_consent::verify_receipt(&bad, &key).is_err());
-    assert!(!String::from_utf8_lossy(&bytes).contains("15550100"), "no ref in receipt");
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("15550100"),
+        "no ref in receipt"
+    );
 }
 
 #[test]
@@ -223,41 +261,100 @@ fn every_operation_writes_exactly_one_audit_entry_with_the_right_fields() {
     let (p, q, e) = (r("phone:+1"), r("phone:+2"), r("email:x@y.z"));
     let one = |c, d| rec(c, 1, d);
 
-    let mut steps: Vec<(Action, Logged, Box<dyn FnMut(&mut Node)>)> = vec![
-        (Action::Append, Logged::None, Box::new(|n: &mut Node| {
-            n.append(&op, &p, &one(Collection::Goals, serde_json::json!({"goal": "house"}))).unwrap();
-        })),
-        (Action::Read, Logged::Deny, Box::new(|n: &mut Node| {
-            n.read(&app, &p, "personalisation", TimeRange::ALL).unwrap();
-        })),
-        (Action::ConsentChange, Logged::None, Box::new(|n: &mut Node| give(n, &p, "personalisation", false))),
-        (Action::Read, Logged::Allow, Box::new(|n: &mut Node| {
-            n.read(&app, &p, "personalisation", TimeRange::ALL).unwrap();
-        })),
-        (Action::Link, Logged::None, Box::new(|n: &mut Node| {
-            n.link(&op, &p, &e).unwrap();
-        })),
-        (Action::Unlink, Logged::None, Box::new(|n: &mut Node| {
-            n.unlink(&op, &e).unwrap();
-        })),
-        (Action::Append, Logged::None, Box::new(|n: &mut Node| {
-            n.append(&op, &q, &one(Collection::Events, serde_json::json!({"kind": "x"}))).unwrap();
-        })),
-        (Action::Merge, Logged::None, Box::new(|n: &mut Node| {
-            n.merge(&op, &p, &q).unwrap();
-        })),
-        (Action::Export, Logged::None, Box::new(|n: &mut Node| {
-            n.export(&op, &p).unwrap();
-        })),
-        (Action::RetentionSweep, Logged::None, Box::new(|n: &mut Node| {
-            n.sweep_retention(&op, OffsetDateTime::now_utc()).unwrap();
-        })),
-        (Action::RotateKey, Logged::None, Box::new(|n: &mut Node| {
-            n.rotate_key(&op).unwrap();
-        })),
-        (Action::Erase, Logged::None, Box::new(|n: &mut Node| {
-            n.erase(&op, &p).unwrap();
-        })),
+    type Step<'a> = (Action, Logged, Box<dyn FnMut(&mut Node) + 'a>);
+    let mut steps: Vec<Step> = vec![
+        (
+            Action::Append,
+            Logged::None,
+            Box::new(|n: &mut Node| {
+                n.append(
+                    &op,
+                    &p,
+                    &one(Collection::Goals, serde_json::json!({"goal": "house"})),
+                )
+                .unwrap();
+            }),
+        ),
+        (
+            Action::Read,
+            Logged::Deny,
+            Box::new(|n: &mut Node| {
+                n.read(&app, &p, "personalisation", TimeRange::ALL).unwrap();
+            }),
+        ),
+        (
+            Action::ConsentChange,
+            Logged::None,
+            Box::new(|n: &mut Node| give(n, &p, "personalisation", false)),
+        ),
+        (
+            Action::Read,
+            Logged::Allow,
+            Box::new(|n: &mut Node| {
+                n.read(&app, &p, "personalisation", TimeRange::ALL).unwrap();
+            }),
+        ),
+        (
+            Action::Link,
+            Logged::None,
+            Box::new(|n: &mut Node| {
+                n.link(&op, &p, &e).unwrap();
+            }),
+        ),
+        (
+            Action::Unlink,
+            Logged::None,
+            Box::new(|n: &mut Node| {
+                n.unlink(&op, &e).unwrap();
+            }),
+        ),
+        (
+            Action::Append,
+            Logged::None,
+            Box::new(|n: &mut Node| {
+                n.append(
+                    &op,
+                    &q,
+                    &one(Collection::Events, serde_json::json!({"kind": "x"})),
+                )
+                .unwrap();
+            }),
+        ),
+        (
+            Action::Merge,
+            Logged::None,
+            Box::new(|n: &mut Node| {
+                n.merge(&op, &p, &q).unwrap();
+            }),
+        ),
+        (
+            Action::Export,
+            Logged::None,
+            Box::new(|n: &mut Node| {
+                n.export(&op, &p).unwrap();
+            }),
+        ),
+        (
+            Action::RetentionSweep,
+            Logged::None,
+            Box::new(|n: &mut Node| {
+                n.sweep_retention(&op, OffsetDateTime::now_utc()).unwrap();
+            }),
+        ),
+        (
+            Action::RotateKey,
+            Logged::None,
+            Box::new(|n: &mut Node| {
+                n.rotate_key(&op).unwrap();
+            }),
+        ),
+        (
+            Action::Erase,
+            Logged::None,
+            Box::new(|n: &mut Node| {
+                n.erase(&op, &p).unwrap();
+            }),
+        ),
     ];
     let subject = node.pseudonym(&p);
     let other = node.pseudonym(&q);
@@ -265,7 +362,12 @@ fn every_operation_writes_exactly_one_audit_entry_with_the_right_fields() {
         let before = node.audit_log().size();
         step(&mut node);
         let after = node.audit_log().size();
-        assert_eq!(after, before + 1, "step {i} ({action:?}) wrote {} entries", after - before);
+        assert_eq!(
+            after,
+            before + 1,
+            "step {i} ({action:?}) wrote {} entries",
+            after - before
+        );
         let entry = node.audit_log().entry(before).unwrap();
         assert_eq!(&entry.action, action, "step {i}");
         assert_eq!(entry.decision, *decision, "step {i}");
@@ -273,7 +375,11 @@ fn every_operation_writes_exactly_one_audit_entry_with_the_right_fields() {
         let needs_subject = !matches!(action, Action::RetentionSweep | Action::RotateKey);
         if needs_subject {
             let expected = if i == 6 { other } else { subject };
-            assert_eq!(entry.subject, Some(expected), "step {i} names the pseudonym");
+            assert_eq!(
+                entry.subject,
+                Some(expected),
+                "step {i} names the pseudonym"
+            );
         }
         if *action == Action::Read {
             assert_eq!(entry.purpose.as_deref(), Some("personalisation"));
@@ -281,9 +387,15 @@ fn every_operation_writes_exactly_one_audit_entry_with_the_right_fields() {
             assert!(entry.policy_version.is_some());
         }
         if *decision == Logged::Allow {
-            assert!(!entry.fields.is_empty(), "an allowed read lists the fields it touched");
+            assert!(
+                !entry.fields.is_empty(),
+                "an allowed read lists the fields it touched"
+            );
         }
         let line = String::from_utf8(entry.to_canonical_json().unwrap()).unwrap();
-        assert!(!line.contains("phone:") && !line.contains("house"), "{line}");
+        assert!(
+            !line.contains("phone:") && !line.contains("house"),
+            "{line}"
+        );
     }
 }

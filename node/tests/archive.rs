@@ -1,7 +1,7 @@
 //! Behaviour of the encrypted archive as an operator and an attacker with the disk see it.
 
-use amble_crypto::ExternalRef;
 use amble_consent::Method;
+use amble_crypto::ExternalRef;
 use amble_node::{Actor, Collection, NewRecord, Node, NodeError};
 use amble_policy::Role;
 use std::path::Path;
@@ -99,8 +99,12 @@ fn no_marker_or_external_id_is_ever_on_disk() {
     a.append_batch(&op(), &batch).unwrap();
     for i in (0..1000u32).step_by(100) {
         let phone = format!("phone:+4479{i:08}");
-        a.link(&op(), &r(&phone), &r(&format!("email:subject{i}@marker-example.org")))
-            .unwrap();
+        a.link(
+            &op(),
+            &r(&phone),
+            &r(&format!("email:subject{i}@marker-example.org")),
+        )
+        .unwrap();
     }
     a.flush().unwrap();
     assert_eq!(a.subject_count(), 1000);
@@ -108,7 +112,11 @@ fn no_marker_or_external_id_is_ever_on_disk() {
     let files = raw_files(&data);
     assert!(!files.is_empty());
     let hits = count_hits(&files, &needles);
-    assert!(hits.is_empty(), "plaintext on disk: {:?}", &hits[..hits.len().min(5)]);
+    assert!(
+        hits.is_empty(),
+        "plaintext on disk: {:?}",
+        &hits[..hits.len().min(5)]
+    );
     // The check can fail: the same scan finds a marker in a file we write ourselves.
     std::fs::write(data.join("canary"), b"MARKER-00007-XYZZY").unwrap();
     assert_eq!(count_hits(&raw_files(&data), &needles).len(), 1);
@@ -120,11 +128,19 @@ fn records_read_back_by_collection_and_time_range() {
     let a = Node::init(dir.path(), None).unwrap();
     let p = r("phone:+15550001");
     for day in 0..10u8 {
-        a.append(&op(), &p, &rec(Collection::Events, day, serde_json::json!({"day": day})))
-            .unwrap();
-    }
-    a.append(&op(), &p, &rec(Collection::Goals, 3, serde_json::json!({"goal": "save"})))
+        a.append(
+            &op(),
+            &p,
+            &rec(Collection::Events, day, serde_json::json!({"day": day})),
+        )
         .unwrap();
+    }
+    a.append(
+        &op(),
+        &p,
+        &rec(Collection::Goals, 3, serde_json::json!({"goal": "save"})),
+    )
+    .unwrap();
     let s = a.subject_of(&p).unwrap();
     assert_eq!(a.count(&s, Some(Collection::Events)), 10);
     assert_eq!(a.count(&s, None), 11);
@@ -145,16 +161,24 @@ fn linked_references_reach_one_subject_and_merge_moves_records() {
     let dir = tempfile::tempdir().unwrap();
     let a = Node::init(dir.path(), None).unwrap();
     let (phone, email, openid) = (r("phone:+1"), r("email:a@b.c"), r("openid:xyz"));
-    a.append(&op(), &phone, &rec(Collection::Profile, 0, serde_json::json!({"city": "Lyon"})))
-        .unwrap();
+    a.append(
+        &op(),
+        &phone,
+        &rec(Collection::Profile, 0, serde_json::json!({"city": "Lyon"})),
+    )
+    .unwrap();
     let s = a.link(&op(), &phone, &email).unwrap();
     assert_eq!(a.subject_of(&email).unwrap(), s);
     assert!(matches!(
         a.link(&op(), &phone, &email),
         Err(NodeError::RefAlreadyLinked(_))
     ));
-    a.append(&op(), &openid, &rec(Collection::Goals, 1, serde_json::json!({"goal": "house"})))
-        .unwrap();
+    a.append(
+        &op(),
+        &openid,
+        &rec(Collection::Goals, 1, serde_json::json!({"goal": "house"})),
+    )
+    .unwrap();
     let other = a.subject_of(&openid).unwrap();
     assert_ne!(other, s);
     let m = a.merge(&op(), &email, &openid).unwrap();
@@ -162,7 +186,10 @@ fn linked_references_reach_one_subject_and_merge_moves_records() {
     assert_eq!(a.subject_of(&openid).unwrap(), s, "refs follow the merge");
     assert_eq!(export(&a, &phone).unwrap()["record_count"], 2);
     assert_eq!(a.subject_count(), 1);
-    assert!(a.erased_at(&other).unwrap().is_some(), "absorbed subject tombstoned");
+    assert!(
+        a.erased_at(&other).unwrap().is_some(),
+        "absorbed subject tombstoned"
+    );
     a.unlink(&op(), &openid).unwrap();
     assert!(matches!(a.subject_of(&openid), Err(NodeError::UnknownRef)));
     a.unlink(&op(), &email).unwrap();
@@ -176,11 +203,23 @@ fn erase_destroys_the_key_and_leaves_a_tombstone() {
     let p = r("phone:+15550002");
     let keep = r("phone:+15550003");
     for i in 0..20u8 {
-        a.append(&op(), &p, &rec(Collection::Interactions, i, serde_json::json!({"text": "ERASEME-77"})))
-            .unwrap();
-    }
-    a.append(&op(), &keep, &rec(Collection::Goals, 0, serde_json::json!({"goal": "x"})))
+        a.append(
+            &op(),
+            &p,
+            &rec(
+                Collection::Interactions,
+                i,
+                serde_json::json!({"text": "ERASEME-77"}),
+            ),
+        )
         .unwrap();
+    }
+    a.append(
+        &op(),
+        &keep,
+        &rec(Collection::Goals, 0, serde_json::json!({"goal": "x"})),
+    )
+    .unwrap();
     let s = a.subject_of(&p).unwrap();
     let rep = a.erase(&op(), &p).unwrap();
     assert_eq!(rep.records_deleted, 20);
@@ -204,8 +243,12 @@ fn rotation_keeps_every_record_readable_without_the_old_key() {
     let mut a = Node::init(dir.path(), None).unwrap();
     let refs: Vec<_> = (0..50).map(|i| r(&format!("phone:+1{i}"))).collect();
     for (i, p) in refs.iter().enumerate() {
-        a.append(&op(), p, &rec(Collection::Events, 0, serde_json::json!({"i": i})))
-            .unwrap();
+        a.append(
+            &op(),
+            p,
+            &rec(Collection::Events, 0, serde_json::json!({"i": i})),
+        )
+        .unwrap();
     }
     let rep = a.rotate_key(&op()).unwrap();
     assert_eq!((rep.new_version, rep.keys_rewrapped), (2, 50));
@@ -226,8 +269,12 @@ fn interrupted_rotation_is_finished_on_open() {
     let key = amble_node::default_key_file(dir.path());
     let a = Node::init(dir.path(), None).unwrap();
     let p = r("phone:+1");
-    a.append(&op(), &p, &rec(Collection::Events, 0, serde_json::json!({"x": 1})))
-        .unwrap();
+    a.append(
+        &op(),
+        &p,
+        &rec(Collection::Events, 0, serde_json::json!({"x": 1})),
+    )
+    .unwrap();
     drop(a);
     // Simulate a crash right after the new key version was saved, before any rewrap.
     let mut k = amble_crypto::Keyring::load(&key).unwrap();
@@ -243,8 +290,12 @@ fn wrong_or_exposed_key_file_and_missing_dir_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
     let a = Node::init(&data, None).unwrap();
-    a.append(&op(), &r("phone:+1"), &rec(Collection::Events, 0, serde_json::json!({})))
-        .unwrap();
+    a.append(
+        &op(),
+        &r("phone:+1"),
+        &rec(Collection::Events, 0, serde_json::json!({})),
+    )
+    .unwrap();
     drop(a);
     let other = dir.path().join("other.key");
     amble_crypto::Keyring::create(&other).unwrap();

@@ -4,8 +4,8 @@
 //! The test binary re-runs itself as the child (`AMBLE_CRASH_CHILD` set), so no extra binary
 //! is needed. The child prints `ack <n>` only after `append` returned (flushed).
 
-use amble_crypto::ExternalRef;
 use amble_consent::Method;
+use amble_crypto::ExternalRef;
 use amble_node::{Actor, Collection, NewRecord, Node};
 use amble_policy::Role;
 use std::io::{BufRead, BufReader};

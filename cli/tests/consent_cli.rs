@@ -1,0 +1,163 @@
+//! Consent, policy-gated reads and policy files at the command line.
+
+use std::process::{Command, Output};
+
+fn amble(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_amble"))
+        .args(args)
+        .env_remove("AMBLE_DATA_DIR")
+        .env_remove("AMBLE_KEY_FILE")
+        .env_remove("AMBLE_POLICY")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn consent_gates_reads_and_receipts_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("n");
+    let d = d.to_str().unwrap();
+    ok(&amble(&["node", "init", "--data-dir", d]));
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(
+        &f,
+        r#"{"ref":"phone:+1","collection":"profile","time":"2026-11-01T10:00:00Z","data":{"birth_year":1990,"city":"Lyon","language":"fr"}}
+"#,
+    )
+    .unwrap();
+    ok(&amble(&[
+        "node",
+        "ingest",
+        "--data-dir",
+        d,
+        f.to_str().unwrap(),
+    ]));
+    let read = [
+        "node",
+        "read",
+        "--data-dir",
+        d,
+        "--ref",
+        "phone:+1",
+        "--purpose",
+        "personalisation",
+        "--role",
+        "app",
+    ];
+    let o = amble(&read);
+    assert_eq!(o.status.code(), Some(3), "denied without consent");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no consent for personalisation"));
+
+    let receipt = dir.path().join("receipt.json");
+    ok(&amble(&[
+        "node",
+        "consent",
+        "--data-dir",
+        d,
+        "--ref",
+        "phone:+1",
+        "give",
+        "--purpose",
+        "personalisation",
+        "--receipt-out",
+        receipt.to_str().unwrap(),
+    ]));
+    let projection: serde_json::Value = serde_json::from_str(&ok(&amble(&read))).unwrap();
+    let text = projection.to_string();
+    assert!(
+        !text.contains("1990"),
+        "birth year never leaves, only its band: {text}"
+    );
+
+    let key = dir.path().join("node.pub");
+    ok(&amble(&[
+        "node",
+        "pubkey",
+        "--data-dir",
+        d,
+        "--out",
+        key.to_str().unwrap(),
+    ]));
+    ok(&amble(&[
+        "consent",
+        "verify-receipt",
+        receipt.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]));
+    let mut bytes = std::fs::read(&receipt).unwrap();
+    let n = bytes.len() / 3;
+    bytes[n] ^= 0x02;
+    std::fs::write(&receipt, &bytes).unwrap();
+    let o = amble(&[
+        "consent",
+        "verify-receipt",
+        receipt.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "a changed receipt fails");
+
+    ok(&amble(&[
+        "node",
+        "consent",
+        "--data-dir",
+        d,
+        "--ref",
+        "phone:+1",
+        "withdraw",
+        "--purpose",
+        "personalisation",
+    ]));
+    let o = amble(&read);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("withdrawn on"));
+    let shown = ok(&amble(&[
+        "node",
+        "consent",
+        "--data-dir",
+        d,
+        "--ref",
+        "phone:+1",
+        "show",
+    ]));
+    assert!(shown.contains("personalisation"), "{shown}");
+}
+
+#[test]
+fn policy_check_reports_line_and_column_and_ropa_names_purposes() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policy.example.toml");
+    let table = ok(&amble(&["policy", "check", example]));
+    assert!(table.contains("train.intent"), "{table}");
+    let ropa = ok(&amble(&["policy", "ropa", example]));
+    for p in [
+        "support",
+        "personalisation",
+        "train.intent",
+        "train.needs",
+        "analytics",
+    ] {
+        assert!(ropa.contains(p), "RoPA misses {p}");
+    }
+    let bad = std::fs::read_to_string(example).unwrap().replacen(
+        "legal_basis = \"contract\"",
+        "legal_basis = \"vibes\"",
+        1,
+    );
+    let line = bad.lines().position(|l| l.contains("vibes")).unwrap() + 1;
+    let f = dir.path().join("bad.toml");
+    std::fs::write(&f, bad).unwrap();
+    let o = amble(&["policy", "check", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{line}:")),
+        "line {line} named in {err}"
+    );
+}
