@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod demo;
 mod node_cmd;
 mod output;
@@ -43,6 +44,9 @@ enum Command {
     /// Check a policy file and derive its record of processing.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Export, verify and prove a node's tamper-evident access log (auditors).
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Verify consent receipts.
     #[command(subcommand)]
     Consent(policy_cmd::ConsentCommand),
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args, &out),
         Command::Node(cmd) => node_cmd::run(cmd, &out),
         Command::Policy(cmd) => policy_cmd::run_policy(cmd, &out),
+        Command::Audit(cmd) => audit_cmd::run(cmd, &out),
         Command::Consent(cmd) => policy_cmd::run_consent(cmd, &out),
     };
     match result {

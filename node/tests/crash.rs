@@ -3,6 +3,7 @@
 //!
 //! The test binary re-runs itself as the child (`AMBLE_CRASH_CHILD` set), so no extra binary
 //! is needed. The child prints `ack <n>` only after `append` returned (flushed).
+//! It also checks that no record survives without the audit entry written before it.
 
 use amble_consent::Method;
 use amble_crypto::ExternalRef;
@@ -92,6 +93,22 @@ fn acknowledged_appends_survive_sigkill() {
     let op = Actor::new("checker", Role::Admin, Method::Api);
     let mut present = std::collections::HashSet::new();
     for k in 0..17u64 {
+        // The log entry is written before the data: no record may exist without one.
+        if let Ok(subject) = a.subject_of(&subject_ref(k)) {
+            let logged: u64 = a
+                .audit_log()
+                .entries_for_subject(&subject)
+                .unwrap()
+                .iter()
+                .filter(|e| e.action == amble_audit::Action::Append)
+                .map(|e| e.counts.get("records").copied().unwrap_or(0))
+                .sum();
+            let stored = a.count(&subject, None) as u64;
+            assert!(
+                logged >= stored,
+                "subject {k}: {stored} records, {logged} logged"
+            );
+        }
         let Ok(export) = a.export(&op, &subject_ref(k)) else {
             continue;
         };
