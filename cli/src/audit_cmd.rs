@@ -52,6 +52,14 @@ pub enum AuditCommand {
         #[arg(long)]
         size: Option<u64>,
     },
+    /// Apply the log's retention: drop entry bodies older than --keep-days (their hashes stay,
+    /// so the log remains verifiable; exports carry the hashes of the pruned prefix).
+    Prune {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        keep_days: u32,
+    },
     /// Every access to one subject's data: the "who looked at my data" answer.
     Subject {
         #[command(flatten)]
@@ -125,6 +133,14 @@ pub fn run(cmd: AuditCommand, out: &Output) -> Result<ExitCode> {
                 (None, None) => anyhow::bail!("give --index N or --since-size M"),
             };
             println!("{json}");
+        }
+        AuditCommand::Prune { dir, keep_days } => {
+            let node = dir.open()?;
+            let before = time::OffsetDateTime::now_utc() - time::Duration::days(keep_days.into());
+            let n = node.prune_audit_before(&crate::node_cmd::operator(), before)?;
+            out.report(&serde_json::json!({"pruned": n}), || {
+                format!("pruned {n} entry bodies older than {keep_days} days; their hashes remain")
+            });
         }
         AuditCommand::Subject { dir, reference } => {
             let node = dir.open()?;

@@ -541,6 +541,25 @@ impl Node {
         Ok(report)
     }
 
+    /// Applies the log's retention: drops the bodies of entries older than `before` (their
+    /// hashes stay, so the tree, proofs and exports remain verifiable). Logged itself.
+    pub fn prune_audit_before(&self, actor: &Actor, before: OffsetDateTime) -> Result<u64> {
+        let first_young = self
+            .audit
+            .entries(self.audit.first_kept()?..)?
+            .into_iter()
+            .find(|e| e.time >= before)
+            .map_or_else(|| self.audit.size(), |e| e.seq);
+        let removed = self.audit.prune_before(first_young)?;
+        self.audit.append_durable(
+            actor
+                .draft(Action::Other("audit_prune".into()))
+                .count("entries_pruned", removed)
+                .count("first_kept", first_young),
+        )?;
+        Ok(removed)
+    }
+
     /// Every audit entry about the subject of `r` ("who looked at my data").
     pub fn access_log(&self, r: &ExternalRef) -> Result<Vec<Entry>> {
         Ok(self

@@ -399,3 +399,54 @@ fn every_operation_writes_exactly_one_audit_entry_with_the_right_fields() {
         );
     }
 }
+
+#[test]
+fn invalid_policy_reload_keeps_the_old_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::init(dir.path(), None).unwrap();
+    let op = actor(Role::Admin);
+    let path = dir.path().join("policy.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let v = node.policy().version();
+    std::fs::write(
+        &path,
+        good.replacen("legal_basis = \"contract\"", "legal_basis = \"x\"", 1),
+    )
+    .unwrap();
+    let err = node.reload_policy(&op).unwrap_err().to_string();
+    assert!(err.contains("legal basis"), "{err}");
+    assert_eq!(node.policy().version(), v, "old policy still in force");
+    let bumped = good.replacen(
+        &format!("version = {v}"),
+        &format!("version = {}", v + 1),
+        1,
+    );
+    assert_ne!(bumped, good, "the example declares `version = {v}`");
+    std::fs::write(&path, bumped).unwrap();
+    assert_eq!(node.reload_policy(&op).unwrap(), v + 1);
+    assert_eq!(node.policy().version(), v + 1);
+}
+
+#[test]
+fn pruned_audit_log_still_verifies_after_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::init(dir.path(), None).unwrap();
+    let op = actor(Role::Admin);
+    for i in 0..10 {
+        node.append(
+            &op,
+            &r(&format!("phone:+{i}")),
+            &rec(Collection::Goals, 1, serde_json::json!({"goal": i})),
+        )
+        .unwrap();
+    }
+    let removed = node
+        .prune_audit_before(&op, OffsetDateTime::now_utc() + time::Duration::seconds(1))
+        .unwrap();
+    assert_eq!(removed, 10);
+    let out = dir.path().join("export");
+    amble_audit::export_dir(node.audit_log(), node.signing_key(), node.origin(), &out).unwrap();
+    let report = amble_audit::verify_dir(&out, None, &[]).unwrap();
+    assert_eq!(report.first_seq, 10);
+    assert_eq!(report.size, 11);
+}
