@@ -198,6 +198,16 @@ impl AuditLog {
         Ok(range.start)
     }
 
+    /// Appends several entries in one transaction without flushing: for callers that write
+    /// the data the entries describe into the same sled database next and flush once for
+    /// both (sled recovers a prefix of its log, so the data cannot outlive its entries).
+    pub fn append_many_unflushed(
+        &self,
+        drafts: Vec<EntryDraft>,
+    ) -> Result<std::ops::Range<u64>, AuditError> {
+        self.append_many(drafts, OffsetDateTime::now_utc())
+    }
+
     /// Appends one entry and returns its seq once it is on disk.
     ///
     /// Concurrent callers share flushes (group commit): while one flush runs, later appends

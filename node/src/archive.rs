@@ -312,20 +312,31 @@ impl Archive {
     /// durable; if it fails or the process dies, none of them was acknowledged.
     pub(crate) fn append_batch(&self, items: &[(ExternalRef, NewRecord)]) -> Result<Vec<Appended>> {
         let mut keys = HashMap::new();
+        let mut sealed = Vec::with_capacity(items.len());
         let out = items
             .iter()
-            .map(|(r, rec)| self.append_unflushed(r, rec, &mut keys))
+            .map(|(r, rec)| {
+                let (key, bytes) = self.seal_new(r, rec, &mut keys)?;
+                sealed.push((key, bytes));
+                Ok(Appended {
+                    subject: key.subject,
+                    record_id: key.id,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
+        // One atomic sled batch: the records of a batch land together or not at all.
+        self.store.put_records(&sealed)?;
         self.store.flush()?;
         Ok(out)
     }
 
-    fn append_unflushed(
+    /// Places and seals one new record (creating its subject on first sight).
+    fn seal_new(
         &self,
         r: &ExternalRef,
         rec: &NewRecord,
         keys: &mut HashMap<SubjectId, (SubjectId, DataKey)>,
-    ) -> Result<Appended> {
+    ) -> Result<(RecordKey, Vec<u8>)> {
         let ref_p = self.pseudonym(r);
         let (subject, dek) = match keys.get(&ref_p) {
             Some(k) => k.clone(),
@@ -344,12 +355,8 @@ impl Archive {
         let plain = serde_json::to_vec(&rec.data)
             .map_err(|e| NodeError::Corrupt(format!("record does not serialise: {e}")))?;
         let plain = amble_crypto::Plaintext::new(plain);
-        self.store
-            .put_record(&key, &seal_record(&dek, &key, plain.as_bytes())?)?;
-        Ok(Appended {
-            subject,
-            record_id: key.id,
-        })
+        let sealed = seal_record(&dek, &key, plain.as_bytes())?;
+        Ok((key, sealed))
     }
 
     /// Decrypts a subject's records of one collection in a time range, in time order.

@@ -20,6 +20,7 @@ mod collection;
 mod error;
 pub mod ingest;
 mod node;
+pub mod server;
 mod store;
 
 pub use archive::{

@@ -260,7 +260,7 @@ impl Node {
             e.0 += 1;
             e.1.insert(rec.collection);
         }
-        let drafts = per_subject
+        let drafts: Vec<EntryDraft> = per_subject
             .into_iter()
             .map(|(s, (n, cols))| {
                 let mut d = actor.draft(Action::Append).subject(s).count("records", n);
@@ -268,7 +268,9 @@ impl Node {
                 d
             })
             .collect();
-        self.audit.append_batch(drafts)?;
+        // Entries go into sled's log before the records; the archive's single flush then makes
+        // both durable (sled recovers a prefix of its log, so no record outlives its entry).
+        self.audit.append_many_unflushed(drafts)?;
         self.archive.append_batch(items)
     }
 
@@ -558,6 +560,16 @@ impl Node {
                 .count("first_kept", first_young),
         )?;
         Ok(removed)
+    }
+
+    /// Logs a call the caller's role may not make (refused before it touched anything).
+    pub fn log_denied_call(&self, actor: &Actor, method: &str) -> Result<u64> {
+        Ok(self.audit.append_durable(
+            actor
+                .draft(Action::DeniedCall)
+                .decision(Logged::Deny)
+                .reason(format!("role {} may not call {method}", actor.role)),
+        )?)
     }
 
     /// Every audit entry about the subject of `r` ("who looked at my data").

@@ -198,6 +198,16 @@ impl Store {
         Ok(self.records.get(key.encode())?)
     }
 
+    /// Inserts sealed records in one atomic batch.
+    pub(crate) fn put_records(&self, items: &[(RecordKey, Vec<u8>)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in items {
+            batch.insert(&k.encode()[..], v.as_slice());
+        }
+        self.records.apply_batch(batch)?;
+        Ok(())
+    }
+
     pub(crate) fn put_record(&self, key: &RecordKey, sealed: &[u8]) -> Result<()> {
         self.records.insert(key.encode(), sealed)?;
         Ok(())

@@ -1,0 +1,139 @@
+//! `node.toml`: what `amble node serve` reads. See `deploy/node.example.toml`.
+
+use super::ServerError;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole service configuration. There is deliberately no switch for plaintext or for
+/// TLS without client certificates: every field of `[tls]` is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to listen on, e.g. `0.0.0.0:7443` (port 0 picks a free one).
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Defaults to `DATA_DIR/node.key`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Defaults to `DATA_DIR/policy.toml`.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The node's certificate and key, and what it accepts from clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The node's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The node's private key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// The CA whose certificates clients must present (PEM).
+    pub client_ca: PathBuf,
+    /// The CA's revocation list (PEM), as written by `amble pki revoke`.
+    pub crl: PathBuf,
+}
+
+/// Bounds that keep a slow or hostile client from exhausting the node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+    /// Requests in flight across all connections; more wait.
+    pub max_concurrent_requests: usize,
+    /// Open connections; more are closed at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection.
+    pub max_streams_per_connection: u32,
+    /// A request running longer is cancelled with DEADLINE_EXCEEDED.
+    pub request_timeout_secs: u64,
+    /// A TLS handshake taking longer is dropped.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_requests: 256,
+            max_connections: 1024,
+            max_streams_per_connection: 64,
+            request_timeout_secs: 30,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl Limits {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs.max(1))
+    }
+
+    fn check(&self) -> Result<(), ServerError> {
+        let bad = |what: &str| {
+            Err(ServerError::Config(format!(
+                "limits.{what} must be at least 1"
+            )))
+        };
+        if self.max_message_bytes < 1024 {
+            return Err(ServerError::Config(
+                "limits.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.max_concurrent_requests == 0 {
+            return bad("max_concurrent_requests");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections");
+        }
+        if self.max_streams_per_connection == 0 {
+            return bad("max_streams_per_connection");
+        }
+        Ok(())
+    }
+}
+
+impl ServeConfig {
+    /// Reads and checks a `node.toml`; relative paths are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<ServeConfig, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut c: ServeConfig = toml::from_str(&text).map_err(|e| {
+            ServerError::Config(format!(
+                "{} is not a valid node config: {e}; see deploy/node.example.toml",
+                path.display()
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut c.data_dir);
+        if let Some(k) = c.key_file.as_mut() {
+            abs(k);
+        }
+        if let Some(p) = c.policy.as_mut() {
+            abs(p);
+        }
+        abs(&mut c.tls.cert);
+        abs(&mut c.tls.key);
+        abs(&mut c.tls.client_ca);
+        abs(&mut c.tls.crl);
+        c.limits.check()?;
+        Ok(c)
+    }
+}

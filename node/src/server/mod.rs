@@ -1,0 +1,390 @@
+//! The node as a long-running service: gRPC (tonic) over mutual TLS 1.3 (rustls, ring).
+//!
+//! Shape of a connection: the accept loop takes a TCP connection if the connection limit
+//! allows, completes the TLS handshake within a deadline — the client's certificate must chain
+//! to the configured CA, be within its validity and not be on the CRL, or the handshake fails
+//! and the client's first RPC errors — and hands the stream to tonic. Every request then passes
+//! a global concurrency limit and the [auth layer](auth), which turns the certificate into
+//! an [`Actor`](crate::Actor) and refuses (PERMISSION_DENIED, logged in the audit log) a method
+//! the role may not call. Handlers ([`services`]) see only authorised requests.
+//!
+//! There is no plaintext and no server-only-TLS mode: [`ServeConfig`] has no field that could
+//! turn one on. SIGHUP reloads the policy and the TLS files (a bad file keeps the old ones);
+//! SIGTERM or Ctrl-C stops accepting, lets requests in flight finish, and flushes the node.
+
+mod auth;
+pub mod client;
+mod config;
+pub mod services;
+mod tls;
+
+pub use auth::{AuthLayer, METHOD_ROLES, allowed_roles};
+pub use config::{Limits, ServeConfig, TlsFiles};
+
+use crate::{Actor, Node, NodeError};
+use amble_proto::v1 as pb;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+
+/// What stops the service from starting or running; each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}; is another process using the port?")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("the gRPC server stopped: {0}")]
+    Serve(String),
+}
+
+/// The node shared by every request. Most operations need `&Node`; key rotation needs the
+/// node alone, so it takes the write side.
+pub(crate) struct Shared {
+    node: RwLock<Node>,
+}
+
+impl Shared {
+    pub(crate) fn with_node<T>(&self, f: impl FnOnce(&Node) -> T) -> T {
+        match self.node.read() {
+            Ok(g) => f(&g),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    pub(crate) fn with_node_mut<T>(&self, f: impl FnOnce(&mut Node) -> T) -> T {
+        match self.node.write() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+type TlsSlot = Arc<RwLock<Arc<rustls::ServerConfig>>>;
+
+/// A bound, not yet running service.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: TlsSlot,
+    config: ServeConfig,
+}
+
+/// Reloads the policy and TLS files of a running server (what SIGHUP does).
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+    tls: TlsSlot,
+    files: TlsFiles,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone)]
+pub struct ReloadReport {
+    pub policy_version: u64,
+}
+
+impl Reloader {
+    /// Loads the policy and the TLS files again. Each is checked whole before it replaces the
+    /// one in force; on any error the old one stays and the error says which file is wrong.
+    pub fn reload(&self) -> Result<ReloadReport, ServerError> {
+        let new_tls = tls::server_config(&self.files)?;
+        let actor = Actor::new(
+            "node:sighup",
+            amble_policy::Role::Admin,
+            amble_consent::Method::Api,
+        );
+        let policy_version = self.shared.with_node(|n| n.reload_policy(&actor))?;
+        match self.tls.write() {
+            Ok(mut t) => *t = new_tls,
+            Err(poisoned) => *poisoned.into_inner() = new_tls,
+        }
+        Ok(ReloadReport { policy_version })
+    }
+}
+
+impl Server {
+    /// Opens the node's data directory, loads the TLS files and binds the listen address.
+    pub async fn bind(config: ServeConfig) -> Result<Server, ServerError> {
+        let tls = tls::server_config(&config.tls)?;
+        let node = Node::open(
+            &config.data_dir,
+            config.key_file.as_deref(),
+            config.policy.as_deref(),
+        )?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Server {
+            shared: Arc::new(Shared {
+                node: RwLock::new(node),
+            }),
+            listener,
+            tls: Arc::new(RwLock::new(tls)),
+            config,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        self.listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: self.config.listen,
+                source,
+            })
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: Arc::clone(&self.shared),
+            tls: Arc::clone(&self.tls),
+            files: self.config.tls.clone(),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets requests in flight
+    /// finish, and flushes the node. Every acknowledged append was already durable; the
+    /// final flush covers the rest (e.g. consent state written without its own flush).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let limits = self.config.limits.clone();
+        let (tx, rx) = mpsc::channel::<Result<Conn, std::io::Error>>(64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let accept = tokio::spawn(accept_loop(
+            self.listener,
+            Arc::clone(&self.tls),
+            limits.clone(),
+            tx,
+            stop_rx,
+        ));
+        let m = limits.max_message_bytes;
+        let shared = &self.shared;
+        let layer = tower::ServiceBuilder::new()
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                limits.max_concurrent_requests,
+            ))
+            .layer(AuthLayer::new(Arc::clone(shared)))
+            .into_inner();
+        let result = tonic::transport::Server::builder()
+            .timeout(limits.request_timeout())
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .concurrency_limit_per_connection(limits.max_streams_per_connection as usize)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .layer(layer)
+            .add_service(
+                pb::archive_server::ArchiveServer::new(services::ArchiveService(Arc::clone(
+                    shared,
+                )))
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+            )
+            .add_service(
+                pb::subject_server::SubjectServer::new(services::SubjectService(Arc::clone(
+                    shared,
+                )))
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+            )
+            .add_service(
+                pb::audit_server::AuditServer::new(services::AuditService(Arc::clone(shared)))
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .add_service(
+                pb::admin_server::AdminServer::new(services::AdminService(Arc::clone(shared)))
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), async {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        accept.abort();
+        let flushed = {
+            let shared = Arc::clone(&self.shared);
+            tokio::task::spawn_blocking(move || shared.with_node(|n| n.flush()))
+                .await
+                .map_err(|e| ServerError::Serve(format!("flush task failed: {e}")))?
+        };
+        result.map_err(|e| ServerError::Serve(e.to_string()))?;
+        flushed?;
+        tracing::info!("node stopped and flushed");
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or Ctrl-C; SIGHUP reloads the policy and TLS files.
+    #[cfg(unix)]
+    pub async fn run_until_signalled(self) -> Result<(), ServerError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let sig = |k| {
+            signal(k).map_err(|source| ServerError::Io {
+                path: PathBuf::from("<signal handler>"),
+                source,
+            })
+        };
+        let mut term = sig(SignalKind::terminate())?;
+        let mut int = sig(SignalKind::interrupt())?;
+        let mut hup = sig(SignalKind::hangup())?;
+        let reloader = self.reloader();
+        let reload_task = tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let r = reloader.clone();
+                match tokio::task::spawn_blocking(move || r.reload()).await {
+                    Ok(Ok(rep)) => {
+                        tracing::info!(
+                            policy_version = rep.policy_version,
+                            "reloaded policy and TLS files"
+                        )
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "reload failed; the old policy and TLS files stay in force")
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload task failed"),
+                }
+            }
+        });
+        let result = self
+            .run(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = int.recv() => tracing::info!("interrupt: shutting down"),
+                }
+            })
+            .await;
+        reload_task.abort();
+        result
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: TlsSlot,
+    limits: Limits,
+    tx: mpsc::Sender<Result<Conn, std::io::Error>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let handshake = limits.handshake_timeout();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            a = listener.accept() => a,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::warn!(
+                limit = limits.max_connections,
+                "connection limit reached; closing a new connection"
+            );
+            continue;
+        };
+        let config = match tls.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = tx
+                        .send(Ok(Conn {
+                            inner: stream,
+                            _permit: permit,
+                        }))
+                        .await;
+                }
+                Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake refused"),
+                Err(_) => tracing::info!("TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// A verified TLS connection that holds its slot under the connection limit until closed.
+struct Conn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for Conn {
+    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

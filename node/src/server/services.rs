@@ -1,0 +1,537 @@
+//! The four node services. Each handler takes the [`Actor`] the auth layer put in the
+//! request's extensions, checks its input, and runs one `Node` call on the blocking pool.
+
+use super::Shared;
+use crate::{Actor, Collection, ConsentChange, NewRecord, Node, NodeError, ReadOutcome, TimeRange};
+use amble_audit::{AuditError, NoteSigner};
+use amble_crypto::ExternalRef;
+use amble_policy::DenyReason;
+use amble_proto::v1 as pb;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Request, Response, Status};
+
+/// Most records one Append may carry (the message size bounds them too).
+pub const MAX_RECORDS_PER_APPEND: usize = 10_000;
+/// Most audit entries one Entries call returns.
+pub const MAX_ENTRIES_PER_CALL: u64 = 1_000;
+
+/// How a node error reaches a client: a gRPC code a program can branch on and a message a
+/// developer can act on. Internal failures are logged here and not described to the caller.
+pub fn status(e: NodeError) -> Status {
+    match e {
+        NodeError::UnknownRef | NodeError::UnknownSubject(_) => Status::not_found(e.to_string()),
+        NodeError::UnknownPurpose(_)
+        | NodeError::UnknownName(_)
+        | NodeError::RecordNotObject(_)
+        | NodeError::TimeOutOfRange(_)
+        | NodeError::Crypto(amble_crypto::CryptoError::BadExternalRef(_)) => {
+            Status::invalid_argument(e.to_string())
+        }
+        NodeError::RefAlreadyLinked(_) => Status::already_exists(e.to_string()),
+        NodeError::LastRef | NodeError::Consent(_) | NodeError::Policy(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        NodeError::Audit(AuditError::Pruned(_)) => Status::failed_precondition(format!(
+            "{e}; the entries were removed by retention, fetch from the first kept entry"
+        )),
+        NodeError::Audit(AuditError::NoSuchEntry(_) | AuditError::Proof(_)) => {
+            Status::out_of_range(e.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "request failed inside the node");
+            Status::internal(
+                "the node failed to complete the request; its operator can see why in the node's log",
+            )
+        }
+    }
+}
+
+fn actor<T>(req: &Request<T>) -> Result<Actor, Status> {
+    req.extensions().get::<Actor>().cloned().ok_or_else(|| {
+        Status::internal("request reached a service without an authenticated caller")
+    })
+}
+
+fn parse_ref(field: &str, s: &str) -> Result<ExternalRef, Status> {
+    ExternalRef::parse(s).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn parse_time(field: &str, s: &str) -> Result<Option<OffsetDateTime>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    OffsetDateTime::parse(s, &Rfc3339).map(Some).map_err(|e| {
+        Status::invalid_argument(format!(
+            "{field}: {s:?} is not an RFC 3339 time like 2026-05-01T10:00:00Z ({e})"
+        ))
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
+    serde_json::to_string(v).map_err(|e| {
+        tracing::error!(error = %e, "cannot render a response as JSON");
+        Status::internal("the node could not render its answer")
+    })
+}
+
+impl Shared {
+    /// Runs `f` on the node on the blocking pool (sled and fsync block).
+    async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Node) -> Result<T, Status> + Send + 'static,
+    {
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || shared.with_node(f))
+            .await
+            .map_err(|_| Status::internal("a worker of the node stopped; see the node's log"))?
+    }
+
+    async fn run_mut<T, F>(self: &Arc<Self>, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Node) -> Result<T, Status> + Send + 'static,
+    {
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || shared.with_node_mut(f))
+            .await
+            .map_err(|_| Status::internal("a worker of the node stopped; see the node's log"))?
+    }
+}
+
+/// `amble.v1.Archive`.
+#[derive(Clone)]
+pub struct ArchiveService(pub(crate) Arc<Shared>);
+
+fn new_record(i: usize, r: pb::NewRecord) -> Result<(ExternalRef, NewRecord), Status> {
+    let at = |f: &str| format!("records[{i}].{f}");
+    let reference = parse_ref(&at("ref"), &r.r#ref)?;
+    let collection: Collection = r
+        .collection
+        .parse()
+        .map_err(|e| Status::invalid_argument(format!("{}: {e}", at("collection"))))?;
+    let time = parse_time(&at("time"), &r.time)?
+        .ok_or_else(|| Status::invalid_argument(format!("{} is required", at("time"))))?;
+    let data = match serde_json::from_str::<serde_json::Value>(&r.data_json) {
+        Ok(serde_json::Value::Object(m)) => m,
+        Ok(_) => {
+            return Err(Status::invalid_argument(format!(
+                "{} must be a JSON object",
+                at("data_json")
+            )));
+        }
+        Err(e) => {
+            return Err(Status::invalid_argument(format!(
+                "{} is not JSON: {e}",
+                at("data_json")
+            )));
+        }
+    };
+    Ok((
+        reference,
+        NewRecord {
+            collection,
+            time,
+            data,
+        },
+    ))
+}
+
+fn denied(reason: DenyReason) -> Status {
+    match reason {
+        DenyReason::UnknownPurpose { .. } => {
+            Status::invalid_argument(format!("{reason}; `amble policy check` lists the purposes"))
+        }
+        other => Status::permission_denied(format!(
+            "denied by consent or policy ({}): {other}",
+            other.code()
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::archive_server::Archive for ArchiveService {
+    async fn append(
+        &self,
+        req: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let actor = actor(&req)?;
+        let records = req.into_inner().records;
+        if records.is_empty() {
+            return Err(Status::invalid_argument(
+                "records is empty; send at least one",
+            ));
+        }
+        if records.len() > MAX_RECORDS_PER_APPEND {
+            return Err(Status::invalid_argument(format!(
+                "{} records in one call; send at most {MAX_RECORDS_PER_APPEND}",
+                records.len()
+            )));
+        }
+        let items = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| new_record(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let appended = self
+            .0
+            .run(move |n| n.append_batch(&actor, &items).map_err(status))
+            .await?;
+        Ok(Response::new(pb::AppendResponse {
+            appended: appended
+                .into_iter()
+                .map(|a| pb::Appended {
+                    subject: a.subject.to_string(),
+                    record_id: a.record_id,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn read(
+        &self,
+        req: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let reference = parse_ref("ref", &r.r#ref)?;
+        if r.purpose.is_empty() {
+            return Err(Status::invalid_argument(
+                "purpose is required: every read names why it reads",
+            ));
+        }
+        let range = TimeRange {
+            from: parse_time("from", &r.from)?,
+            to: parse_time("to", &r.to)?,
+        };
+        let outcome = self
+            .0
+            .run(move |n| {
+                n.read(&actor, &reference, &r.purpose, range)
+                    .map_err(status)
+            })
+            .await?;
+        match outcome {
+            ReadOutcome::Allowed(p) => Ok(Response::new(pb::ReadResponse {
+                projection_json: to_json(&p.to_json())?,
+            })),
+            ReadOutcome::Denied(reason) => Err(denied(reason)),
+        }
+    }
+
+    async fn link(
+        &self,
+        req: Request<pb::LinkRequest>,
+    ) -> Result<Response<pb::LinkResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let existing = parse_ref("existing_ref", &r.existing_ref)?;
+        let new = parse_ref("new_ref", &r.new_ref)?;
+        let subject = self
+            .0
+            .run(move |n| n.link(&actor, &existing, &new).map_err(status))
+            .await?;
+        Ok(Response::new(pb::LinkResponse {
+            subject: subject.to_string(),
+        }))
+    }
+
+    async fn unlink(
+        &self,
+        req: Request<pb::UnlinkRequest>,
+    ) -> Result<Response<pb::UnlinkResponse>, Status> {
+        let actor = actor(&req)?;
+        let reference = parse_ref("ref", &req.into_inner().r#ref)?;
+        let subject = self
+            .0
+            .run(move |n| n.unlink(&actor, &reference).map_err(status))
+            .await?;
+        Ok(Response::new(pb::UnlinkResponse {
+            subject: subject.to_string(),
+        }))
+    }
+}
+
+/// `amble.v1.Subject`.
+#[derive(Clone)]
+pub struct SubjectService(pub(crate) Arc<Shared>);
+
+#[tonic::async_trait]
+impl pb::subject_server::Subject for SubjectService {
+    async fn get_consent(
+        &self,
+        req: Request<pb::SubjectRef>,
+    ) -> Result<Response<pb::ConsentState>, Status> {
+        let _ = actor(&req)?;
+        let reference = parse_ref("ref", &req.into_inner().r#ref)?;
+        let history = self
+            .0
+            .run(move |n| n.consent_history(&reference).map_err(status))
+            .await?;
+        Ok(Response::new(pb::ConsentState {
+            history_json: to_json(&history)?,
+        }))
+    }
+
+    async fn set_consent(
+        &self,
+        req: Request<pb::SetConsentRequest>,
+    ) -> Result<Response<pb::SetConsentResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let reference = parse_ref("ref", &r.r#ref)?;
+        if r.purpose.is_empty() {
+            return Err(Status::invalid_argument("purpose is required"));
+        }
+        let change = if r.give {
+            ConsentChange::Give {
+                valid_until: parse_time("valid_until", &r.valid_until)?,
+                explicit: r.explicit,
+            }
+        } else {
+            ConsentChange::Withdraw
+        };
+        let receipt = self
+            .0
+            .run(move |n| {
+                n.change_consent(&actor, &reference, &r.purpose, change)
+                    .map_err(status)
+            })
+            .await?;
+        Ok(Response::new(pb::SetConsentResponse {
+            // The signed file's exact bytes: the subject keeps them unchanged.
+            receipt_json: String::from_utf8(receipt.into_bytes())
+                .map_err(|_| Status::internal("the node signed a receipt that is not UTF-8"))?,
+        }))
+    }
+
+    async fn export(
+        &self,
+        req: Request<pb::SubjectRef>,
+    ) -> Result<Response<pb::ExportResponse>, Status> {
+        let actor = actor(&req)?;
+        let reference = parse_ref("ref", &req.into_inner().r#ref)?;
+        let export = self
+            .0
+            .run(move |n| n.export(&actor, &reference).map_err(status))
+            .await?;
+        Ok(Response::new(pb::ExportResponse {
+            export_json: to_json(&export)?,
+        }))
+    }
+
+    /// Erases, then rotates the node master key so the erased data key's wrapped copies
+    /// (in old sled segments and backups) no longer open — see `docs/ARCHITECTURE.md`.
+    async fn erase(
+        &self,
+        req: Request<pb::SubjectRef>,
+    ) -> Result<Response<pb::EraseResponse>, Status> {
+        let actor = actor(&req)?;
+        let reference = parse_ref("ref", &req.into_inner().r#ref)?;
+        let report = self
+            .0
+            .run_mut(move |n| {
+                let report = n.erase(&actor, &reference).map_err(status)?;
+                n.rotate_key(&actor).map_err(status)?;
+                Ok(report)
+            })
+            .await?;
+        Ok(Response::new(pb::EraseResponse {
+            subject: report.subject,
+            records_deleted: report.records_deleted as u64,
+            references_removed: report.references_removed as u64,
+        }))
+    }
+
+    async fn access_log(
+        &self,
+        req: Request<pb::SubjectRef>,
+    ) -> Result<Response<pb::AccessLogResponse>, Status> {
+        let _ = actor(&req)?;
+        let reference = parse_ref("ref", &req.into_inner().r#ref)?;
+        let entries = self
+            .0
+            .run(move |n| n.access_log(&reference).map_err(status))
+            .await?;
+        let entries_json = entries
+            .iter()
+            .map(|e| {
+                e.to_canonical_json()
+                    .map_err(|e| status(NodeError::Audit(e.into())))
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::AccessLogResponse { entries_json }))
+    }
+}
+
+/// `amble.v1.Audit`.
+#[derive(Clone)]
+pub struct AuditService(pub(crate) Arc<Shared>);
+
+/// The tree size a C2SP checkpoint note states (its second line).
+fn checkpoint_size(note: &str) -> Option<u64> {
+    note.lines().nth(1)?.parse().ok()
+}
+
+#[tonic::async_trait]
+impl pb::audit_server::Audit for AuditService {
+    async fn checkpoint(
+        &self,
+        req: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        let _ = actor(&req)?;
+        self.0
+            .run(|n| {
+                let checkpoint = n.checkpoint().map_err(status)?;
+                let size = checkpoint_size(&checkpoint)
+                    .ok_or_else(|| Status::internal("the node signed a malformed checkpoint"))?;
+                let log_key = NoteSigner::from_key(n.origin(), n.signing_key())
+                    .map_err(|e| status(NodeError::Audit(e.into())))?
+                    .verifier()
+                    .to_string();
+                let first_kept = n.audit_log().first_kept().map_err(|e| status(e.into()))?;
+                Ok(Response::new(pb::CheckpointResponse {
+                    checkpoint,
+                    size,
+                    log_key,
+                    first_kept,
+                }))
+            })
+            .await
+    }
+
+    async fn entries(
+        &self,
+        req: Request<pb::EntriesRequest>,
+    ) -> Result<Response<pb::EntriesResponse>, Status> {
+        let _ = actor(&req)?;
+        let r = req.into_inner();
+        if r.end <= r.start {
+            return Err(Status::invalid_argument(format!(
+                "range [{}, {}) is empty; end must be greater than start",
+                r.start, r.end
+            )));
+        }
+        if r.end - r.start > MAX_ENTRIES_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_ENTRIES_PER_CALL} entries per call; page through the range"
+            )));
+        }
+        self.0
+            .run(move |n| {
+                let size = n.audit_log().size();
+                if r.end > size {
+                    return Err(Status::out_of_range(format!(
+                        "the log has {size} entries; ask for a range ending at most at {size}"
+                    )));
+                }
+                let entries = n
+                    .audit_log()
+                    .entries(r.start..r.end)
+                    .map_err(|e| status(e.into()))?
+                    .iter()
+                    .map(|e| e.to_canonical_json())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| status(NodeError::Audit(e.into())))?;
+                Ok(Response::new(pb::EntriesResponse { entries }))
+            })
+            .await
+    }
+
+    async fn inclusion_proof(
+        &self,
+        req: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::ProofResponse>, Status> {
+        let _ = actor(&req)?;
+        let r = req.into_inner();
+        self.0
+            .run(move |n| {
+                let size = if r.tree_size == 0 {
+                    n.audit_log().size()
+                } else {
+                    r.tree_size
+                };
+                let proof_json = n
+                    .audit_log()
+                    .inclusion_proof_json(r.index, size)
+                    .map_err(|e| status(e.into()))?;
+                Ok(Response::new(pb::ProofResponse { proof_json }))
+            })
+            .await
+    }
+
+    async fn consistency_proof(
+        &self,
+        req: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ProofResponse>, Status> {
+        let _ = actor(&req)?;
+        let r = req.into_inner();
+        self.0
+            .run(move |n| {
+                let new = if r.new_size == 0 {
+                    n.audit_log().size()
+                } else {
+                    r.new_size
+                };
+                let proof_json = n
+                    .audit_log()
+                    .consistency_proof_json(r.old_size, new)
+                    .map_err(|e| status(e.into()))?;
+                Ok(Response::new(pb::ProofResponse { proof_json }))
+            })
+            .await
+    }
+}
+
+/// `amble.v1.Admin`.
+#[derive(Clone)]
+pub struct AdminService(pub(crate) Arc<Shared>);
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn reload_policy(
+        &self,
+        req: Request<pb::ReloadPolicyRequest>,
+    ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
+        let actor = actor(&req)?;
+        let policy_version = self
+            .0
+            .run(move |n| n.reload_policy(&actor).map_err(status))
+            .await?;
+        Ok(Response::new(pb::ReloadPolicyResponse { policy_version }))
+    }
+
+    async fn rotate_key(
+        &self,
+        req: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let actor = actor(&req)?;
+        let report = self
+            .0
+            .run_mut(move |n| n.rotate_key(&actor).map_err(status))
+            .await?;
+        Ok(Response::new(pb::RotateKeyResponse {
+            new_version: report.new_version,
+            keys_rewrapped: report.keys_rewrapped as u64,
+        }))
+    }
+
+    async fn health(
+        &self,
+        req: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        let _ = actor(&req)?;
+        self.0
+            .run(|n| {
+                Ok(Response::new(pb::HealthResponse {
+                    status: "serving".into(),
+                    audit_size: n.audit_log().size(),
+                    policy_version: n.policy().version(),
+                }))
+            })
+            .await
+    }
+}

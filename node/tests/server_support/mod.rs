@@ -1,0 +1,132 @@
+//! A node service on 127.0.0.1 with an ephemeral port, its own PKI and a few client
+//! identities, started and stopped inside one test.
+#![allow(dead_code)]
+
+use amble_crypto::pki::{Ca, IssueRequest};
+use amble_node::Node;
+use amble_node::server::client::ClientIdentity;
+use amble_node::server::{Limits, Reloader, ServeConfig, Server, ServerError, TlsFiles};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Clients every fixture has: name → role.
+pub const CLIENTS: [(&str, &str); 5] = [
+    ("crm", "app"),
+    ("auditor-1", "auditor"),
+    ("portal", "subject-portal"),
+    ("ops", "admin"),
+    ("desk", "agent"),
+];
+
+pub struct Fixture {
+    pub tmp: TempDir,
+    pub ca: Ca,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub reloader: Reloader,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+pub fn pki_dir(tmp: &TempDir) -> PathBuf {
+    tmp.path().join("pki")
+}
+
+impl Fixture {
+    pub async fn start() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = Ca::init(&pki_dir(&tmp), "test-fed").unwrap();
+        let mut node_req = IssueRequest::new("node-1", "node");
+        node_req.ips.push("127.0.0.1".parse().unwrap());
+        node_req.dns.push("localhost".into());
+        ca.issue(&node_req).unwrap();
+        for (name, role) in CLIENTS {
+            ca.issue(&IssueRequest::new(name, role)).unwrap();
+        }
+        let data_dir = tmp.path().join("data");
+        drop(Node::init(&data_dir, None).unwrap());
+        let certs = pki_dir(&tmp).join("certs");
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.clone(),
+            key_file: None,
+            policy: None,
+            tls: TlsFiles {
+                cert: certs.join("node-1.pem"),
+                key: certs.join("node-1.key"),
+                client_ca: ca.cert_path(),
+                crl: ca.crl_path(),
+            },
+            limits: Limits {
+                max_message_bytes: MAX_MESSAGE,
+                ..Limits::default()
+            },
+        };
+        // sled's background thread may hold the directory lock a moment after `init`'s
+        // handle is dropped; wait for it rather than fail.
+        let mut tries = 0;
+        let server = loop {
+            match Server::bind(config.clone()).await {
+                Ok(s) => break s,
+                Err(ServerError::Node(e)) if tries < 100 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot start the node: {e}"),
+            }
+        };
+        let addr = server.local_addr().unwrap();
+        let reloader = server.reloader();
+        let (stop, rx) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Fixture {
+            tmp,
+            ca,
+            addr,
+            data_dir,
+            reloader,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn identity(&self, name: &str) -> ClientIdentity {
+        let certs = pki_dir(&self.tmp).join("certs");
+        ClientIdentity::load(
+            &certs.join(format!("{name}.pem")),
+            &certs.join(format!("{name}.key")),
+            &self.ca.cert_path(),
+        )
+        .unwrap()
+    }
+
+    /// A channel that connects on first use, so a refused certificate shows on the first RPC.
+    pub fn channel(&self, name: &str) -> Channel {
+        self.identity(name)
+            .endpoint(&self.url())
+            .unwrap()
+            .connect_lazy()
+    }
+
+    /// Stops the server and waits until it has flushed.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
