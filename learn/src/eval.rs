@@ -6,7 +6,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::accountant::{
-    Conversion, Delta, Epsilon, RdpAccountant, noise_multiplier_after, orders_dp_accounting,
+    Conversion, Delta, Epsilon, RdpAccountant, SampledGaussian, noise_multiplier_after,
+    orders_dp_accounting,
 };
 use crate::dpsgd::{DpSgdConfig, train_dp_sgd};
 use crate::error::{LearnError, Result};
@@ -108,6 +109,27 @@ impl Default for DpIntentConfig {
 }
 
 impl DpIntentConfig {
+    /// The run this configuration will make: the per-step mechanism (σ calibrated so that
+    /// the whole run costs `epsilon` at `delta` under RDP with the improved conversion) and
+    /// the number of steps. A node checks its budget ledger against this before training.
+    pub fn plan(&self) -> Result<(SampledGaussian, u64)> {
+        let eps = Epsilon::new(self.epsilon)?;
+        let delta = Delta::new(self.delta)?;
+        if !(self.epochs > 0.0 && self.epochs.is_finite()) {
+            return Err(LearnError::InvalidConfig("epochs must be > 0".into()));
+        }
+        let steps = (self.epochs / self.sample_rate).ceil() as u64;
+        let sigma = noise_multiplier_after(
+            &RdpAccountant::with_orders(orders_dp_accounting()),
+            eps,
+            delta,
+            self.sample_rate,
+            steps,
+            Conversion::Improved,
+        )?;
+        Ok((SampledGaussian::new(self.sample_rate, sigma)?, steps))
+    }
+
     /// The settings chosen for Banking77 on a held-out fifth of its training set (never on
     /// test): large sampling rate, no bias, tail averaging, linear learning-rate decay, the
     /// label-name prior (worth +10 points at ε = 1, neutral at ε = 8); below ε = 2 fewer epochs
@@ -275,23 +297,10 @@ pub fn train_intent(
             )
         }
         Privacy::Dp(dp) => {
-            let eps = Epsilon::new(dp.epsilon)?;
             let delta = Delta::new(dp.delta)?;
-            if !(dp.epochs > 0.0 && dp.epochs.is_finite()) {
-                return Err(LearnError::InvalidConfig("epochs must be > 0".into()));
-            }
-            let steps = (dp.epochs / dp.sample_rate).ceil() as u64;
-            let orders = orders_dp_accounting();
-            // Nothing spent before this run; a node would start from its ledger's history.
-            let mut acc = RdpAccountant::with_orders(orders);
-            let sigma = noise_multiplier_after(
-                &acc,
-                eps,
-                delta,
-                dp.sample_rate,
-                steps,
-                Conversion::Improved,
-            )?;
+            let (mechanism, steps) = dp.plan()?;
+            let sigma = mechanism.noise_multiplier;
+            let mut acc = RdpAccountant::with_orders(orders_dp_accounting());
             let sgd = DpSgdConfig {
                 sample_rate: dp.sample_rate,
                 noise_multiplier: sigma,

@@ -53,7 +53,9 @@ pub struct RunRecord {
     pub mechanism: SampledGaussian,
     /// Number of steps.
     pub steps: u64,
-    /// RDP curve of the whole run over the ledger's orders.
+    /// RDP curve of the whole run over the ledger's orders. An order at which the
+    /// mechanism has no finite bound is +∞, stored as JSON `null`.
+    #[serde(with = "rdp_curve")]
     pub rdp: Vec<f64>,
 }
 
@@ -224,5 +226,50 @@ impl BudgetLedger {
             }
         }
         Ok(charge)
+    }
+}
+
+/// JSON has no infinity: an RDP value of +∞ (no bound at that order) is written as `null`
+/// and read back as +∞, so a ledger survives a round trip through its persisted form.
+mod rdp_curve {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.is_finite().then_some(*x)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        let v: Vec<Option<f64>> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|x| x.unwrap_or(f64::INFINITY)).collect())
+    }
+}
+
+#[cfg(test)]
+mod persisted_form_tests {
+    use super::*;
+
+    #[test]
+    fn ledger_with_unbounded_orders_survives_json() {
+        let budget = Budget {
+            model_epsilon: Epsilon::new(10.0).unwrap(),
+            subject_epsilon: Epsilon::new(10.0).unwrap(),
+            delta: Delta::new(1e-5).unwrap(),
+        };
+        let mut l = BudgetLedger::new(budget);
+        let run = PlannedRun {
+            model: "intent".into(),
+            // A large sampling rate and small σ make high orders diverge (+∞).
+            mechanism: SampledGaussian::new(0.5, 1.0).unwrap(),
+            steps: 3,
+            subjects: vec!["a".into()],
+        };
+        l.check_and_charge(&run).unwrap();
+        assert!(l.runs()[0].rdp.iter().any(|x| !x.is_finite()), "test needs an unbounded order");
+        let json = serde_json::to_string(&l).unwrap();
+        let back: BudgetLedger = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.model_spent("intent").unwrap().epsilon.value(),
+            l.model_spent("intent").unwrap().epsilon.value()
+        );
     }
 }

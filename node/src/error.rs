@@ -37,6 +37,10 @@ pub enum NodeError {
         "purpose {0:?} is not declared in the node's policy; `amble policy check` lists the purposes"
     )]
     UnknownPurpose(String),
+    #[error("nothing to train on for {0}: no subject with consent has an interaction with a resolved intent")]
+    NothingToTrain(&'static str),
+    #[error(transparent)]
+    Learn(#[from] amble_learn::LearnError),
     #[error("no subject is known by this reference (never ingested, or erased)")]
     UnknownRef,
     #[error("subject {0} is not in this archive (never created, or erased)")]

@@ -22,12 +22,14 @@ pub mod ingest;
 mod node;
 pub mod server;
 mod store;
+mod train;
 
 pub use archive::{
     Appended, EXPORT_SCHEMA, EraseReport, ExportedRecord, MergeReport, NewRecord, RotateReport,
     SubjectExport, TimeRange, default_key_file,
 };
 pub use collection::Collection;
+pub use train::{TRAIN_INTENT, TrainRun};
 pub use error::{NodeError, Result};
 pub use node::{
     Actor, ConsentChange, EXAMPLE_POLICY, ExportSignature, Node, ReadOutcome, SignedExport,

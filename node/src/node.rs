@@ -51,7 +51,7 @@ impl Actor {
         }
     }
 
-    fn draft(&self, action: Action) -> EntryDraft {
+    pub(crate) fn draft(&self, action: Action) -> EntryDraft {
         EntryDraft::new(&self.id, self.role.as_str(), action, &self.request_id)
     }
 }
@@ -100,8 +100,8 @@ pub struct ExportSignature {
 
 /// A node: its archive, its policy, its audit log and its signing key.
 pub struct Node {
-    archive: Archive,
-    audit: AuditLog,
+    pub(crate) archive: Archive,
+    pub(crate) audit: AuditLog,
     policy: RwLock<Arc<Policy>>,
     policy_path: PathBuf,
     signer: SigningKey,

@@ -9,6 +9,7 @@
 //! - `records`: subject id ‖ collection code (1) ‖ time (8) ‖ record id (8) → sealed record
 //! - `consent`: subject id → sealed consent history
 //! - `tombstones`: subject id → erase time (ms, 8 bytes) ‖ reason
+//! - `models`: trained models (no personal data; weights only)
 //!
 //! Nothing here sees plaintext: values are sealed or are pseudonyms and counters.
 
@@ -31,6 +32,7 @@ pub(crate) struct Store {
     records: Tree,
     pub(crate) consent: Tree,
     tombstones: Tree,
+    pub(crate) models: Tree,
 }
 
 /// A record's place: subject, collection, time (ms since epoch) and a unique id.
@@ -132,6 +134,7 @@ impl Store {
             records: db.open_tree("records")?,
             consent: db.open_tree("consent")?,
             tombstones: db.open_tree("tombstones")?,
+            models: db.open_tree("models")?,
             db,
         })
     }

@@ -1,0 +1,157 @@
+//! Local training through the policy: consent decides who is read, the budget ledger decides
+//! whether a private run may happen, and each run leaves one audit entry with counts.
+
+use amble_audit::Action;
+use amble_consent::Method;
+use amble_crypto::ExternalRef;
+use amble_learn::accountant::{Delta, Epsilon};
+use amble_learn::eval::{DpIntentConfig, IntentTrainConfig, Privacy, TextRow};
+use amble_learn::ledger::Budget;
+use amble_node::{Actor, Collection, ConsentChange, NewRecord, Node, NodeError};
+use amble_policy::Role;
+
+const TEXTS: [(&str, &str); 4] = [
+    ("my card has not arrived yet", "card_arrival"),
+    ("when will my new card come", "card_arrival"),
+    ("I lost my card yesterday", "lost_or_stolen_card"),
+    ("someone stole my card", "lost_or_stolen_card"),
+];
+
+fn budget(eps: f64) -> Budget {
+    Budget {
+        model_epsilon: Epsilon::new(eps).unwrap(),
+        subject_epsilon: Epsilon::new(eps).unwrap(),
+        delta: Delta::new(1e-5).unwrap(),
+    }
+}
+
+fn op() -> Actor {
+    Actor::new("operator:test", Role::Admin, Method::Cli)
+}
+
+fn trainer() -> Actor {
+    Actor::new("trainer", Role::Node, Method::Api)
+}
+
+fn person(i: usize) -> ExternalRef {
+    ExternalRef::parse(&format!("phone:+{i}")).unwrap()
+}
+
+/// `n` people, each with four interactions and consent for train.intent.
+fn node(dir: &std::path::Path, n: usize) -> Node {
+    let node = Node::init(dir, None).unwrap();
+    let mut items = Vec::new();
+    for i in 0..n {
+        for (k, (text, intent)) in TEXTS.iter().enumerate() {
+            let serde_json::Value::Object(data) =
+                serde_json::json!({"channel": "chat", "text": text, "intent": intent})
+            else {
+                unreachable!()
+            };
+            items.push((
+                person(i),
+                NewRecord {
+                    collection: Collection::Interactions,
+                    time: time::OffsetDateTime::now_utc() - time::Duration::hours(k as i64 + 1),
+                    data,
+                },
+            ));
+        }
+    }
+    node.append_batch(&op(), &items).unwrap();
+    for i in 0..n {
+        node.change_consent(
+            &op(),
+            &person(i),
+            "train.intent",
+            ConsentChange::Give {
+                valid_until: None,
+                explicit: false,
+            },
+        )
+        .unwrap();
+    }
+    node
+}
+
+fn test_rows() -> Vec<TextRow> {
+    TEXTS
+        .iter()
+        .map(|(t, l)| TextRow {
+            text: (*t).to_owned(),
+            label: (*l).to_owned(),
+            subject: None,
+        })
+        .collect()
+}
+
+fn last_train_entry(node: &Node) -> amble_audit::Entry {
+    node.audit_log()
+        .entries(..)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|e| e.action == Action::Train)
+        .unwrap()
+}
+
+#[test]
+fn withdrawn_subject_is_not_in_the_next_training_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), 12);
+    let cfg = IntentTrainConfig::default();
+    let run = node
+        .train_intent(&trainer(), &cfg, budget(10.0), &test_rows(), None)
+        .unwrap();
+    assert_eq!(run.subjects_used, 12);
+    assert_eq!(run.examples, 48);
+    assert!(run.report.accuracy > 0.5, "learns: {}", run.report.accuracy);
+    let first = last_train_entry(&node);
+    assert_eq!(first.counts.get("subjects_used"), Some(&12));
+    assert!(first.subject.is_none(), "one entry per run, no identities");
+
+    node.change_consent(&op(), &person(3), "train.intent", ConsentChange::Withdraw)
+        .unwrap();
+    let run2 = node
+        .train_intent(&trainer(), &cfg, budget(10.0), &test_rows(), None)
+        .unwrap();
+    assert_eq!(run2.subjects_used, 11);
+    assert_eq!(run2.subjects_refused, 1);
+    assert_ne!(run2.consent_state_hash, run.consent_state_hash);
+    let second = last_train_entry(&node);
+    assert_eq!(second.counts.get("subjects_used"), Some(&11), "the audit log shows the drop");
+    assert!(node.intent_model().unwrap().is_some(), "model stored");
+}
+
+#[test]
+fn ledger_refuses_an_over_budget_run_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let dp = IntentTrainConfig {
+        privacy: Privacy::Dp(DpIntentConfig {
+            epochs: 2.0,
+            ..DpIntentConfig::banking77(1.0)
+        }),
+        ..IntentTrainConfig::default()
+    };
+    {
+        let node = node(dir.path(), 10);
+        let run = node
+            .train_intent(&trainer(), &dp, budget(1.2), &test_rows(), None)
+            .unwrap();
+        // Two runs of ε = 1 compose (RDP) to ≈ 1.42 > 1.2: the second must be refused.
+        let spent = run.charge.unwrap().run.epsilon.value();
+        assert!((spent - 1.0).abs() < 0.02, "run charged {spent}");
+        let err = node
+            .train_intent(&trainer(), &dp, budget(1.2), &test_rows(), None)
+            .unwrap_err();
+        assert!(matches!(err, NodeError::Learn(_)), "{err}");
+        assert!(err.to_string().contains("0.2"), "says what is left: {err}");
+    }
+    let node = Node::open(dir.path(), None, None).unwrap();
+    let ledger = node.ledger(budget(1.2)).unwrap();
+    let spent = ledger.model_spent("intent").unwrap().epsilon.value();
+    assert!((spent - 1.0).abs() < 0.02, "persisted spend {spent}");
+    assert!(node
+        .train_intent(&trainer(), &dp, budget(1.2), &test_rows(), None)
+        .is_err());
+}
