@@ -264,7 +264,10 @@ mod persisted_form_tests {
             subjects: vec!["a".into()],
         };
         l.check_and_charge(&run).unwrap();
-        assert!(l.runs()[0].rdp.iter().any(|x| !x.is_finite()), "test needs an unbounded order");
+        assert!(
+            l.runs()[0].rdp.iter().any(|x| !x.is_finite()),
+            "test needs an unbounded order"
+        );
         let json = serde_json::to_string(&l).unwrap();
         let back: BudgetLedger = serde_json::from_str(&json).unwrap();
         assert_eq!(

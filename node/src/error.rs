@@ -37,7 +37,9 @@ pub enum NodeError {
         "purpose {0:?} is not declared in the node's policy; `amble policy check` lists the purposes"
     )]
     UnknownPurpose(String),
-    #[error("nothing to train on for {0}: no subject with consent has an interaction with a resolved intent")]
+    #[error(
+        "nothing to train on for {0}: no subject with consent has an interaction with a resolved intent"
+    )]
     NothingToTrain(&'static str),
     #[error(transparent)]
     Learn(#[from] amble_learn::LearnError),

@@ -173,7 +173,10 @@ impl Node {
 
     fn store_intent_model(&self, model: &IntentModel) -> Result<()> {
         let bytes = model.to_bytes()?;
-        self.archive.store().models.insert(INTENT_MODEL_KEY, bytes)?;
+        self.archive
+            .store()
+            .models
+            .insert(INTENT_MODEL_KEY, bytes)?;
         self.archive.flush()
     }
 

@@ -119,7 +119,11 @@ fn withdrawn_subject_is_not_in_the_next_training_run() {
     assert_eq!(run2.subjects_refused, 1);
     assert_ne!(run2.consent_state_hash, run.consent_state_hash);
     let second = last_train_entry(&node);
-    assert_eq!(second.counts.get("subjects_used"), Some(&11), "the audit log shows the drop");
+    assert_eq!(
+        second.counts.get("subjects_used"),
+        Some(&11),
+        "the audit log shows the drop"
+    );
     assert!(node.intent_model().unwrap().is_some(), "model stored");
 }
 
@@ -151,7 +155,8 @@ fn ledger_refuses_an_over_budget_run_and_survives_restart() {
     let ledger = node.ledger(budget(1.2)).unwrap();
     let spent = ledger.model_spent("intent").unwrap().epsilon.value();
     assert!((spent - 1.0).abs() < 0.02, "persisted spend {spent}");
-    assert!(node
-        .train_intent(&trainer(), &dp, budget(1.2), &test_rows(), None)
-        .is_err());
+    assert!(
+        node.train_intent(&trainer(), &dp, budget(1.2), &test_rows(), None)
+            .is_err()
+    );
 }
