@@ -60,6 +60,14 @@ pub enum AuditCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         keep_days: u32,
     },
+    /// Fetch a running node's log over mutual TLS into --out, in the folder format `verify`
+    /// reads (role auditor or admin).
+    Fetch {
+        #[command(flatten)]
+        remote: crate::remote_cmd::RemoteArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Every access to one subject's data: the "who looked at my data" answer.
     Subject {
         #[command(flatten)]
@@ -142,10 +150,13 @@ pub fn run(cmd: AuditCommand, out: &Output) -> Result<ExitCode> {
                 format!("pruned {n} entry bodies older than {keep_days} days; their hashes remain")
             });
         }
+        AuditCommand::Fetch { remote, out: dir } => {
+            return crate::remote_cmd::audit_fetch(&remote, &dir, out);
+        }
         AuditCommand::Subject { dir, reference } => {
             let node = dir.open()?;
             let r = ExternalRef::parse(&reference).context("bad --ref")?;
-            let entries = node.access_log(&r)?;
+            let entries = node.access_log(&crate::node_cmd::operator(), &r)?;
             out.report(&entries, || {
                 let mut s = format!("{} entries about this person\n", entries.len());
                 for e in &entries {

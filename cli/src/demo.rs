@@ -5,6 +5,10 @@
 use crate::node_cmd::operator;
 use crate::output::Output;
 use amble_crypto::ExternalRef;
+use amble_learn::accountant::{Delta, Epsilon};
+use amble_learn::eval::{DpIntentConfig, IntentTrainConfig, Privacy, TextRow};
+use amble_learn::featurise::FeatureConfig;
+use amble_learn::ledger::Budget;
 use amble_node::{ConsentChange, Node, ReadOutcome, TimeRange, ingest};
 use amble_policy::Role;
 use anyhow::{Context, Result};
@@ -20,6 +24,9 @@ pub struct DemoArgs {
     /// How many synthetic people to create.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
     subjects: u32,
+    /// Privacy budget of each local training run (ε per person, δ = 1e-5).
+    #[arg(long, default_value_t = 4.0)]
+    epsilon: f64,
     /// Keep the demo node here instead of a temporary directory that is removed afterwards.
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -35,6 +42,9 @@ struct DemoSummary {
     erased_subject_export_refused: bool,
     read_fields_allowed: usize,
     read_after_withdrawal_denied: bool,
+    train_subjects_before_withdrawal: usize,
+    train_subjects_after_withdrawal: usize,
+    model_epsilon_spent: f64,
     audit_entries: u64,
     keys_rewrapped: usize,
     files_scanned: usize,
@@ -44,13 +54,23 @@ struct DemoSummary {
 
 const STAGES: [&str; 5] = ["student", "new_parent", "freelancer", "retiree", "employee"];
 const CITIES: [&str; 5] = ["Lyon", "Porto", "Leeds", "Graz", "Turin"];
-const TEXTS: [&str; 6] = [
-    "my card has not arrived yet",
-    "how do I top up with a bank transfer",
-    "I was charged twice for the same purchase",
-    "please help me change my PIN",
-    "my transfer was declined, why?",
-    "can I get a virtual card for online shopping",
+/// Service conversations and the intent an agent resolved (Banking77 labels).
+const TEXTS: [(&str, &str); 6] = [
+    ("my card has not arrived yet", "card_arrival"),
+    (
+        "is there a fee to top up with a bank transfer",
+        "top_up_by_bank_transfer_charge",
+    ),
+    (
+        "I was charged twice for the same purchase",
+        "transaction_charged_twice",
+    ),
+    ("please help me change my PIN", "change_pin"),
+    ("my transfer was declined, why?", "declined_transfer"),
+    (
+        "can I get a virtual card for online shopping",
+        "getting_virtual_card",
+    ),
 ];
 
 /// A distinctive marker per person, so the disk scan can look for it.
@@ -98,12 +118,12 @@ fn write_people(path: &Path, n: u32) -> Result<usize> {
             )?;
         }
         for k in 0..3u32 {
-            let t = TEXTS[((i + k) as usize) % TEXTS.len()];
+            let (t, intent) = TEXTS[((i + k) as usize) % TEXTS.len()];
             line(
                 "interactions",
                 5 + k * 20 + i % 5,
                 serde_json::json!({"channel": "chat", "text": format!("{t}, call me on 0155{i:07} ({})", marker(i)),
-                    "intent": "unknown", "outcome": "resolved", "satisfaction": 4}),
+                    "intent": intent, "outcome": "resolved", "satisfaction": 4}),
             )?;
         }
     }
@@ -206,10 +226,64 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
         },
     ));
 
+    // Local private training: most people agreed to `train.intent`; the model is trained with
+    // DP-SGD (per-person clipping) and charged to the node's budget ledger.
+    let give_train = |i: u32| {
+        archive.change_consent(
+            &op,
+            &ExternalRef::parse(&person_ref(i))?,
+            "train.intent",
+            ConsentChange::Give {
+                valid_until: None,
+                explicit: false,
+            },
+        )
+    };
+    for i in (0..args.subjects).filter(|i| i % 5 != 0) {
+        give_train(i)?;
+    }
+    let trainer = amble_node::Actor::new("node:trainer", Role::Node, amble_consent::Method::Api);
+    let test: Vec<TextRow> = TEXTS
+        .iter()
+        .map(|(t, l)| TextRow {
+            text: (*t).to_owned(),
+            label: (*l).to_owned(),
+            subject: None,
+        })
+        .collect();
+    let dp = IntentTrainConfig {
+        features: FeatureConfig {
+            dim_log2: 12,
+            ..FeatureConfig::default()
+        },
+        privacy: Privacy::Dp(DpIntentConfig::banking77(args.epsilon)),
+    };
+    let budget = Budget {
+        model_epsilon: Epsilon::new(3.0 * args.epsilon)?,
+        subject_epsilon: Epsilon::new(3.0 * args.epsilon)?,
+        delta: Delta::new(1e-5)?,
+    };
+    let run1 = archive.train_intent(&trainer, &dp, budget.clone(), &test, None)?;
+    archive.change_consent(
+        &op,
+        &ExternalRef::parse(&person_ref(1))?,
+        "train.intent",
+        ConsentChange::Withdraw,
+    )?;
+    let run2 = archive.train_intent(&trainer, &dp, budget, &test, None)?;
+    let total_eps = run2
+        .charge
+        .as_ref()
+        .map_or(0.0, |c| c.model_total.epsilon.value());
+    say(&format!(
+        "5. trained the intent model with DP-SGD (ε = {} per run, δ = 1e-5, per-person clipping) on {} consenting people ({} without consent never read);\n   person 1 withdrew, the next run read {} people; the ledger now holds ε = {total_eps:.2} for this model",
+        args.epsilon, run1.subjects_used, run1.subjects_refused, run2.subjects_used
+    ));
+
     let erased = archive.erase(&op, &ann)?;
     let refused = archive.export(&op, &ann_email).is_err();
     say(&format!(
-        "5. erased person 1: key destroyed, {} records deleted; export now {}",
+        "6. erased person 1: key destroyed, {} records deleted; export now {}",
         erased.records_deleted,
         if refused {
             "finds nothing"
@@ -222,7 +296,7 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     let rot = archive.rotate_key(&op)?;
     let still = archive.export(&op, &ExternalRef::parse(&person_ref(2))?)?;
     say(&format!(
-        "6. rotated the node master key to v{}: {} data keys rewrapped, no record re-encrypted; person 2's {} records still open",
+        "7. rotated the node master key to v{}: {} data keys rewrapped, no record re-encrypted; person 2's {} records still open",
         rot.new_version, rot.keys_rewrapped, still.document["archive"]["record_count"]
     ));
     let audit_entries = archive.audit_log().size();
@@ -242,7 +316,7 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     let (files, bytes, hits) =
         scan_dir(&data_dir.join("archive"), &needles).context("scanning the data directory")?;
     say(&format!(
-        "7. scanned {files} files ({bytes} bytes) of the archive for {} names, phone numbers and markers: {hits} found",
+        "8. scanned {files} files ({bytes} bytes) of the archive for {} names, phone numbers and markers: {hits} found",
         needles.len()
     ));
 
@@ -255,6 +329,9 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
         erased_subject_export_refused: refused,
         read_fields_allowed: allowed,
         read_after_withdrawal_denied: denied_after,
+        train_subjects_before_withdrawal: run1.subjects_used,
+        train_subjects_after_withdrawal: run2.subjects_used,
+        model_epsilon_spent: total_eps,
         audit_entries,
         keys_rewrapped: rot.keys_rewrapped,
         files_scanned: files,
@@ -282,7 +359,11 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
         t.push_str("\n\nThe federation (private learning across organisations) arrives with the next issues.");
         t
     });
-    let ok = hits == 0 && refused && denied_after && allowed > 0;
+    let ok = hits == 0
+        && refused
+        && denied_after
+        && allowed > 0
+        && summary.train_subjects_after_withdrawal + 1 == summary.train_subjects_before_withdrawal;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

@@ -9,9 +9,12 @@
 
 mod audit_cmd;
 mod demo;
+mod learn_cmd;
 mod node_cmd;
 mod output;
+mod pki_cmd;
 mod policy_cmd;
+mod remote_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -47,9 +50,21 @@ enum Command {
     /// Export, verify and prove a node's tamper-evident access log (auditors).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Privacy accountant: ε for a training plan, or σ for a target ε.
+    #[command(subcommand)]
+    Privacy(learn_cmd::PrivacyCommand),
+    /// Train and evaluate models locally (intent classifier, need predictor).
+    #[command(subcommand)]
+    Train(learn_cmd::TrainCommand),
     /// Verify consent receipts.
     #[command(subcommand)]
     Consent(policy_cmd::ConsentCommand),
+    /// Run the federation's certificate authority: init, issue, revoke, list.
+    #[command(subcommand)]
+    Pki(pki_cmd::PkiCommand),
+    /// A subject's rights over a running node (mutual TLS): consent, export, erase, access log.
+    #[command(subcommand)]
+    Subject(remote_cmd::SubjectCommand),
 }
 
 fn main() -> ExitCode {
@@ -60,7 +75,11 @@ fn main() -> ExitCode {
         Command::Node(cmd) => node_cmd::run(cmd, &out),
         Command::Policy(cmd) => policy_cmd::run_policy(cmd, &out),
         Command::Audit(cmd) => audit_cmd::run(cmd, &out),
+        Command::Privacy(cmd) => learn_cmd::run_privacy(cmd, &out),
+        Command::Train(cmd) => learn_cmd::run_train(cmd, &out),
         Command::Consent(cmd) => policy_cmd::run_consent(cmd, &out),
+        Command::Pki(cmd) => pki_cmd::run(cmd, &out),
+        Command::Subject(cmd) => remote_cmd::run_subject(cmd, &out),
     };
     match result {
         Ok(code) => code,

@@ -125,6 +125,13 @@ pub enum NodeCommand {
     },
     /// Show counts: subjects and records (pseudonyms only, never references).
     Status(DataDirArgs),
+    /// Run the node as a mutual-TLS gRPC service until SIGTERM (which flushes everything);
+    /// SIGHUP reloads the policy and TLS files. See deploy/node.example.toml.
+    Serve {
+        /// The service configuration (node.toml).
+        #[arg(long, env = "AMBLE_NODE_CONFIG")]
+        config: PathBuf,
+    },
     /// Show, give or withdraw a subject's consent for a purpose; give/withdraw print the
     /// signed receipt (check it with `amble consent verify-receipt`).
     Consent {
@@ -173,6 +180,7 @@ pub enum NodeCommand {
 
 pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
+        NodeCommand::Serve { config } => return crate::remote_cmd::serve(&config, out),
         NodeCommand::Init(dir) => {
             let a = Node::init(&dir.data_dir, dir.key_file.as_deref())?;
             let key = dir
@@ -337,7 +345,7 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             let r = parse_ref(&reference)?;
             let change = match action {
                 ConsentAction::Show => {
-                    let h = a.consent_history(&r)?;
+                    let h = a.consent_history(&operator(), &r)?;
                     let now = time::OffsetDateTime::now_utc();
                     let policy = a.policy();
                     let states: Vec<_> = policy

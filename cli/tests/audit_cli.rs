@@ -1,22 +1,8 @@
 //! The auditor's workflow at the command line: export, verify offline, detect tampering,
 //! prove inclusion, and answer "who looked at my data".
 
-use std::process::{Command, Output};
-
-fn amble(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_amble"))
-        .args(args)
-        .env_remove("AMBLE_DATA_DIR")
-        .env_remove("AMBLE_KEY_FILE")
-        .env_remove("AMBLE_POLICY")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::*;
 
 #[test]
 fn export_verify_tamper_prove_and_subject_report() {
@@ -154,6 +140,8 @@ fn export_verify_tamper_prove_and_subject_report() {
         .iter()
         .map(|e| e["action"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(actions, ["append", "read", "read"], "{who:?}");
+    // Ingest, the allowed and the denied read, and this lookup itself.
+    assert_eq!(actions, ["append", "read", "read", "read"], "{who:?}");
+    assert_eq!(who[3]["reason"], "access log");
     assert!(!who.iter().any(|e| e.to_string().contains("phone:")));
 }

@@ -1,21 +1,7 @@
 //! Consent, policy-gated reads and policy files at the command line.
 
-use std::process::{Command, Output};
-
-fn amble(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_amble"))
-        .args(args)
-        .env_remove("AMBLE_DATA_DIR")
-        .env_remove("AMBLE_KEY_FILE")
-        .env_remove("AMBLE_POLICY")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::*;
 
 #[test]
 fn consent_gates_reads_and_receipts_verify() {

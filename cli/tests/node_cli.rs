@@ -2,20 +2,8 @@
 //! problem, a non-zero exit, and an archive left exactly as it was.
 
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn amble(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_amble"))
-        .args(args)
-        .env_remove("AMBLE_DATA_DIR")
-        .env_remove("AMBLE_KEY_FILE")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::*;
 
 fn init(dir: &Path) -> String {
     let d = dir.join("node").display().to_string();
@@ -207,4 +195,12 @@ fn demo_runs_and_finds_no_plaintext() {
     assert_eq!(s["plaintext_hits"], 0);
     assert_eq!(s["erased_subject_export_refused"], true);
     assert_eq!(s["subjects"], 19);
+    assert_eq!(s["read_after_withdrawal_denied"], true);
+    let before = s["train_subjects_before_withdrawal"].as_u64().unwrap();
+    assert_eq!(
+        s["train_subjects_after_withdrawal"].as_u64().unwrap() + 1,
+        before
+    );
+    assert_eq!(before, 16, "4 of 20 people gave no train.intent consent");
+    assert!(s["model_epsilon_spent"].as_f64().unwrap() > 4.0);
 }

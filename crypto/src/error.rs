@@ -13,9 +13,13 @@ pub enum CryptoError {
     OpenFailed,
     #[error("wrapped data key does not open: wrong node master key, or it was altered")]
     UnwrapFailed,
-    #[error("node master key version {0} is not in the keyring; was it retired before rewrap finished?")]
+    #[error(
+        "node master key version {0} is not in the keyring; was it retired before rewrap finished?"
+    )]
     UnknownKekVersion(u32),
-    #[error("key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     KeyFilePermissions { path: PathBuf, mode: u32 },
     #[error("cannot read key file {path}: {source}")]
     KeyFileIo {

@@ -5,6 +5,7 @@
 //!   "pepper":"<b64>","signing_seed":"<b64>"}`.
 //! A future HSM would replace this file behind the same type.
 
+use crate::private_file::{check_private, write_private};
 use crate::seal::{aead_key, open_with_key, seal_with_key};
 use crate::{CryptoError, DataKey, Secret32, SigningKey, SubjectId, WrappedKey};
 use base64::Engine;
@@ -12,8 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use zeroize::Zeroizing;
 
 pub const KEYRING_FORMAT: &str = "amble-keyring/v1";
@@ -135,25 +135,16 @@ impl Keyring {
             pepper: B64.encode(self.pepper.expose()),
             signing_seed: B64.encode(self.signing_seed.expose()),
         });
-        let text = Zeroizing::new(
-            serde_json::to_string_pretty(&file.0).map_err(|e| CryptoError::KeyFileFormat {
+        let text = Zeroizing::new(serde_json::to_string_pretty(&file.0).map_err(|e| {
+            CryptoError::KeyFileFormat {
                 path: path.to_owned(),
                 reason: e.to_string(),
-            })?,
-        );
-        let tmp = tmp_path(path);
-        let mut f = open_private(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.write_all(b"\n").map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
             }
-        }
-        Ok(())
+        })?);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(text.len() + 1));
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.push(b'\n');
+        write_private(path, &bytes).map_err(io)
     }
 
     pub fn current_version(&self) -> KekVersion {
@@ -271,54 +262,6 @@ impl Drop for ZeroizingKeyFile {
             e.key.zeroize();
         }
     }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-#[cfg(unix)]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-}
-
-#[cfg(unix)]
-fn check_private(path: &Path) -> Result<(), CryptoError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|source| CryptoError::KeyFileIo {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(CryptoError::KeyFilePermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), CryptoError> {
-    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@
 
 mod error;
 mod keyring;
+pub mod pki;
+mod private_file;
 mod pseudonym;
 mod seal;
 mod secret;
@@ -28,6 +30,7 @@ mod sign;
 
 pub use error::CryptoError;
 pub use keyring::{KEYRING_FORMAT, KekVersion, Keyring};
+pub use private_file::{check_private, write_private};
 pub use pseudonym::{ExternalRef, SubjectId};
 pub use seal::{
     DataKey, RecordAad, SEAL_OVERHEAD, SEAL_VERSION, WrappedKey, open, seal, seal_with_key,

@@ -15,11 +15,13 @@ impl ExternalRef {
     /// id is non-empty and has no control characters. Surrounding whitespace is trimmed.
     pub fn parse(s: &str) -> Result<Self, CryptoError> {
         let s = s.trim();
-        let (channel, id) = s
-            .split_once(':')
-            .ok_or(CryptoError::BadExternalRef("missing `:` between channel and id"))?;
+        let (channel, id) = s.split_once(':').ok_or(CryptoError::BadExternalRef(
+            "missing `:` between channel and id",
+        ))?;
         if channel.is_empty() || channel.len() > 32 {
-            return Err(CryptoError::BadExternalRef("channel must be 1 to 32 characters"));
+            return Err(CryptoError::BadExternalRef(
+                "channel must be 1 to 32 characters",
+            ));
         }
         if !channel
             .bytes()
@@ -33,7 +35,9 @@ impl ExternalRef {
             return Err(CryptoError::BadExternalRef("id must be 1 to 512 bytes"));
         }
         if id.chars().any(char::is_control) {
-            return Err(CryptoError::BadExternalRef("id contains control characters"));
+            return Err(CryptoError::BadExternalRef(
+                "id contains control characters",
+            ));
         }
         Ok(ExternalRef(s.to_owned()))
     }
@@ -130,7 +134,15 @@ mod tests {
 
     #[test]
     fn bad_refs_are_refused_with_a_reason() {
-        for bad in ["", "phone", ":123", "Phone:1", "phone:", "ph one:1", "phone:a\nb"] {
+        for bad in [
+            "",
+            "phone",
+            ":123",
+            "Phone:1",
+            "phone:",
+            "ph one:1",
+            "phone:a\nb",
+        ] {
             assert!(ExternalRef::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(ExternalRef::parse(" email:ann@example.org ").is_ok());

@@ -74,7 +74,11 @@ async fn grpc(fx: &Fixture, clients: usize, per_client: usize, read: bool) {
     for t in tasks {
         lat.extend(t.await.expect("client task"));
     }
-    let what = if read { "read  grpc+mTLS" } else { "append grpc+mTLS" };
+    let what = if read {
+        "read  grpc+mTLS"
+    } else {
+        "append grpc+mTLS"
+    };
     row(what, clients, clients * per_client, started.elapsed(), lat);
 }
 
@@ -113,7 +117,11 @@ fn in_process(node: &Arc<Node>, clients: usize, per_client: usize, read: bool) {
     for h in handles {
         lat.extend(h.join().expect("thread"));
     }
-    let what = if read { "read  in-process" } else { "append in-process" };
+    let what = if read {
+        "read  in-process"
+    } else {
+        "append in-process"
+    };
     row(what, clients, clients * per_client, started.elapsed(), lat);
 }
 

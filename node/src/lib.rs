@@ -29,9 +29,9 @@ pub use archive::{
     SubjectExport, TimeRange, default_key_file,
 };
 pub use collection::Collection;
-pub use train::{TRAIN_INTENT, TrainRun};
 pub use error::{NodeError, Result};
 pub use node::{
     Actor, ConsentChange, EXAMPLE_POLICY, ExportSignature, Node, ReadOutcome, SignedExport,
     SweepReport,
 };
+pub use train::{TRAIN_INTENT, TrainRun};

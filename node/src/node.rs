@@ -130,14 +130,18 @@ impl Node {
                 source,
             })?;
         }
-        drop(archive);
-        Self::open(data_dir, key_file, None)
+        // Keep the database open: reopening it at once can race sled's file lock.
+        Self::with_archive(archive, path)
     }
 
     /// Opens a data directory with its key file and a policy (default `DATA_DIR/policy.toml`).
     pub fn open(data_dir: &Path, key_file: Option<&Path>, policy: Option<&Path>) -> Result<Self> {
         let archive = Archive::open(data_dir, key_file)?;
         let policy_path = policy.map_or_else(|| data_dir.join(POLICY_FILE), Path::to_owned);
+        Self::with_archive(archive, policy_path)
+    }
+
+    fn with_archive(archive: Archive, policy_path: PathBuf) -> Result<Self> {
         let policy = Policy::load(&policy_path)?;
         let audit = AuditLog::open(archive.store().db())?;
         let signer = archive.keyring().signing_key()?;
@@ -341,9 +345,16 @@ impl Node {
         }
     }
 
-    /// The subject's consent history (for showing it to the subject or an operator).
-    pub fn consent_history(&self, r: &ExternalRef) -> Result<ConsentHistory> {
-        self.archive.load_consent(&self.archive.subject_of(r)?)
+    /// The subject's consent history (for showing it to the subject or an operator); logged.
+    pub fn consent_history(&self, actor: &Actor, r: &ExternalRef) -> Result<ConsentHistory> {
+        let subject = self.archive.subject_of(r)?;
+        self.audit.append_durable(
+            actor
+                .draft(Action::Read)
+                .subject(subject)
+                .reason("consent history"),
+        )?;
+        self.archive.load_consent(&subject)
     }
 
     fn issuer(&self) -> ReceiptIssuer<'_> {
@@ -572,11 +583,17 @@ impl Node {
         )?)
     }
 
-    /// Every audit entry about the subject of `r` ("who looked at my data").
-    pub fn access_log(&self, r: &ExternalRef) -> Result<Vec<Entry>> {
-        Ok(self
-            .audit
-            .entries_for_subject(&self.archive.subject_of(r)?)?)
+    /// Every audit entry about the subject of `r` ("who looked at my data"); the lookup is
+    /// itself logged, so it appears at the end of what it returns.
+    pub fn access_log(&self, actor: &Actor, r: &ExternalRef) -> Result<Vec<Entry>> {
+        let subject = self.archive.subject_of(r)?;
+        self.audit.append_durable(
+            actor
+                .draft(Action::Read)
+                .subject(subject)
+                .reason("access log"),
+        )?;
+        Ok(self.audit.entries_for_subject(&subject)?)
     }
 
     /// A signed checkpoint of this node's audit log (C2SP signed note).

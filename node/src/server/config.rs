@@ -137,3 +137,54 @@ impl ServeConfig {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ServeConfig, ServerError> {
+        let dir = tempfile::tempdir().map_err(|e| ServerError::Config(e.to_string()))?;
+        let p = dir.path().join("node.toml");
+        std::fs::write(&p, text).map_err(|e| ServerError::Config(e.to_string()))?;
+        ServeConfig::load(&p)
+    }
+
+    const GOOD: &str = r#"listen = "127.0.0.1:0"
+data_dir = "data"
+[tls]
+cert = "n.pem"
+key = "n.key"
+client_ca = "ca.pem"
+crl = "crl.pem"
+"#;
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_folder_and_limits_default() {
+        let c = load(GOOD).unwrap();
+        assert!(c.data_dir.is_absolute() && c.data_dir.ends_with("data"));
+        assert!(c.tls.crl.is_absolute());
+        assert_eq!(
+            c.limits.max_message_bytes,
+            Limits::default().max_message_bytes
+        );
+    }
+
+    #[test]
+    fn there_is_no_way_to_configure_plaintext_or_tls_without_client_certificates() {
+        let no_ca = GOOD.replace("client_ca = \"ca.pem\"\n", "");
+        assert!(matches!(load(&no_ca), Err(ServerError::Config(_))));
+        let no_crl = GOOD.replace("crl = \"crl.pem\"\n", "");
+        assert!(matches!(load(&no_crl), Err(ServerError::Config(_))));
+        let plaintext = GOOD.replace("[tls]", "plaintext = true\n[tls]");
+        assert!(matches!(load(&plaintext), Err(ServerError::Config(_))));
+        let optional = GOOD.replace("[tls]", "[tls]\nclient_auth = \"optional\"");
+        assert!(matches!(load(&optional), Err(ServerError::Config(_))));
+    }
+
+    #[test]
+    fn absurd_limits_are_refused_with_the_field_named() {
+        let bad = format!("{GOOD}[limits]\nmax_concurrent_requests = 0\n");
+        let err = load(&bad).unwrap_err().to_string();
+        assert!(err.contains("max_concurrent_requests"), "{err}");
+    }
+}

@@ -306,6 +306,10 @@ async fn accept_loop(
                 continue;
             }
         };
+        // gRPC sends small frames and waits for answers: Nagle + delayed ACK would add ~40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             tracing::warn!(
                 limit = limits.max_connections,

@@ -264,11 +264,11 @@ impl pb::subject_server::Subject for SubjectService {
         &self,
         req: Request<pb::SubjectRef>,
     ) -> Result<Response<pb::ConsentState>, Status> {
-        let _ = actor(&req)?;
+        let who = actor(&req)?;
         let reference = parse_ref("ref", &req.into_inner().r#ref)?;
         let history = self
             .0
-            .run(move |n| n.consent_history(&reference).map_err(status))
+            .run(move |n| n.consent_history(&who, &reference).map_err(status))
             .await?;
         Ok(Response::new(pb::ConsentState {
             history_json: to_json(&history)?,
@@ -349,11 +349,11 @@ impl pb::subject_server::Subject for SubjectService {
         &self,
         req: Request<pb::SubjectRef>,
     ) -> Result<Response<pb::AccessLogResponse>, Status> {
-        let _ = actor(&req)?;
+        let who = actor(&req)?;
         let reference = parse_ref("ref", &req.into_inner().r#ref)?;
         let entries = self
             .0
-            .run(move |n| n.access_log(&reference).map_err(status))
+            .run(move |n| n.access_log(&who, &reference).map_err(status))
             .await?;
         let entries_json = entries
             .iter()

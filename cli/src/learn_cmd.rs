@@ -1,0 +1,275 @@
+//! `amble privacy …` (the accountant) and `amble train …` (local learning).
+
+use crate::node_cmd::DataDirArgs;
+use crate::output::Output;
+use amble_learn::accountant::{
+    Conversion, Delta, Epsilon, SampledGaussian, epsilon_for, noise_multiplier_for, orders_abadi,
+    orders_dp_accounting, orders_opacus,
+};
+use amble_learn::eval::{
+    DpIntentConfig, IntentTrainConfig, NeedTrainConfig, Privacy, read_intent_csv, train_intent_csv,
+    train_needs_helpdesk,
+};
+use amble_learn::featurise::FeatureConfig;
+use amble_learn::ledger::Budget;
+use amble_learn::softmax::{Progress, SgdConfig};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AccountantKind {
+    /// Rényi DP of the Poisson-subsampled Gaussian (Mironov et al. 2019).
+    Rdp,
+    /// Privacy loss distribution (tighter).
+    Pld,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Orders {
+    /// dp_accounting's fine grid (the default).
+    DpAccounting,
+    /// The moments accountant's grid (Abadi et al. 2016).
+    Abadi,
+    /// Opacus' default orders.
+    Opacus,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ConversionKind {
+    /// ε = rdp + log(1/δ)/(α−1).
+    Classic,
+    /// The tighter conversion used by dp_accounting and Opacus (Balle et al. 2020).
+    Improved,
+}
+
+#[derive(Subcommand)]
+pub enum PrivacyCommand {
+    /// ε spent by T steps of the Poisson-subsampled Gaussian mechanism (rate q, noise σ) at δ.
+    Epsilon {
+        /// Sampling rate q in (0, 1].
+        #[arg(long)]
+        q: f64,
+        /// Noise multiplier σ (noise std / clip bound).
+        #[arg(long)]
+        sigma: f64,
+        #[arg(long)]
+        steps: u64,
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        #[arg(long, value_enum, default_value = "rdp")]
+        accountant: AccountantKind,
+        #[arg(long, value_enum, default_value = "dp-accounting")]
+        orders: Orders,
+        #[arg(long, value_enum, default_value = "improved")]
+        conversion: ConversionKind,
+    },
+    /// The smallest noise multiplier σ such that T steps at rate q cost at most ε at δ (RDP).
+    Sigma {
+        #[arg(long)]
+        q: f64,
+        #[arg(long)]
+        steps: u64,
+        #[arg(long)]
+        epsilon: f64,
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Train and evaluate the intent classifier: on CSV files (`text,category`, Banking77's
+    /// format), or on a node's own archive with --data-dir (through the train.intent purpose).
+    Intent(IntentArgs),
+    /// Train and evaluate the need predictor on an event log (`case_id,activity,resource,timestamp`,
+    /// e.g. data/helpdesk): predict each case's next activity from its prefix.
+    Needs {
+        #[arg(long, default_value = "data/helpdesk/train.csv")]
+        train: PathBuf,
+        #[arg(long, default_value = "data/helpdesk/test.csv")]
+        test: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct IntentArgs {
+    /// Training CSV (ignored with --data-dir).
+    #[arg(long, default_value = "data/banking77/train.csv")]
+    train: PathBuf,
+    /// Test CSV.
+    #[arg(long, default_value = "data/banking77/test.csv")]
+    test: PathBuf,
+    /// Train with differential privacy at this ε per person (omit for a non-private run).
+    #[arg(long)]
+    epsilon: Option<f64>,
+    #[arg(long, default_value_t = 1e-5)]
+    delta: f64,
+    /// Feature space size as a power of two (default: 16 non-private, 14 private).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(8..=22))]
+    features_log2: Option<u8>,
+    /// Train on this node's archive instead of --train.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: the node's ε budget per model and per person (kept in its ledger).
+    #[arg(long, default_value_t = 10.0)]
+    budget: f64,
+}
+
+pub fn run_privacy(cmd: PrivacyCommand, out: &Output) -> Result<ExitCode> {
+    match cmd {
+        PrivacyCommand::Epsilon {
+            q,
+            sigma,
+            steps,
+            delta,
+            accountant,
+            orders,
+            conversion,
+        } => {
+            let mech = SampledGaussian::new(q, sigma)?;
+            let d = Delta::new(delta)?;
+            let eps = match accountant {
+                AccountantKind::Pld => {
+                    amble_learn::pld::pld_epsilon(&mech, steps, d, 1e-4)?.value()
+                }
+                AccountantKind::Rdp => {
+                    let orders = match orders {
+                        Orders::DpAccounting => orders_dp_accounting(),
+                        Orders::Abadi => orders_abadi(),
+                        Orders::Opacus => orders_opacus(),
+                    };
+                    let conv = match conversion {
+                        ConversionKind::Classic => Conversion::Classic,
+                        ConversionKind::Improved => Conversion::Improved,
+                    };
+                    epsilon_for(&mech, steps, &orders, d, conv)?.epsilon.value()
+                }
+            };
+            out.report(&serde_json::json!({"epsilon": eps, "delta": delta}), || {
+                format!("{eps:.4}")
+            });
+        }
+        PrivacyCommand::Sigma {
+            q,
+            steps,
+            epsilon,
+            delta,
+        } => {
+            let sigma = noise_multiplier_for(
+                Epsilon::new(epsilon)?,
+                Delta::new(delta)?,
+                q,
+                steps,
+                &orders_dp_accounting(),
+                Conversion::Improved,
+            )?;
+            out.report(&serde_json::json!({"sigma": sigma}), || {
+                format!("{sigma:.4}")
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn intent_config(args: &IntentArgs) -> IntentTrainConfig {
+    let private = args.epsilon.is_some();
+    let features = FeatureConfig {
+        dim_log2: args.features_log2.unwrap_or(if private { 14 } else { 16 }),
+        ..FeatureConfig::default()
+    };
+    let privacy = match args.epsilon {
+        Some(e) => Privacy::Dp(DpIntentConfig {
+            delta: args.delta,
+            ..DpIntentConfig::banking77(e)
+        }),
+        None => Privacy::None(SgdConfig::default()),
+    };
+    IntentTrainConfig { features, privacy }
+}
+
+pub fn run_train(cmd: TrainCommand, out: &Output) -> Result<ExitCode> {
+    let bar = out.progress(0, "train");
+    let progress = |p: Progress| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        bar.set_message(p.phase);
+    };
+    match cmd {
+        TrainCommand::Intent(args) => {
+            let cfg = intent_config(&args);
+            let report = match &args.data_dir {
+                None => train_intent_csv(&args.train, &args.test, &cfg, Some(&progress))
+                    .with_context(|| format!("training on {}", args.train.display()))?,
+                Some(dir) => {
+                    let node = DataDirArgs {
+                        data_dir: dir.clone(),
+                        key_file: None,
+                        policy: None,
+                    }
+                    .open()?;
+                    let test = read_intent_csv(&args.test)?;
+                    let budget = Budget {
+                        model_epsilon: Epsilon::new(args.budget)?,
+                        subject_epsilon: Epsilon::new(args.budget)?,
+                        delta: Delta::new(args.delta)?,
+                    };
+                    let trainer = amble_node::Actor::new(
+                        "node:trainer",
+                        amble_policy::Role::Node,
+                        amble_consent::Method::Cli,
+                    );
+                    let run = node.train_intent(&trainer, &cfg, budget, &test, Some(&progress))?;
+                    bar.finish_and_clear();
+                    out.report(&run, || {
+                        format!(
+                            "trained on {} examples from {} consenting people ({} without consent were not read)\naccuracy {:.2} %, macro-F1 {:.3}{}",
+                            run.examples,
+                            run.subjects_used,
+                            run.subjects_refused,
+                            100.0 * run.report.accuracy,
+                            run.report.macro_f1,
+                            run.charge.as_ref().map_or(String::new(), |c| format!(
+                                "\nthis run: ε = {:.3}; model total: ε = {:.3}",
+                                c.run.epsilon.value(),
+                                c.model_total.epsilon.value()
+                            ))
+                        )
+                    });
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
+            bar.finish_and_clear();
+            out.report(&report, || {
+                format!(
+                    "accuracy {:.2} %  macro-F1 {:.3}  {}\n{} classes, {} train / {} test examples; {:.2} s training ({:.3} s per epoch)",
+                    100.0 * report.accuracy,
+                    report.macro_f1,
+                    report
+                        .guarantee
+                        .clone()
+                        .unwrap_or_else(|| "not private".into()),
+                    report.classes,
+                    report.train_examples,
+                    report.test_examples,
+                    report.train_seconds,
+                    report.seconds_per_epoch
+                )
+            });
+        }
+        TrainCommand::Needs { train, test } => {
+            let cfg = NeedTrainConfig::default();
+            let r = train_needs_helpdesk(&train, &test, &cfg, Some(&progress))
+                .with_context(|| format!("training on {}", train.display()))?;
+            bar.finish_and_clear();
+            out.report(&r, || {
+                format!(
+                    "next-activity accuracy {:.4} over {} test prefixes (most-frequent-next baseline {:.4}); {} classes, {:.2} s",
+                    r.accuracy, r.test_prefixes, r.baseline_accuracy, r.classes, r.train_seconds
+                )
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

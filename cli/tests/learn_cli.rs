@@ -1,0 +1,113 @@
+//! The accountant and local training at the command line.
+
+mod common;
+use common::*;
+use std::process::Output;
+
+fn number(o: &Output) -> f64 {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn privacy_epsilon_reproduces_published_values_and_sigma_inverts_it() {
+    // Abadi et al. 2016 (moments accountant grid, classic conversion): ε ≈ 1.26.
+    let e = number(&amble(&[
+        "privacy",
+        "epsilon",
+        "--q",
+        "0.01",
+        "--sigma",
+        "4",
+        "--steps",
+        "10000",
+        "--delta",
+        "1e-5",
+        "--orders",
+        "abadi",
+        "--conversion",
+        "classic",
+    ]));
+    assert!((e - 1.26).abs() / 1.26 < 0.01, "{e}");
+    // dp_accounting's PLD on the same run: 0.947.
+    let e = number(&amble(&[
+        "privacy",
+        "epsilon",
+        "--q",
+        "0.01",
+        "--sigma",
+        "4",
+        "--steps",
+        "10000",
+        "--accountant",
+        "pld",
+    ]));
+    assert!((e - 0.947).abs() / 0.947 < 0.01, "{e}");
+    let s = number(&amble(&[
+        "privacy",
+        "sigma",
+        "--q",
+        "0.01",
+        "--steps",
+        "10000",
+        "--epsilon",
+        "1.0355",
+    ]));
+    assert!((s - 4.0).abs() < 0.02, "σ round trip: {s}");
+    let o = amble(&[
+        "privacy", "epsilon", "--q", "2", "--sigma", "1", "--steps", "5",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sample rate"));
+}
+
+#[test]
+fn train_intent_on_a_small_csv_reports_accuracy_and_epsilon() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/banking77/train.csv");
+    let text = std::fs::read_to_string(data).unwrap();
+    // Three intents, every row of each: small enough for a test, big enough to learn.
+    let mut small = String::from("text,category\n");
+    for line in text.lines().skip(1) {
+        if line.ends_with(",card_arrival")
+            || line.ends_with(",lost_or_stolen_card")
+            || line.ends_with(",exchange_rate")
+        {
+            small.push_str(line);
+            small.push('\n');
+        }
+    }
+    let f = dir.path().join("small.csv");
+    std::fs::write(&f, small).unwrap();
+    let f = f.to_str().unwrap();
+    let o = amble(&["--json", "train", "intent", "--train", f, "--test", f]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["classes"], 3);
+    assert!(r["accuracy"].as_f64().unwrap() > 0.9, "{r}");
+    assert!(r["epsilon"].is_null(), "non-private run spends nothing");
+    let o = amble(&[
+        "--json",
+        "train",
+        "intent",
+        "--train",
+        f,
+        "--test",
+        f,
+        "--epsilon",
+        "4",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let eps = r["epsilon"].as_f64().unwrap();
+    assert!(eps <= 4.0 + 1e-6 && eps > 3.9, "spent {eps}");
+    let o = amble(&[
+        "train",
+        "intent",
+        "--train",
+        "/nonexistent.csv",
+        "--test",
+        f,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nonexistent.csv"));
+}

@@ -1,0 +1,646 @@
+//! The federation PKI: a certificate authority that says who each participant is and what
+//! role it plays, and a revocation list that takes that back.
+//!
+//! A CA directory holds `ca.pem`, `ca.key` (mode 0600), `federation` (its name), `index.json`
+//! (every certificate issued: name, role, serial, expiry, revocation) and `crl.pem`, which is
+//! rewritten on every revocation and which servers load. Issued certificates land in
+//! `certs/NAME.pem` and `certs/NAME.key` (0600). Keys are ECDSA P-256.
+//!
+//! A certificate names its holder with exactly one SAN URI `spiffe://FEDERATION/ROLE/ID`: the
+//! role is part of the signed identity, so a server reads id *and* role from the certificate
+//! ([`identity_of`]) and never from anything the client says.
+
+use crate::private_file::{check_private, write_private};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+/// The roles a certificate can carry (the same names as `amble_policy::Role`).
+pub const ROLES: [&str; 7] = [
+    "coordinator",
+    "node",
+    "app",
+    "agent",
+    "auditor",
+    "admin",
+    "subject-portal",
+];
+
+pub const CA_CERT_FILE: &str = "ca.pem";
+pub const CA_KEY_FILE: &str = "ca.key";
+pub const CRL_FILE: &str = "crl.pem";
+const FEDERATION_FILE: &str = "federation";
+const INDEX_FILE: &str = "index.json";
+const CERTS_DIR: &str = "certs";
+const SPIFFE: &str = "spiffe://";
+/// How long a CRL is announced as current; `amble pki revoke` rewrites it before then.
+const CRL_DAYS: i64 = 30;
+/// Tolerated clock skew between the CA and the servers that check its certificates.
+const BACKDATE: Duration = Duration::minutes(5);
+
+/// What went wrong in the PKI; each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{0} already holds a CA (ca.key exists); refusing to overwrite it")]
+    AlreadyInitialised(PathBuf),
+    #[error("{0} holds no CA; run `amble pki init --dir {0} --federation NAME` first")]
+    NotInitialised(PathBuf),
+    #[error(
+        "name {0:?} is not usable: use 1 to 64 characters a-z, 0-9, '.', '_' or '-', not starting with '.'"
+    )]
+    BadName(String),
+    #[error("role {given:?} is unknown; expected one of {}", ROLES.join(", "))]
+    BadRole { given: String },
+    #[error("validity must be 1 to 3650 days, not {0}")]
+    BadValidity(u32),
+    #[error("DNS name {0:?} is not valid in a certificate")]
+    BadDnsName(String),
+    #[error(
+        "{0:?} already has a valid certificate; revoke it first (`amble pki revoke --name {0}`)"
+    )]
+    AlreadyIssued(String),
+    #[error("no valid certificate was issued to {0:?}")]
+    NotIssued(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    KeyFile(#[from] crate::CryptoError),
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("not a certificate amble can use: {0}")]
+    BadCertificate(String),
+}
+
+/// Who a certificate says its holder is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub federation: String,
+    pub role: String,
+    pub id: String,
+}
+
+impl Identity {
+    /// `spiffe://FEDERATION/ROLE/ID`.
+    pub fn uri(&self) -> String {
+        format!("{SPIFFE}{}/{}/{}", self.federation, self.role, self.id)
+    }
+
+    fn parse_uri(uri: &str) -> Option<Identity> {
+        let rest = uri.strip_prefix(SPIFFE)?;
+        let mut parts = rest.split('/');
+        let (federation, role, id) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || federation.is_empty() || valid_name(id).is_err() {
+            return None;
+        }
+        ROLES.contains(&role).then(|| Identity {
+            federation: federation.to_owned(),
+            role: role.to_owned(),
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// Reads the holder's identity from a DER certificate: its one `spiffe://` SAN URI.
+/// Call it only on a certificate the TLS layer has already verified against the CA.
+pub fn identity_of(der: &[u8]) -> Result<Identity, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?
+        .ok_or_else(|| PkiError::BadCertificate("it has no subject alternative name".into()))?;
+    let mut found = san.value.general_names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) if u.starts_with(SPIFFE) => Some(*u),
+        _ => None,
+    });
+    let uri = found
+        .next()
+        .ok_or_else(|| PkiError::BadCertificate("it carries no spiffe:// identity".into()))?;
+    if found.next().is_some() {
+        return Err(PkiError::BadCertificate(
+            "it carries more than one spiffe:// identity".into(),
+        ));
+    }
+    Identity::parse_uri(uri).ok_or_else(|| {
+        PkiError::BadCertificate(format!(
+            "identity {uri:?} is not spiffe://FEDERATION/ROLE/ID with a known role"
+        ))
+    })
+}
+
+/// Reads the first certificate of a PEM file as DER.
+pub fn first_cert_der(pem_text: &str) -> Result<Vec<u8>, PkiError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    Ok(pem.contents)
+}
+
+fn valid_name(name: &str) -> Result<(), PkiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::BadName(name.to_owned()))
+    }
+}
+
+/// What to issue: `IssueRequest::new("acme-app", "app")` with optional SANs and validity.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    pub name: String,
+    pub role: String,
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub days: u32,
+    /// Start of validity; now (less a little clock skew) when `None`.
+    pub not_before: Option<OffsetDateTime>,
+}
+
+impl IssueRequest {
+    pub fn new(name: impl Into<String>, role: impl Into<String>) -> Self {
+        IssueRequest {
+            name: name.into(),
+            role: role.into(),
+            dns: Vec::new(),
+            ips: Vec::new(),
+            days: 365,
+            not_before: None,
+        }
+    }
+}
+
+/// One line of the CA's index.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssuedCert {
+    pub name: String,
+    pub role: String,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    crl_number: u64,
+    certs: Vec<IssuedCert>,
+}
+
+/// Where an issued certificate and its key were written.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert: IssuedCert,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub uri: String,
+}
+
+/// A federation CA on disk.
+pub struct Ca {
+    dir: PathBuf,
+    federation: String,
+    cert_pem: String,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("dir", &self.dir)
+            .field("federation", &self.federation)
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn random_serial() -> Result<SerialNumber, PkiError> {
+    let mut b = [0u8; 16];
+    crate::random_bytes(&mut b)?;
+    b[0] &= 0x7f; // positive
+    b[0] |= 0x01; // no leading zero byte to strip
+    Ok(SerialNumber::from_slice(&b))
+}
+
+impl Ca {
+    /// Creates a CA for `federation` in `dir` (created if needed) and an empty CRL.
+    pub fn init(dir: &Path, federation: &str) -> Result<Ca, PkiError> {
+        valid_name(federation)?;
+        let key_path = dir.join(CA_KEY_FILE);
+        if key_path.exists() {
+            return Err(PkiError::AlreadyInitialised(dir.to_owned()));
+        }
+        std::fs::create_dir_all(dir.join(CERTS_DIR)).map_err(io_err(dir))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            format!("amble federation CA {federation}"),
+        );
+        dn.push(DnType::OrganizationName, federation);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        params.use_authority_key_identifier_extension = false;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - BACKDATE;
+        params.not_after = now + Duration::days(3650);
+        params.serial_number = Some(random_serial()?);
+        let cert = params.self_signed(&key)?;
+        let key_pem = Zeroizing::new(key.serialize_pem());
+        write_private(&key_path, key_pem.as_bytes()).map_err(io_err(&key_path))?;
+        let cert_path = dir.join(CA_CERT_FILE);
+        std::fs::write(&cert_path, cert.pem()).map_err(io_err(&cert_path))?;
+        let fed_path = dir.join(FEDERATION_FILE);
+        std::fs::write(&fed_path, format!("{federation}\n")).map_err(io_err(&fed_path))?;
+        let ca = Ca {
+            dir: dir.to_owned(),
+            federation: federation.to_owned(),
+            cert_pem: cert.pem(),
+            key,
+        };
+        ca.save_index(&Index::default())?;
+        ca.write_crl()?;
+        Ok(ca)
+    }
+
+    /// Opens the CA in `dir`; refuses a CA key readable by others.
+    pub fn open(dir: &Path) -> Result<Ca, PkiError> {
+        let key_path = dir.join(CA_KEY_FILE);
+        if !key_path.exists() {
+            return Err(PkiError::NotInitialised(dir.to_owned()));
+        }
+        check_private(&key_path)?;
+        let key_pem =
+            Zeroizing::new(std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?);
+        let key = KeyPair::from_pem(&key_pem)?;
+        let cert_path = dir.join(CA_CERT_FILE);
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+        let fed_path = dir.join(FEDERATION_FILE);
+        let federation = std::fs::read_to_string(&fed_path)
+            .map_err(io_err(&fed_path))?
+            .trim()
+            .to_owned();
+        Ok(Ca {
+            dir: dir.to_owned(),
+            federation,
+            cert_pem,
+            key,
+        })
+    }
+
+    pub fn federation(&self) -> &str {
+        &self.federation
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn crl_path(&self) -> PathBuf {
+        self.dir.join(CRL_FILE)
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join(CA_CERT_FILE)
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, PkiError> {
+        Ok(Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?)
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.dir.join(INDEX_FILE)
+    }
+
+    fn load_index(&self) -> Result<Index, PkiError> {
+        let path = self.index_path();
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        serde_json::from_str(&text).map_err(|e| PkiError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    fn save_index(&self, index: &Index) -> Result<(), PkiError> {
+        let path = self.index_path();
+        let text = serde_json::to_string_pretty(index).map_err(|e| PkiError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        // Not secret, but written the same atomic way so a crash never leaves half an index.
+        write_private(&path, text.as_bytes()).map_err(io_err(&path))
+    }
+
+    /// The certificates issued so far, revoked ones included.
+    pub fn issued(&self) -> Result<Vec<IssuedCert>, PkiError> {
+        Ok(self.load_index()?.certs)
+    }
+
+    /// Issues a certificate and key for `req.name` with role `req.role`, writing
+    /// `certs/NAME.pem` and `certs/NAME.key` (0600). A name holds one valid certificate at a
+    /// time: revoke the old one to reissue.
+    pub fn issue(&self, req: &IssueRequest) -> Result<Issued, PkiError> {
+        valid_name(&req.name)?;
+        if !ROLES.contains(&req.role.as_str()) {
+            return Err(PkiError::BadRole {
+                given: req.role.clone(),
+            });
+        }
+        if !(1..=3650).contains(&req.days) {
+            return Err(PkiError::BadValidity(req.days));
+        }
+        let mut index = self.load_index()?;
+        let now = OffsetDateTime::now_utc();
+        if index
+            .certs
+            .iter()
+            .any(|c| c.name == req.name && c.revoked_at.is_none() && c.not_after > now)
+        {
+            return Err(PkiError::AlreadyIssued(req.name.clone()));
+        }
+        let identity = Identity {
+            federation: self.federation.clone(),
+            role: req.role.clone(),
+            id: req.name.clone(),
+        };
+        let uri = identity.uri();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, req.name.as_str());
+        dn.push(DnType::OrganizationName, self.federation.as_str());
+        dn.push(DnType::OrganizationalUnitName, req.role.as_str());
+        params.distinguished_name = dn;
+        params.subject_alt_names.push(SanType::URI(
+            uri.as_str()
+                .try_into()
+                .map_err(|_| PkiError::BadName(req.name.clone()))?,
+        ));
+        for d in &req.dns {
+            params.subject_alt_names.push(SanType::DnsName(
+                d.as_str()
+                    .try_into()
+                    .map_err(|_| PkiError::BadDnsName(d.clone()))?,
+            ));
+        }
+        for ip in &req.ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let not_before = req.not_before.unwrap_or(now - BACKDATE);
+        params.not_before = not_before;
+        params.not_after = not_before + Duration::days(i64::from(req.days));
+        let serial = random_serial()?;
+        params.serial_number = Some(serial.clone());
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+
+        let certs = self.dir.join(CERTS_DIR);
+        std::fs::create_dir_all(&certs).map_err(io_err(&certs))?;
+        let key_path = certs.join(format!("{}.key", req.name));
+        let key_pem = Zeroizing::new(key.serialize_pem());
+        write_private(&key_path, key_pem.as_bytes()).map_err(io_err(&key_path))?;
+        let cert_path = certs.join(format!("{}.pem", req.name));
+        std::fs::write(&cert_path, cert.pem()).map_err(io_err(&cert_path))?;
+        let issued = IssuedCert {
+            name: req.name.clone(),
+            role: req.role.clone(),
+            serial: hex::encode(serial.to_bytes()),
+            not_after: params.not_after,
+            revoked_at: None,
+        };
+        index.certs.push(issued.clone());
+        self.save_index(&index)?;
+        Ok(Issued {
+            cert: issued,
+            cert_path,
+            key_path,
+            uri,
+        })
+    }
+
+    /// Revokes every unrevoked certificate of `name` and rewrites `crl.pem`; returns what was
+    /// revoked. Servers pick the new CRL up on reload (SIGHUP) or restart.
+    pub fn revoke(&self, name: &str) -> Result<Vec<IssuedCert>, PkiError> {
+        valid_name(name)?;
+        let mut index = self.load_index()?;
+        let now = OffsetDateTime::now_utc();
+        let mut revoked = Vec::new();
+        for c in index
+            .certs
+            .iter_mut()
+            .filter(|c| c.name == name && c.revoked_at.is_none())
+        {
+            c.revoked_at = Some(now);
+            revoked.push(c.clone());
+        }
+        if revoked.is_empty() {
+            return Err(PkiError::NotIssued(name.to_owned()));
+        }
+        self.save_index(&index)?;
+        self.write_crl()?;
+        Ok(revoked)
+    }
+
+    /// Writes `crl.pem` listing every revoked certificate, with a fresh CRL number.
+    pub fn write_crl(&self) -> Result<PathBuf, PkiError> {
+        let mut index = self.load_index()?;
+        index.crl_number += 1;
+        let now = OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::new();
+        for c in index.certs.iter() {
+            let Some(at) = c.revoked_at else { continue };
+            let serial = hex::decode(&c.serial).map_err(|e| PkiError::Corrupt {
+                path: self.index_path(),
+                reason: format!("serial of {}: {e}", c.name),
+            })?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: at,
+                reason_code: Some(RevocationReason::Unspecified),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now - BACKDATE,
+            next_update: now + Duration::days(CRL_DAYS),
+            crl_number: SerialNumber::from(index.crl_number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer()?)?;
+        let path = self.crl_path();
+        let pem = crl.pem()?;
+        write_private(&path, pem.as_bytes()).map_err(io_err(&path))?;
+        // A CRL is public: servers running as another user must be able to read it.
+        set_public(&path)?;
+        self.save_index(&index)?;
+        Ok(path)
+    }
+}
+
+#[cfg(unix)]
+fn set_public(path: &Path) -> Result<(), PkiError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io_err(path))
+}
+
+#[cfg(not(unix))]
+fn set_public(_path: &Path) -> Result<(), PkiError> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificate_carries_role_and_id_in_its_san_uri() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::init(dir.path(), "acme-fed").unwrap();
+        let mut req = IssueRequest::new("crm-1", "app");
+        req.dns.push("localhost".into());
+        req.ips.push("127.0.0.1".parse().unwrap());
+        let issued = ca.issue(&req).unwrap();
+        let pem = std::fs::read_to_string(&issued.cert_path).unwrap();
+        let id = identity_of(&first_cert_der(&pem).unwrap()).unwrap();
+        assert_eq!(
+            id,
+            Identity {
+                federation: "acme-fed".into(),
+                role: "app".into(),
+                id: "crm-1".into()
+            }
+        );
+        assert_eq!(issued.uri, "spiffe://acme-fed/app/crm-1");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_keys_are_written_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::init(dir.path(), "f").unwrap();
+        let issued = ca.issue(&IssueRequest::new("n1", "node")).unwrap();
+        for p in [dir.path().join(CA_KEY_FILE), issued.key_path] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn unknown_role_and_bad_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::init(dir.path(), "f").unwrap();
+        assert!(matches!(
+            ca.issue(&IssueRequest::new("x", "root")),
+            Err(PkiError::BadRole { .. })
+        ));
+        for bad in ["", "../x", "A", "a/b", ".hidden"] {
+            assert!(matches!(
+                ca.issue(&IssueRequest::new(bad, "app")),
+                Err(PkiError::BadName(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_name_holds_one_valid_certificate_until_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::init(dir.path(), "f").unwrap();
+        ca.issue(&IssueRequest::new("a", "app")).unwrap();
+        assert!(matches!(
+            ca.issue(&IssueRequest::new("a", "app")),
+            Err(PkiError::AlreadyIssued(_))
+        ));
+        let revoked = ca.revoke("a").unwrap();
+        assert_eq!(revoked.len(), 1);
+        ca.issue(&IssueRequest::new("a", "app")).unwrap();
+        assert!(matches!(ca.revoke("nobody"), Err(PkiError::NotIssued(_))));
+    }
+
+    #[test]
+    fn revocation_lists_the_serial_in_the_crl() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::init(dir.path(), "f").unwrap();
+        let issued = ca.issue(&IssueRequest::new("a", "app")).unwrap();
+        let before = std::fs::read_to_string(ca.crl_path()).unwrap();
+        ca.revoke("a").unwrap();
+        let after = std::fs::read_to_string(ca.crl_path()).unwrap();
+        assert_ne!(before, after);
+        let (_, pem) = x509_parser::pem::parse_x509_pem(after.as_bytes()).unwrap();
+        let (_, crl) =
+            <x509_parser::revocation_list::CertificateRevocationList as x509_parser::prelude::FromDer<_>>::from_der(&pem.contents)
+                .unwrap();
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| hex::encode(r.raw_serial()))
+            .collect();
+        assert_eq!(serials, vec![issued.cert.serial]);
+    }
+
+    #[test]
+    fn reopened_ca_issues_certificates_chained_to_the_same_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Ca::init(dir.path(), "f").unwrap();
+        let reopened = Ca::open(dir.path()).unwrap();
+        assert_eq!(first.cert_pem(), reopened.cert_pem());
+        assert_eq!(reopened.federation(), "f");
+        let issued = reopened.issue(&IssueRequest::new("b", "auditor")).unwrap();
+        let pem = std::fs::read_to_string(issued.cert_path).unwrap();
+        let der = first_cert_der(&pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ca_der = first_cert_der(first.cert_pem()).unwrap();
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert!(cert.verify_signature(Some(ca_cert.public_key())).is_ok());
+    }
+
+    #[test]
+    fn init_refuses_to_overwrite_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        Ca::init(dir.path(), "f").unwrap();
+        assert!(matches!(
+            Ca::init(dir.path(), "f"),
+            Err(PkiError::AlreadyInitialised(_))
+        ));
+    }
+}
