@@ -111,3 +111,23 @@ fn train_intent_on_a_small_csv_reports_accuracy_and_epsilon() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nonexistent.csv"));
 }
+
+#[test]
+fn train_needs_on_a_synthetic_archive_beats_the_majority_baseline() {
+    let o = amble(&[
+        "--json",
+        "train",
+        "needs",
+        "--synthetic",
+        "600",
+        "--seed",
+        "3",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let (acc, base) = (
+        r["accuracy"].as_f64().unwrap(),
+        r["baseline_accuracy"].as_f64().unwrap(),
+    );
+    assert_eq!(r["test_prefixes"], 120);
+    assert!(acc > base + 0.3, "accuracy {acc} vs baseline {base}");
+}

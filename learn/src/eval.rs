@@ -584,3 +584,70 @@ pub fn train_needs_cases(
         train_seconds,
     })
 }
+
+/// Trains the need predictor on a synthetic life archive (see [`crate::synth`]) and measures
+/// it against the planted rule: 80 % of the generated people train, 20 % test. The baseline is
+/// the most frequent need in training. `test_prefixes` counts test people.
+pub fn train_needs_synthetic(
+    synth: &crate::synth::SynthConfig,
+    progress: ProgressFn<'_>,
+) -> Result<(NeedModel, NeedReport)> {
+    let people = crate::synth::generate(synth);
+    if people.len() < 10 {
+        return Err(LearnError::NoData(" (need at least 10 synthetic people)"));
+    }
+    let (train, test) = people.split_at(people.len() * 4 / 5);
+    let mut labels: Vec<String> = people.iter().map(|p| p.true_next_need.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let mut model = NeedModel::new(
+        labels.clone(),
+        NeedFeatureConfig {
+            dim_log2: 12,
+            last_k: 4,
+        },
+    )?;
+    let t0 = Instant::now();
+    let examples = train
+        .iter()
+        .enumerate()
+        .map(|(i, p)| model.example(&p.context(), &p.true_next_need, i as u64))
+        .collect::<Result<Vec<_>>>()?;
+    model.train(
+        &examples,
+        &SgdConfig {
+            epochs: 10,
+            ..SgdConfig::default()
+        },
+        progress,
+    )?;
+    let train_seconds = t0.elapsed().as_secs_f64();
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for p in train {
+        *counts.entry(p.true_next_need.as_str()).or_default() += 1;
+    }
+    let majority = counts
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(l, _)| *l)
+        .unwrap_or_default();
+    let (mut right, mut base) = (0usize, 0usize);
+    for p in test {
+        let top = model.predict(&p.context(), 1, 0)?;
+        if top.first().is_some_and(|t| t.need == p.true_next_need) {
+            right += 1;
+        }
+        if p.true_next_need == majority {
+            base += 1;
+        }
+    }
+    let report = NeedReport {
+        accuracy: right as f64 / test.len() as f64,
+        baseline_accuracy: base as f64 / test.len() as f64,
+        test_prefixes: test.len(),
+        train_prefixes: train.len(),
+        classes: labels.len(),
+        train_seconds,
+    };
+    Ok((model, report))
+}
