@@ -32,6 +32,8 @@ pub enum Action {
     Train,
     PolicyReload,
     DeniedCall,
+    /// A one-time link to the self-service page was issued for the subject.
+    PortalLink,
     /// An action this version does not know: snake_case ASCII (`[a-z0-9_]+`).
     Other(String),
 }
@@ -50,6 +52,7 @@ const KNOWN_ACTIONS: &[(&str, Action)] = &[
     ("train", Action::Train),
     ("policy_reload", Action::PolicyReload),
     ("denied_call", Action::DeniedCall),
+    ("portal_link", Action::PortalLink),
 ];
 
 impl Action {

@@ -332,8 +332,17 @@ pub fn serve(config: &Path, out: &Output) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let server = Server::bind(config).await?;
         let addr = server.local_addr()?;
-        let v = serde_json::json!({ "listening": addr.to_string() });
-        out.report(&v, || format!("listening on {addr} (mutual TLS 1.3)"));
+        let mut v = serde_json::json!({ "listening": addr.to_string() });
+        let portal = server.portal_addr();
+        if let Some(p) = portal {
+            v["portal"] = serde_json::json!(p.to_string());
+        }
+        out.report(&v, || match portal {
+            None => format!("listening on {addr} (mutual TLS 1.3)"),
+            Some(p) => format!(
+                "listening on {addr} (mutual TLS 1.3); self-service page on https://{p} (TLS 1.3)"
+            ),
+        });
         server.run_until_signalled().await?;
         Ok(ExitCode::SUCCESS)
     })

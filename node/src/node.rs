@@ -583,6 +583,15 @@ impl Node {
         )?)
     }
 
+    /// Logs that `actor` issued a one-time self-service link for the subject of `r` (which
+    /// must be known).
+    pub fn record_portal_link(&self, actor: &Actor, r: &ExternalRef) -> Result<u64> {
+        let subject = self.archive.subject_of(r)?;
+        Ok(self
+            .audit
+            .append_durable(actor.draft(Action::PortalLink).subject(subject))?)
+    }
+
     /// Every audit entry about the subject of `r` ("who looked at my data"); the lookup is
     /// itself logged, so it appears at the end of what it returns.
     pub fn access_log(&self, actor: &Actor, r: &ExternalRef) -> Result<Vec<Entry>> {

@@ -481,6 +481,7 @@ fn every_method_of_every_service_has_an_allow_list() {
         "/amble.v1.Subject/Export",
         "/amble.v1.Subject/Erase",
         "/amble.v1.Subject/AccessLog",
+        "/amble.v1.Subject/IssuePortalLink",
         "/amble.v1.Audit/Checkpoint",
         "/amble.v1.Audit/Entries",
         "/amble.v1.Audit/InclusionProof",

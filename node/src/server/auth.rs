@@ -29,6 +29,7 @@ pub const METHOD_ROLES: &[(&str, &[Role])] = &[
     ("/amble.v1.Subject/Export", &[SubjectPortal, Admin]),
     ("/amble.v1.Subject/Erase", &[SubjectPortal, Admin]),
     ("/amble.v1.Subject/AccessLog", &[App, SubjectPortal, Admin]),
+    ("/amble.v1.Subject/IssuePortalLink", &[App, SubjectPortal]),
     ("/amble.v1.Audit/Checkpoint", &[Auditor, Admin, Coordinator]),
     ("/amble.v1.Audit/Entries", &[Auditor, Admin]),
     (

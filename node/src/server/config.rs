@@ -23,6 +23,9 @@ pub struct ServeConfig {
     pub tls: TlsFiles,
     #[serde(default)]
     pub limits: Limits,
+    /// The optional self-service web page (`[portal]`); without it there is none.
+    #[serde(default)]
+    pub portal: Option<super::portal::PortalConfig>,
 }
 
 /// The node's certificate and key, and what it accepts from clients.
@@ -133,6 +136,9 @@ impl ServeConfig {
         abs(&mut c.tls.key);
         abs(&mut c.tls.client_ca);
         abs(&mut c.tls.crl);
+        if let Some(p) = c.portal.as_mut() {
+            p.absolutize(base);
+        }
         c.limits.check()?;
         Ok(c)
     }
@@ -179,6 +185,19 @@ crl = "crl.pem"
         assert!(matches!(load(&plaintext), Err(ServerError::Config(_))));
         let optional = GOOD.replace("[tls]", "[tls]\nclient_auth = \"optional\"");
         assert!(matches!(load(&optional), Err(ServerError::Config(_))));
+    }
+
+    #[test]
+    fn the_portal_is_off_without_its_section_and_its_paths_are_resolved() {
+        assert!(load(GOOD).unwrap().portal.is_none());
+        let with = format!(
+            "{GOOD}[portal]\nlisten = \"127.0.0.1:0\"\ncert = \"p.pem\"\nkey = \"p.key\"\n"
+        );
+        let p = load(&with).unwrap().portal.unwrap();
+        assert!(p.cert.is_absolute() && p.key.is_absolute());
+        assert_eq!(p.link_ttl_secs, 900);
+        let plaintext = format!("{with}plaintext = true\n");
+        assert!(matches!(load(&plaintext), Err(ServerError::Config(_))));
     }
 
     #[test]

@@ -15,11 +15,13 @@
 mod auth;
 pub mod client;
 mod config;
+mod portal;
 pub mod services;
 mod tls;
 
 pub use auth::{AuthLayer, METHOD_ROLES, allowed_roles};
 pub use config::{Limits, ServeConfig, TlsFiles};
+pub use portal::{PortalConfig, PortalLinks};
 
 use crate::{Actor, Node, NodeError};
 use amble_proto::v1 as pb;
@@ -89,6 +91,7 @@ pub struct Server {
     listener: TcpListener,
     tls: TlsSlot,
     config: ServeConfig,
+    portal: Option<portal::Portal>,
 }
 
 /// Reloads the policy and TLS files of a running server (what SIGHUP does).
@@ -140,13 +143,19 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let shared = Arc::new(Shared {
+            node: RwLock::new(node),
+        });
+        let portal = match &config.portal {
+            Some(p) => Some(portal::Portal::bind(p, Arc::clone(&shared)).await?),
+            None => None,
+        };
         Ok(Server {
-            shared: Arc::new(Shared {
-                node: RwLock::new(node),
-            }),
+            shared,
             listener,
             tls: Arc::new(RwLock::new(tls)),
             config,
+            portal,
         })
     }
 
@@ -158,6 +167,16 @@ impl Server {
                 addr: self.config.listen,
                 source,
             })
+    }
+
+    /// The self-service page's address, if `[portal]` is configured.
+    pub fn portal_addr(&self) -> Option<SocketAddr> {
+        self.portal.as_ref().and_then(|p| p.local_addr().ok())
+    }
+
+    /// Issues one-time links to the self-service page, if `[portal]` is configured.
+    pub fn portal_links(&self) -> Option<PortalLinks> {
+        self.portal.as_ref().map(|p| p.links.clone())
     }
 
     pub fn reloader(&self) -> Reloader {
@@ -180,8 +199,12 @@ impl Server {
             Arc::clone(&self.tls),
             limits.clone(),
             tx,
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let portal_links = self.portal.as_ref().map(|p| p.links.clone());
+        let portal_task = self.portal.map(|p| {
+            tokio::spawn(p.run(limits.max_connections, limits.handshake_timeout(), stop_rx))
+        });
         let m = limits.max_message_bytes;
         let shared = &self.shared;
         let layer = tower::ServiceBuilder::new()
@@ -205,9 +228,10 @@ impl Server {
                 .max_encoding_message_size(m),
             )
             .add_service(
-                pb::subject_server::SubjectServer::new(services::SubjectService(Arc::clone(
-                    shared,
-                )))
+                pb::subject_server::SubjectServer::new(services::SubjectService(
+                    Arc::clone(shared),
+                    portal_links,
+                ))
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
             )
@@ -227,6 +251,9 @@ impl Server {
             })
             .await;
         accept.abort();
+        if let Some(t) = portal_task {
+            t.abort();
+        }
         let flushed = {
             let shared = Arc::clone(&self.shared);
             tokio::task::spawn_blocking(move || shared.with_node(|n| n.flush()))

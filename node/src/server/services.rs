@@ -256,7 +256,10 @@ impl pb::archive_server::Archive for ArchiveService {
 
 /// `amble.v1.Subject`.
 #[derive(Clone)]
-pub struct SubjectService(pub(crate) Arc<Shared>);
+pub struct SubjectService(
+    pub(crate) Arc<Shared>,
+    pub(crate) Option<super::PortalLinks>,
+);
 
 #[tonic::async_trait]
 impl pb::subject_server::Subject for SubjectService {
@@ -324,6 +327,32 @@ impl pb::subject_server::Subject for SubjectService {
 
     /// Erases, then rotates the node master key so the erased data key's wrapped copies
     /// (in old sled segments and backups) no longer open — see `docs/ARCHITECTURE.md`.
+    async fn issue_portal_link(
+        &self,
+        req: Request<pb::SubjectRef>,
+    ) -> Result<Response<pb::PortalLinkResponse>, Status> {
+        let who = actor(&req)?;
+        let reference = parse_ref("ref", &req.into_inner().r#ref)?;
+        let Some(links) = self.1.clone() else {
+            return Err(Status::failed_precondition(
+                "this node serves no self-service page; add a [portal] section to node.toml",
+            ));
+        };
+        let ttl = links.link_ttl_secs();
+        let token = tokio::task::spawn_blocking(move || links.issue_for(&who, &reference))
+            .await
+            .map_err(|_| Status::internal("a worker of the node stopped; see the node's log"))?
+            .map_err(|e| match e {
+                super::ServerError::Node(n) => status(n),
+                other => Status::resource_exhausted(other.to_string()),
+            })?;
+        Ok(Response::new(pb::PortalLinkResponse {
+            path: format!("/?t={token}"),
+            token,
+            expires_in_secs: ttl,
+        }))
+    }
+
     async fn erase(
         &self,
         req: Request<pb::SubjectRef>,

@@ -5,7 +5,9 @@
 use amble_crypto::pki::{Ca, IssueRequest};
 use amble_node::Node;
 use amble_node::server::client::ClientIdentity;
-use amble_node::server::{Limits, Reloader, ServeConfig, Server, ServerError, TlsFiles};
+use amble_node::server::{
+    Limits, PortalConfig, PortalLinks, Reloader, ServeConfig, Server, ServerError, TlsFiles,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -30,6 +32,8 @@ pub struct Fixture {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub reloader: Reloader,
+    /// The self-service page's address and link issuer (only from `start_with_portal`).
+    pub portal: Option<(SocketAddr, PortalLinks)>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -40,6 +44,20 @@ pub fn pki_dir(tmp: &TempDir) -> PathBuf {
 
 impl Fixture {
     pub async fn start() -> Fixture {
+        Fixture::start_with(None).await
+    }
+
+    /// Also serves the self-service page on 127.0.0.1 with the node's certificate.
+    pub async fn start_with_portal() -> Fixture {
+        Fixture::start_with(Some(900)).await
+    }
+
+    /// As `start_with_portal`, with links that expire after `link_ttl_secs`.
+    pub async fn start_with_portal_ttl(link_ttl_secs: u64) -> Fixture {
+        Fixture::start_with(Some(link_ttl_secs)).await
+    }
+
+    async fn start_with(portal_link_ttl: Option<u64>) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let ca = Ca::init(&pki_dir(&tmp), "test-fed").unwrap();
         let mut node_req = IssueRequest::new("node-1", "node");
@@ -67,6 +85,13 @@ impl Fixture {
                 max_message_bytes: MAX_MESSAGE,
                 ..Limits::default()
             },
+            portal: portal_link_ttl.map(|link_ttl_secs| PortalConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                cert: certs.join("node-1.pem"),
+                key: certs.join("node-1.key"),
+                link_ttl_secs,
+                session_ttl_secs: 1800,
+            }),
         };
         // sled's background thread may hold the directory lock a moment after `init`'s
         // handle is dropped; wait for it rather than fail.
@@ -83,6 +108,7 @@ impl Fixture {
         };
         let addr = server.local_addr().unwrap();
         let reloader = server.reloader();
+        let portal = server.portal_addr().zip(server.portal_links());
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
             let _ = rx.await;
@@ -93,6 +119,7 @@ impl Fixture {
             addr,
             data_dir,
             reloader,
+            portal,
             stop: Some(stop),
             task: Some(task),
         }

@@ -1,0 +1,680 @@
+//! The self-service web page: an optional second listener (HTTPS, TLS 1.3, server
+//! certificate only — a person's browser has no client certificate) where a person who opened
+//! a one-time link sees their consents in plain language, gives or withdraws them, downloads
+//! their export and asks for erasure.
+//!
+//! A link ([`PortalLinks::issue`]) carries a random 32-byte token that expires after
+//! `link_ttl_secs` and opens exactly one session; the session lives in an `HttpOnly; Secure;
+//! SameSite=Strict` cookie and every form carries a per-session CSRF token. Every action goes
+//! through [`Node`](crate::Node) as the actor `subject-portal` (role `subject-portal`, method
+//! `web`), so it is checked and audited like any other call. Pages are rendered on the server,
+//! every value HTML-escaped, no script.
+
+use super::{ServerError, Shared};
+use crate::{Actor, ConsentChange};
+use amble_consent::ConsentState;
+use amble_crypto::ExternalRef;
+use amble_policy::{LegalBasis, Role};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const COOKIE: &str = "amble_portal";
+const MAX_FORM_BYTES: usize = 8 * 1024;
+const MAX_OPEN: usize = 10_000;
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// `[portal]` in `node.toml`: where the self-service page listens and its certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalConfig {
+    pub listen: SocketAddr,
+    /// The page's certificate chain (PEM), trusted by people's browsers.
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// How long a one-time link stays valid.
+    #[serde(default = "default_link_ttl")]
+    pub link_ttl_secs: u64,
+    /// How long a session opened by a link lasts.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+}
+
+fn default_link_ttl() -> u64 {
+    15 * 60
+}
+
+fn default_session_ttl() -> u64 {
+    30 * 60
+}
+
+impl PortalConfig {
+    pub(crate) fn absolutize(&mut self, base: &Path) {
+        for p in [&mut self.cert, &mut self.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+struct Pending {
+    reference: ExternalRef,
+    expires: Instant,
+}
+
+struct Session {
+    reference: ExternalRef,
+    csrf: String,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Store {
+    links: HashMap<String, Pending>,
+    sessions: HashMap<String, Session>,
+}
+
+/// Issues one-time links to the page; cheap to clone, shared with the running listener.
+#[derive(Clone)]
+pub struct PortalLinks {
+    store: Arc<Mutex<Store>>,
+    shared: Arc<Shared>,
+    link_ttl: Duration,
+    session_ttl: Duration,
+}
+
+fn token() -> Result<String, ServerError> {
+    let mut b = [0u8; 32];
+    amble_crypto::random_bytes(&mut b).map_err(|e| ServerError::Tls(format!("random: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl PortalLinks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        match self.store.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// A fresh single-use token for the subject `reference` (which must be known to the node);
+    /// the link is `https://PORTAL/?t=TOKEN`. Issued as the node operator (`node:portal`).
+    pub fn issue(&self, reference: &str) -> Result<String, ServerError> {
+        let r = ExternalRef::parse(reference)
+            .map_err(|e| ServerError::Config(format!("reference: {e}")))?;
+        let who = Actor::new("node:portal", Role::Admin, amble_consent::Method::Cli);
+        self.issue_for(&who, &r)
+    }
+
+    /// Seconds a new link stays valid.
+    pub fn link_ttl_secs(&self) -> u64 {
+        self.link_ttl.as_secs()
+    }
+
+    /// Issues a link on behalf of `who` (the caller of `Subject.IssuePortalLink`); the
+    /// issuance is audited as a read of the subject's consent (what the link opens).
+    pub(crate) fn issue_for(&self, who: &Actor, r: &ExternalRef) -> Result<String, ServerError> {
+        self.shared.with_node(|n| n.record_portal_link(who, r))?;
+        let r = r.clone();
+        let t = token()?;
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.links.retain(|_, p| p.expires > now);
+        if s.links.len() >= MAX_OPEN {
+            return Err(ServerError::Config("too many open portal links".into()));
+        }
+        s.links.insert(
+            t.clone(),
+            Pending {
+                reference: r,
+                expires: now + self.link_ttl,
+            },
+        );
+        Ok(t)
+    }
+
+    /// Consumes a link token and opens a session: (session id, CSRF token).
+    fn open(&self, t: &str) -> Option<(String, String)> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let p = s.links.remove(t)?;
+        if p.expires <= now {
+            return None;
+        }
+        let sid = token().ok()?;
+        let csrf = token().ok()?;
+        s.sessions.retain(|_, x| x.expires > now);
+        if s.sessions.len() >= MAX_OPEN {
+            return None;
+        }
+        s.sessions.insert(
+            sid.clone(),
+            Session {
+                reference: p.reference,
+                csrf: csrf.clone(),
+                expires: now + self.session_ttl,
+            },
+        );
+        Some((sid, csrf))
+    }
+
+    fn session(&self, sid: &str) -> Option<(ExternalRef, String)> {
+        let s = self.lock();
+        let x = s.sessions.get(sid)?;
+        (x.expires > Instant::now()).then(|| (x.reference.clone(), x.csrf.clone()))
+    }
+
+    /// Ends every session and link of the subject of `r` (after erasure nothing is left to see).
+    fn end_all(&self, r: &ExternalRef) {
+        let mut s = self.lock();
+        s.sessions.retain(|_, x| x.reference != *r);
+        s.links.retain(|_, x| x.reference != *r);
+    }
+}
+
+/// The bound, not yet running listener.
+pub(crate) struct Portal {
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    pub(crate) links: PortalLinks,
+}
+
+fn tls_config(c: &PortalConfig) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    amble_crypto::check_private(&c.key).map_err(|e| ServerError::Tls(e.to_string()))?;
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| ServerError::Io {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&c.cert)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", c.cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!(
+            "{} holds no certificate",
+            c.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(&c.key)?)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", c.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", c.key.display())))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+impl Portal {
+    pub(crate) async fn bind(c: &PortalConfig, shared: Arc<Shared>) -> Result<Portal, ServerError> {
+        let tls = tls_config(c)?;
+        let listener = TcpListener::bind(c.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: c.listen,
+                source,
+            })?;
+        Ok(Portal {
+            listener,
+            tls,
+            links: PortalLinks {
+                store: Arc::default(),
+                shared,
+                link_ttl: Duration::from_secs(c.link_ttl_secs.max(1)),
+                session_ttl: Duration::from_secs(c.session_ttl_secs.max(1)),
+            },
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub(crate) async fn run(
+        self,
+        max_connections: usize,
+        handshake: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.changed() => break,
+                a = self.listener.accept() => a,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "portal accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let links = self.links.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let links = links.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&links, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Some(handshake))
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                // A page needs seconds, not hours: bound how long one connection may live.
+                match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                    Ok(Err(e)) => tracing::debug!(error = %e, "portal connection ended"),
+                    Err(_) => tracing::debug!("portal connection closed after its lifetime"),
+                    Ok(Ok(())) => {}
+                }
+            });
+        }
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// Runs `f` on the node on a blocking worker (the node does disk I/O).
+async fn on_node<T: Send + 'static>(
+    links: &PortalLinks,
+    f: impl FnOnce(&mut crate::Node) -> crate::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let shared = Arc::clone(&links.shared);
+    match tokio::task::spawn_blocking(move || shared.with_node_mut(f)).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("worker failed: {e}")),
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    let set = |h: &mut http::HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.insert(k, http::HeaderValue::from_static(v));
+    };
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    set(h, header::CACHE_CONTROL, "no-store");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    r
+}
+
+fn html(status: StatusCode, body: String) -> Resp {
+    respond(status, "text/html; charset=utf-8", body)
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>body{{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}}\
+         li{{margin:1em 0}}</style></head><body><h1>{}</h1>{body}</body></html>",
+        esc(title),
+        esc(title)
+    )
+}
+
+fn forbidden(msg: &str) -> Resp {
+    html(
+        StatusCode::FORBIDDEN,
+        page(
+            "Link not valid",
+            &format!(
+                "<p id=\"error\">{}</p><p>Please ask for a new link in the app.</p>",
+                esc(msg)
+            ),
+        ),
+    )
+}
+
+fn see_other(to: &'static str) -> Resp {
+    let mut r = respond(StatusCode::SEE_OTHER, "text/plain", "");
+    r.headers_mut()
+        .insert(header::LOCATION, http::HeaderValue::from_static(to));
+    r
+}
+
+fn error_page(e: impl std::fmt::Display) -> Resp {
+    tracing::warn!(error = %e, "portal request failed");
+    html(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        page(
+            "Something went wrong",
+            "<p>Your request could not be completed. Nothing was changed unless the page said so. Please try again later.</p>",
+        ),
+    )
+}
+
+/// HTML-escapes text and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn hexval(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded` (also a query string).
+fn form(s: &str) -> HashMap<String, String> {
+    let dec = |p: &str| -> String {
+        let b = p.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => match (hexval(b[i + 1]), hexval(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    s.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+fn cookie(req: &Request<hyper::body::Incoming>) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Constant-time comparison of two tokens.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn actor() -> Actor {
+    Actor::new(
+        "subject-portal",
+        Role::SubjectPortal,
+        amble_consent::Method::Web,
+    )
+}
+
+async fn consents_page(links: &PortalLinks, r: &ExternalRef, csrf: &str) -> Resp {
+    let now = time::OffsetDateTime::now_utc();
+    let (r, csrf) = (r.clone(), csrf.to_owned());
+    let result = on_node(links, move |n| {
+        let csrf = csrf.as_str();
+        let history = n.consent_history(&actor(), &r)?;
+        let policy = n.policy();
+        let items: Vec<String> = policy
+            .purposes()
+            .filter(|p| p.legal_basis == LegalBasis::Consent)
+            .map(|p| {
+                let given = matches!(history.state(&p.id, now), ConsentState::Given { .. });
+                let (state, action, label) = if given {
+                    ("given", "withdraw", "Withdraw my consent")
+                } else {
+                    ("not given", "give", "Give my consent")
+                };
+                format!(
+                    "<li class=\"purpose\" data-purpose=\"{id}\" data-state=\"{state}\">\
+                     <p>{desc}</p><p>Your consent: <strong>{state}</strong></p>\
+                     <form method=\"post\" action=\"/consent\">\
+                     <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                     <input type=\"hidden\" name=\"purpose\" value=\"{id}\">\
+                     <input type=\"hidden\" name=\"action\" value=\"{action}\">\
+                     <button type=\"submit\">{label}</button></form></li>",
+                    id = esc(&p.id),
+                    desc = esc(&p.description),
+                    csrf = esc(csrf),
+                )
+            })
+            .collect();
+        Ok((items, csrf.to_owned()))
+    })
+    .await;
+    match result {
+        Err(e) => error_page(e),
+        Ok((items, csrf)) => html(
+            StatusCode::OK,
+            page(
+                "Your data and your choices",
+                &format!(
+                    "<h2>What you have agreed to</h2><ul id=\"consents\">{}</ul>\
+                     <h2>Your data</h2><p><a id=\"export\" href=\"/export\" download>Download everything we hold about you</a> (JSON)</p>\
+                     <h2>Erase your data</h2>\
+                     <form method=\"post\" action=\"/erase\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                     <label><input type=\"checkbox\" name=\"confirm\" value=\"yes\"> I understand that this erases everything we hold about me and cannot be undone.</label>\
+                     <p><button type=\"submit\">Erase my data</button></p></form>",
+                    items.concat(),
+                    esc(&csrf)
+                ),
+            ),
+        ),
+    }
+}
+
+async fn read_form(req: Request<hyper::body::Incoming>) -> Option<HashMap<String, String>> {
+    let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    Some(form(std::str::from_utf8(&body).ok()?))
+}
+
+async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Resp {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    if method == Method::GET && path == "/" {
+        if let Some(t) = req
+            .uri()
+            .query()
+            .map(form)
+            .and_then(|q| q.get("t").cloned())
+        {
+            let Some((sid, csrf)) = links.open(&t) else {
+                return forbidden("This link has expired or was already used.");
+            };
+            let Some((r, _)) = links.session(&sid) else {
+                return forbidden("This link has expired or was already used.");
+            };
+            let mut resp = consents_page(links, &r, &csrf).await;
+            if let Ok(v) = http::HeaderValue::from_str(&format!(
+                "{COOKIE}={sid}; Path=/; HttpOnly; Secure; SameSite=Strict"
+            )) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            return resp;
+        }
+    }
+    let Some(sid) = cookie(&req) else {
+        return forbidden("Please open the link from the app.");
+    };
+    let Some((r, csrf)) = links.session(&sid) else {
+        return forbidden("Your session has ended.");
+    };
+    match (method, path.as_str()) {
+        (Method::GET, "/") => consents_page(links, &r, &csrf).await,
+        (Method::GET, "/export") => match on_node(links, move |n| n.export(&actor(), &r)).await {
+            Err(e) => error_page(e),
+            Ok(x) => match serde_json::to_vec_pretty(&x) {
+                Err(e) => error_page(e),
+                Ok(body) => {
+                    let mut resp = respond(StatusCode::OK, "application/json", body);
+                    resp.headers_mut().insert(
+                        header::CONTENT_DISPOSITION,
+                        http::HeaderValue::from_static("attachment; filename=\"my-data.json\""),
+                    );
+                    resp
+                }
+            },
+        },
+        (Method::POST, "/consent") => {
+            let Some(f) = read_form(req).await else {
+                return html(StatusCode::BAD_REQUEST, page("Bad request", ""));
+            };
+            if !f.get("csrf").is_some_and(|c| same(c, &csrf)) {
+                return forbidden("The form was not sent from this page.");
+            }
+            let purpose = f.get("purpose").map(String::as_str).unwrap_or("");
+            let change = match f.get("action").map(String::as_str) {
+                Some("give") => ConsentChange::Give {
+                    valid_until: None,
+                    explicit: true,
+                },
+                Some("withdraw") => ConsentChange::Withdraw,
+                _ => return html(StatusCode::BAD_REQUEST, page("Bad request", "")),
+            };
+            let ok_purpose = links.shared.with_node(|n| {
+                n.policy()
+                    .purpose(purpose)
+                    .is_some_and(|p| p.legal_basis == LegalBasis::Consent)
+            });
+            if !ok_purpose {
+                return html(StatusCode::BAD_REQUEST, page("Unknown purpose", ""));
+            }
+            let purpose = purpose.to_owned();
+            match on_node(links, move |n| {
+                n.change_consent(&actor(), &r, &purpose, change)
+            })
+            .await
+            {
+                Ok(_) => see_other("/"),
+                Err(e) => error_page(e),
+            }
+        }
+        (Method::POST, "/erase") => {
+            let Some(f) = read_form(req).await else {
+                return html(StatusCode::BAD_REQUEST, page("Bad request", ""));
+            };
+            if !f.get("csrf").is_some_and(|c| same(c, &csrf)) {
+                return forbidden("The form was not sent from this page.");
+            }
+            if f.get("confirm").map(String::as_str) != Some("yes") {
+                return html(
+                    StatusCode::BAD_REQUEST,
+                    page(
+                        "Please confirm",
+                        "<p>Tick the box to confirm that you want your data erased. <a href=\"/\">Back</a></p>",
+                    ),
+                );
+            }
+            // As over gRPC: erase, then rotate the key so the shredded keys are gone for good.
+            let erased_ref = r.clone();
+            let erased = on_node(links, move |n| {
+                let who = actor();
+                n.erase(&who, &erased_ref)?;
+                n.rotate_key(&who)
+            })
+            .await;
+            match erased {
+                Err(e) => error_page(e),
+                Ok(_) => {
+                    links.end_all(&r);
+                    let mut resp = html(
+                        StatusCode::OK,
+                        page(
+                            "Your data was erased",
+                            "<p id=\"erased\">We have erased everything we held about you.</p>",
+                        ),
+                    );
+                    resp.headers_mut().insert(
+                        header::SET_COOKIE,
+                        http::HeaderValue::from_static(
+                            "amble_portal=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+                        ),
+                    );
+                    resp
+                }
+            }
+        }
+        _ => html(StatusCode::NOT_FOUND, page("Not found", "")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_form_decoding() {
+        assert_eq!(
+            esc("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
+        let f = form("a=1+2&b=%3Cx%3E&c=%zz&d");
+        assert_eq!(f["a"], "1 2");
+        assert_eq!(f["b"], "<x>");
+        assert_eq!(f["c"], "%zz");
+        assert_eq!(f["d"], "");
+        assert_eq!(form("e=%4")["e"], "%4");
+        assert!(same("abc", "abc") && !same("abc", "abd") && !same("ab", "abc"));
+    }
+}

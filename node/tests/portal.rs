@@ -1,0 +1,418 @@
+//! The self-service web page over HTTPS: one-time links, sessions, CSRF, consent changes that
+//! reach the node and its audit log, the export download and erasure. The last test loads the
+//! page in headless Chromium.
+
+mod server_support;
+
+use amble_proto::v1 as pb;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use pb::archive_client::ArchiveClient;
+use pb::audit_client::AuditClient;
+use pb::subject_client::SubjectClient;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use server_support::Fixture;
+use std::sync::Arc;
+
+const REF: &str = "phone:+15550001";
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+/// One HTTPS/1.1 request to the portal, trusting only the test CA.
+async fn request(
+    fx: &Fixture,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> Reply {
+    let (addr, _) = fx.portal.as_ref().unwrap();
+    let ca = std::fs::read(fx.ca.cert_path()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, format!("127.0.0.1:{}", addr.port()));
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, format!("amble_portal={c}"));
+    }
+    if form.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    }
+    let body = Full::new(Bytes::from(form.unwrap_or("").to_owned()));
+    let resp = sender.send_request(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+fn session_cookie(r: &Reply) -> String {
+    let c = r
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(c.contains(attr), "{c}");
+    }
+    c.split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("amble_portal=")
+        .unwrap()
+        .to_owned()
+}
+
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+fn state(page: &str, purpose: &str) -> String {
+    let key = format!("data-purpose=\"{purpose}\" data-state=\"");
+    let at = page.find(&key).unwrap() + key.len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+async fn audit_entries(fx: &Fixture) -> Vec<serde_json::Value> {
+    let mut audit = AuditClient::new(fx.channel("auditor-1"));
+    let cp = audit
+        .checkpoint(pb::CheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let page = audit
+        .entries(pb::EntriesRequest {
+            start: 0,
+            end: cp.size,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    page.entries
+        .iter()
+        .map(|e| serde_json::from_slice(e).unwrap())
+        .collect()
+}
+
+async fn start_with_subject() -> Fixture {
+    let fx = Fixture::start_with_portal().await;
+    ArchiveClient::new(fx.channel("crm"))
+        .append(pb::AppendRequest {
+            records: vec![pb::NewRecord {
+                r#ref: REF.into(),
+                collection: "profile".into(),
+                time: "2026-05-01T10:00:00Z".into(),
+                data_json: r#"{"display_name":"Ann"}"#.into(),
+            }],
+        })
+        .await
+        .unwrap();
+    fx
+}
+
+fn link(fx: &Fixture) -> String {
+    fx.portal.as_ref().unwrap().1.issue(REF).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_opens_one_session_once_and_a_bad_or_missing_one_is_refused() {
+    let fx = start_with_subject().await;
+    assert!(fx.portal.as_ref().unwrap().1.issue("phone:+1999").is_err());
+    let t = link(&fx);
+
+    let bad = request(&fx, Method::GET, "/?t=00ff", None, None).await;
+    assert_eq!(bad.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        request(&fx, Method::GET, "/", None, None).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let first = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let sid = session_cookie(&first);
+    // Plain-language purposes that rest on consent, and only those.
+    assert!(first.body.contains("To suggest products and tips"));
+    assert!(first.body.contains("To teach our assistant"));
+    assert!(!first.body.contains("To answer your questions"));
+    assert_eq!(state(&first.body, "personalisation"), "not given");
+    assert!(first.headers.get(header::CONTENT_SECURITY_POLICY).is_some());
+
+    let again = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    assert!(again.headers.get(header::SET_COOKIE).is_none());
+
+    let back = request(&fx, Method::GET, "/", Some(&sid), None).await;
+    assert_eq!(back.status, StatusCode::OK);
+    assert_eq!(
+        request(&fx, Method::GET, "/", Some("forged"), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_changes_need_the_csrf_token_and_reach_the_node_and_the_audit_log() {
+    let fx = start_with_subject().await;
+    let t = link(&fx);
+    let open = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    let sid = session_cookie(&open);
+    let token = csrf(&open.body);
+
+    for form in [
+        "purpose=personalisation&action=give".to_owned(),
+        "csrf=0000&purpose=personalisation&action=give".to_owned(),
+    ] {
+        let r = request(&fx, Method::POST, "/consent", Some(&sid), Some(&form)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{form}");
+    }
+    let contract = format!("csrf={token}&purpose=support&action=withdraw");
+    let r = request(&fx, Method::POST, "/consent", Some(&sid), Some(&contract)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let give = format!("csrf={token}&purpose=personalisation&action=give");
+    let r = request(&fx, Method::POST, "/consent", Some(&sid), Some(&give)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = request(&fx, Method::GET, "/", Some(&sid), None).await;
+    assert_eq!(state(&page.body, "personalisation"), "given");
+
+    let history = SubjectClient::new(fx.channel("portal"))
+        .get_consent(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .history_json;
+    assert!(history.contains("personalisation"), "{history}");
+
+    let withdraw = format!("csrf={token}&purpose=personalisation&action=withdraw");
+    let r = request(&fx, Method::POST, "/consent", Some(&sid), Some(&withdraw)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = request(&fx, Method::GET, "/", Some(&sid), None).await;
+    assert_eq!(state(&page.body, "personalisation"), "not given");
+
+    let changes: Vec<(String, String)> = audit_entries(&fx)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "consent_change" && e["actor"] == "subject-portal")
+        .map(|e| {
+            assert_eq!(e["role"], "subject-portal");
+            (
+                e["purpose"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("personalisation".into(), "given".into()),
+            ("personalisation".into(), "withdrawn".into())
+        ]
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_downloads_as_json_and_erasure_needs_confirmation_and_ends_the_session() {
+    let fx = start_with_subject().await;
+    let t = link(&fx);
+    let open = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    let sid = session_cookie(&open);
+    let token = csrf(&open.body);
+
+    let x = request(&fx, Method::GET, "/export", Some(&sid), None).await;
+    assert_eq!(x.status, StatusCode::OK);
+    let disp = x.headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert!(disp.starts_with("attachment"), "{disp}");
+    let doc: serde_json::Value = serde_json::from_str(&x.body).unwrap();
+    assert!(x.body.contains("Ann"));
+    assert_eq!(doc["signature"]["alg"], "EdDSA");
+
+    let no_csrf = request(&fx, Method::POST, "/erase", Some(&sid), Some("confirm=yes")).await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    let unconfirmed = format!("csrf={token}");
+    let r = request(&fx, Method::POST, "/erase", Some(&sid), Some(&unconfirmed)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let confirmed = format!("csrf={token}&confirm=yes");
+    let r = request(&fx, Method::POST, "/erase", Some(&sid), Some(&confirmed)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("id=\"erased\""));
+    assert_eq!(
+        request(&fx, Method::GET, "/", Some(&sid), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let entries = audit_entries(&fx).await;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "erase" && e["actor"] == "subject-portal")
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "export" && e["actor"] == "subject-portal")
+    );
+    fx.stop().await;
+}
+
+/// Debian's `chromium`, if installed (`.ci/run` installs it in CI).
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser"].into_iter().find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_opens_the_link_and_sees_the_plain_language_purposes() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is required in CI; .ci/run installs it"
+        );
+        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let fx = start_with_subject().await;
+    let t = link(&fx);
+    let url = format!(
+        "https://127.0.0.1:{}/?t={t}",
+        fx.portal.as_ref().unwrap().0.port()
+    );
+    let profile = fx.tmp.path().join("chromium-profile");
+    let dom = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                // The page's certificate is from the test CA, which the browser does not know.
+                "--ignore-certificate-errors",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("--dump-dom")
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let html = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        html.contains("To suggest products and tips"),
+        "chromium saw: {html}\nstderr: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    assert_eq!(state(&html, "personalisation"), "not given");
+    assert!(html.contains("Erase my data") && html.contains("id=\"export\""));
+    // The browser used the link; it cannot be used again.
+    let again = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_issues_links_over_grpc_and_other_roles_cannot() {
+    let fx = start_with_subject().await;
+    let issued = SubjectClient::new(fx.channel("crm"))
+        .issue_portal_link(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(issued.path, format!("/?t={}", issued.token));
+    assert_eq!(issued.token.len(), 64);
+    assert_eq!(issued.expires_in_secs, 900);
+    let open = request(&fx, Method::GET, &issued.path, None, None).await;
+    assert_eq!(open.status, StatusCode::OK);
+
+    let err = SubjectClient::new(fx.channel("desk"))
+        .issue_portal_link(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let err = SubjectClient::new(fx.channel("crm"))
+        .issue_portal_link(pb::SubjectRef {
+            r#ref: "phone:+1999".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(
+        audit_entries(&fx)
+            .await
+            .iter()
+            .any(|e| e["action"] == "portal_link" && e["actor"] == "crm")
+    );
+    fx.stop().await;
+
+    let plain = Fixture::start().await;
+    assert!(plain.portal.is_none());
+    let err = SubjectClient::new(plain.channel("crm"))
+        .issue_portal_link(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    plain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_link_expires() {
+    let fx = Fixture::start_with_portal_ttl(1).await;
+    ArchiveClient::new(fx.channel("crm"))
+        .append(pb::AppendRequest {
+            records: vec![pb::NewRecord {
+                r#ref: REF.into(),
+                collection: "profile".into(),
+                time: "2026-05-01T10:00:00Z".into(),
+                data_json: r#"{"display_name":"Ann"}"#.into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let t = link(&fx);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let late = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    assert_eq!(late.status, StatusCode::FORBIDDEN);
+    fx.stop().await;
+}
