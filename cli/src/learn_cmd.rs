@@ -117,8 +117,14 @@ pub struct IntentArgs {
     #[arg(long, value_parser = clap::value_parser!(u8).range(8..=22))]
     features_log2: Option<u8>,
     /// Train on this node's archive instead of --train.
-    #[arg(long)]
+    #[arg(long, env = "AMBLE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// With --data-dir: the node key file (default DATA_DIR/node.key).
+    #[arg(long, env = "AMBLE_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// With --data-dir: the policy file (default DATA_DIR/policy.toml).
+    #[arg(long, env = "AMBLE_POLICY")]
+    policy: Option<PathBuf>,
     /// With --data-dir: the node's ε budget per model and per person (kept in its ledger).
     #[arg(long, default_value_t = 10.0)]
     budget: f64,
@@ -212,8 +218,8 @@ pub fn run_train(cmd: TrainCommand, out: &Output) -> Result<ExitCode> {
                 Some(dir) => {
                     let node = DataDirArgs {
                         data_dir: dir.clone(),
-                        key_file: None,
-                        policy: None,
+                        key_file: args.key_file.clone(),
+                        policy: args.policy.clone(),
                     }
                     .open()?;
                     let test = read_intent_csv(&args.test)?;

@@ -131,3 +131,77 @@ fn train_needs_on_a_synthetic_archive_beats_the_majority_baseline() {
     assert_eq!(r["test_prefixes"], 120);
     assert!(acc > base + 0.3, "accuracy {acc} vs baseline {base}");
 }
+
+#[test]
+fn train_on_a_node_whose_key_file_lives_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("n");
+    let (d, key) = (d.to_str().unwrap(), dir.path().join("keys.key"));
+    let key = key.to_str().unwrap();
+    ok(&amble(&[
+        "node",
+        "init",
+        "--data-dir",
+        d,
+        "--key-file",
+        key,
+    ]));
+    let mut lines = String::new();
+    for i in 0..8 {
+        for (text, intent) in [
+            ("my card has not arrived", "card_arrival"),
+            ("I lost my card", "lost_or_stolen_card"),
+        ] {
+            lines.push_str(&format!(
+                "{{\"ref\":\"phone:+{i}\",\"collection\":\"interactions\",\"time\":\"2026-11-01T10:00:00Z\",\"data\":{{\"text\":\"{text}\",\"intent\":\"{intent}\"}}}}\n"
+            ));
+        }
+    }
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(&f, lines).unwrap();
+    ok(&amble(&[
+        "node",
+        "ingest",
+        "--data-dir",
+        d,
+        "--key-file",
+        key,
+        f.to_str().unwrap(),
+    ]));
+    for i in 0..8 {
+        let r = format!("phone:+{i}");
+        ok(&amble(&[
+            "node",
+            "consent",
+            "--data-dir",
+            d,
+            "--key-file",
+            key,
+            "--ref",
+            &r,
+            "give",
+            "--purpose",
+            "train.intent",
+        ]));
+    }
+    let test = dir.path().join("test.csv");
+    std::fs::write(
+        &test,
+        "text,category\nmy card has not arrived,card_arrival\nI lost my card,lost_or_stolen_card\n",
+    )
+    .unwrap();
+    let o = amble(&[
+        "--json",
+        "train",
+        "intent",
+        "--data-dir",
+        d,
+        "--key-file",
+        key,
+        "--test",
+        test.to_str().unwrap(),
+    ]);
+    let run: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(run["subjects_used"], 8);
+    assert_eq!(run["examples"], 16);
+}

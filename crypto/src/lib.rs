@@ -32,9 +32,7 @@ pub use error::CryptoError;
 pub use keyring::{KEYRING_FORMAT, KekVersion, Keyring};
 pub use private_file::{check_private, write_private};
 pub use pseudonym::{ExternalRef, SubjectId};
-pub use seal::{
-    DataKey, RecordAad, SEAL_OVERHEAD, SEAL_VERSION, WrappedKey, open, seal, seal_with_key,
-};
+pub use seal::{DataKey, RecordAad, SEAL_OVERHEAD, SEAL_VERSION, WrappedKey, open, seal};
 pub use secret::{Plaintext, Secret32};
 pub use sign::{SignatureBytes, SigningKey, VerifyingKey};
 

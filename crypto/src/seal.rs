@@ -122,8 +122,8 @@ pub fn seal(key: &DataKey, aad: &RecordAad<'_>, plaintext: &[u8]) -> Result<Vec<
     seal_with_key(&key.aead, key.version, &aad.encode(), plaintext)
 }
 
-/// Lower level: seals with an already built AEAD key and raw AAD (used by key wrapping).
-pub fn seal_with_key(
+/// Lower level: seals with an already built AEAD key and raw AAD (used by key wrapping only).
+pub(crate) fn seal_with_key(
     key: &LessSafeKey,
     key_version: u32,
     aad: &[u8],

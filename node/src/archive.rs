@@ -213,12 +213,12 @@ impl Archive {
 
     /// The subject a reference is linked to, if any.
     pub fn resolve(&self, r: &ExternalRef) -> Result<Option<SubjectId>> {
-        self.store.subject_of_ref(&self.pseudonym(r))
+        self.subject_of_pseudonym(&self.pseudonym(r))
     }
 
     /// The subject of `r`, created (with its data key) if the reference is new.
     pub(crate) fn ensure_subject(&self, r: &ExternalRef) -> Result<SubjectId> {
-        Ok(self.key_for_append(r)?.0)
+        Ok(self.key_for_append(self.pseudonym(r))?.0)
     }
 
     /// The subject's consent history, opened with its data key (empty if none yet).
@@ -278,14 +278,18 @@ impl Archive {
         self.store.flush()
     }
 
+    /// The subject a reference pseudonym is linked to, if any.
+    pub(crate) fn subject_of_pseudonym(&self, ref_p: &SubjectId) -> Result<Option<SubjectId>> {
+        self.store.subject_of_ref(ref_p)
+    }
+
     /// Like [`Archive::resolve`], but an unknown reference is an error.
     pub fn subject_of(&self, r: &ExternalRef) -> Result<SubjectId> {
         self.resolve(r)?.ok_or(NodeError::UnknownRef)
     }
 
     /// The subject's data key, creating subject and key on the reference's first record.
-    fn key_for_append(&self, r: &ExternalRef) -> Result<(SubjectId, DataKey)> {
-        let ref_p = self.pseudonym(r);
+    fn key_for_append(&self, ref_p: SubjectId) -> Result<(SubjectId, DataKey)> {
         if let Some(subject) = self.store.subject_of_ref(&ref_p)? {
             return Ok((subject, self.data_key(&subject)?));
         }
@@ -341,7 +345,7 @@ impl Archive {
         let (subject, dek) = match keys.get(&ref_p) {
             Some(k) => k.clone(),
             None => {
-                let k = self.key_for_append(r)?;
+                let k = self.key_for_append(ref_p)?;
                 keys.insert(ref_p, k.clone());
                 k
             }

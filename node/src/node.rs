@@ -237,11 +237,8 @@ impl Node {
     }
 
     /// The subject a reference belongs to now, or the one it will create.
-    fn subject_for_append(&self, r: &ExternalRef) -> Result<SubjectId> {
-        Ok(self
-            .archive
-            .resolve(r)?
-            .unwrap_or_else(|| self.archive.pseudonym(r)))
+    fn subject_for_append(&self, ref_p: SubjectId) -> Result<SubjectId> {
+        Ok(self.archive.subject_of_pseudonym(&ref_p)?.unwrap_or(ref_p))
     }
 
     /// Appends one record, durable on return; logged first.
@@ -259,8 +256,20 @@ impl Node {
     ) -> Result<Vec<Appended>> {
         let mut per_subject: BTreeMap<SubjectId, (u64, std::collections::BTreeSet<Collection>)> =
             BTreeMap::new();
+        // One lookup per distinct reference, not per record.
+        let mut subject_of_ref: std::collections::HashMap<SubjectId, SubjectId> =
+            std::collections::HashMap::new();
         for (r, rec) in items {
-            let e = per_subject.entry(self.subject_for_append(r)?).or_default();
+            let ref_p = self.archive.pseudonym(r);
+            let subject = match subject_of_ref.get(&ref_p) {
+                Some(s) => *s,
+                None => {
+                    let s = self.subject_for_append(ref_p)?;
+                    subject_of_ref.insert(ref_p, s);
+                    s
+                }
+            };
+            let e = per_subject.entry(subject).or_default();
             e.0 += 1;
             e.1.insert(rec.collection);
         }
