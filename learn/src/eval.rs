@@ -11,7 +11,7 @@ use crate::accountant::{
 };
 use crate::dpsgd::{DpSgdConfig, train_dp_sgd};
 use crate::error::{LearnError, Result};
-use crate::featurise::{FeatureConfig, SparseVec};
+use crate::featurise::FeatureConfig;
 use crate::intent::IntentModel;
 use crate::needs::{NeedContext, NeedFeatureConfig, NeedModel};
 use crate::noise::NoiseSource;
@@ -242,25 +242,6 @@ pub fn examples_for(model: &IntentModel, rows: &[TextRow]) -> Result<Vec<Example
         .collect()
 }
 
-/// W[c, ·] = β · features(name of c): a public prior.
-fn init_from_label_names(model: &mut IntentModel, beta: f32) -> Result<()> {
-    let names: Vec<SparseVec> = model
-        .labels()
-        .iter()
-        .map(|l| model.featuriser().featurise(&l.replace('_', " ")))
-        .collect();
-    let k = names.len();
-    let (w, _) = model.softmax_mut().parts_mut()?;
-    for (c, x) in names.iter().enumerate() {
-        for (&j, &v) in x.indices.iter().zip(&x.values) {
-            if let Some(slot) = w.get_mut(j as usize * k + c) {
-                *slot += beta * v;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Trains an intent model on `train` and evaluates it on `test`.
 pub fn train_intent(
     train: &[TextRow],
@@ -313,7 +294,7 @@ pub fn train_intent(
                 threads: dp.threads,
             };
             if dp.label_prior > 0.0 {
-                init_from_label_names(&mut model, dp.label_prior)?;
+                model.add_label_name_prior(dp.label_prior)?;
             }
             let mut noise = NoiseSource::from_os()?;
             train_dp_sgd(model.softmax_mut(), &train_ex, &sgd, &mut noise, progress)?;

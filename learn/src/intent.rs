@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LearnError, Result};
-use crate::featurise::{FeatureConfig, Featuriser};
+use crate::featurise::{FeatureConfig, Featuriser, SparseVec};
 use crate::model_io::{FORMAT_VERSION, ModelHeader, read_model, write_model};
 use crate::softmax::{SoftmaxRegression, top_k};
 
@@ -45,6 +45,57 @@ impl IntentModel {
             featuriser,
             model,
         })
+    }
+
+    /// The version-0 model of a federation: zeros plus, if `label_prior > 0`, the public
+    /// label-name prior (see [`IntentModel::add_label_name_prior`]). Built only from public
+    /// inputs, so every participant can rebuild it and check it.
+    pub fn initial(labels: Vec<String>, features: FeatureConfig, label_prior: f32) -> Result<Self> {
+        if !(label_prior >= 0.0 && label_prior.is_finite()) {
+            return Err(LearnError::InvalidConfig(format!(
+                "label_prior must be finite and ≥ 0, got {label_prior}"
+            )));
+        }
+        let mut model = IntentModel::new(labels, features)?;
+        if label_prior > 0.0 {
+            model.add_label_name_prior(label_prior)?;
+        }
+        Ok(model)
+    }
+
+    /// Adds `beta ×` the features of each intent's *name* (`card_arrival` → "card arrival") to
+    /// that intent's weights: public knowledge, so it costs no privacy.
+    pub fn add_label_name_prior(&mut self, beta: f32) -> Result<()> {
+        let names: Vec<SparseVec> = self
+            .labels
+            .iter()
+            .map(|l| self.featuriser.featurise(&l.replace('_', " ")))
+            .collect();
+        let k = names.len();
+        let (w, _) = self.model.parts_mut()?;
+        for (c, x) in names.iter().enumerate() {
+            for (&j, &v) in x.indices.iter().zip(&x.values) {
+                if let Some(slot) = w.get_mut(j as usize * k + c) {
+                    *slot += beta * v;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of parameters (see [`SoftmaxRegression::flat_len`]).
+    pub fn flat_len(&self) -> usize {
+        self.model.flat_len()
+    }
+
+    /// Every parameter as one vector (see [`SoftmaxRegression::to_flat`]).
+    pub fn to_flat(&self) -> Vec<f32> {
+        self.model.to_flat()
+    }
+
+    /// `θ ← θ + scale · delta` (see [`SoftmaxRegression::add_flat`]).
+    pub fn add_flat(&mut self, delta: &[f32], scale: f32) -> Result<()> {
+        self.model.add_flat(delta, scale)
     }
 
     /// Labels in class-index order.

@@ -31,10 +31,12 @@
 #![warn(missing_docs)]
 
 pub mod accountant;
+pub mod aggregate;
 pub mod dpsgd;
 pub mod error;
 pub mod eval;
 pub mod featurise;
+pub mod federated;
 pub mod intent;
 pub mod ledger;
 pub mod model_io;

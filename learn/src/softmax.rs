@@ -173,6 +173,41 @@ impl SoftmaxRegression {
             .collect())
     }
 
+    /// Number of parameters: `classes × dim` weights plus `classes` biases.
+    pub fn flat_len(&self) -> usize {
+        self.weights.len() + self.bias.len()
+    }
+
+    /// Every parameter as one vector: the weights in memory order (feature-major,
+    /// `w[j * classes + c]`), then the bias. The form model updates travel in.
+    pub fn to_flat(&self) -> Vec<f32> {
+        let mut v = Vec::with_capacity(self.flat_len());
+        // The transpose of the column-major `classes × dim` array iterates in memory order.
+        v.extend(self.weights.t().iter());
+        v.extend(self.bias.iter());
+        v
+    }
+
+    /// `θ ← θ + scale · delta` for a vector in the [`to_flat`](Self::to_flat) layout.
+    pub fn add_flat(&mut self, delta: &[f32], scale: f32) -> Result<()> {
+        if delta.len() != self.flat_len() {
+            return Err(LearnError::Shape(format!(
+                "update has {} values but the model has {} parameters ({} classes × {} features + {} biases)",
+                delta.len(),
+                self.flat_len(),
+                self.classes(),
+                self.dim(),
+                self.classes()
+            )));
+        }
+        let (w, b) = self.parts_mut()?;
+        let (dw, db) = delta.split_at(w.len());
+        for (x, d) in w.iter_mut().chain(b.iter_mut()).zip(dw.iter().chain(db)) {
+            *x += scale * d;
+        }
+        Ok(())
+    }
+
     /// Fraction of `data` whose arg-max class equals the label.
     pub fn accuracy(&self, data: &[Example]) -> Result<f64> {
         if data.is_empty() {

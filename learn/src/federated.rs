@@ -1,0 +1,917 @@
+//! Federated averaging: the maths a node and the coordinator call each round.
+//!
+//! The coordinator holds the global [`IntentModel`]. Version 0 is
+//! [`IntentModel::initial`]: zeros plus the public label-name prior, built only from the
+//! public label list and featuriser settings. Each round every participating node fetches
+//! the global model, trains on its own data starting from it ([`local_update`]) and sends
+//! `delta = local − global` as one flat `f32` vector (the layout of
+//! [`IntentModel::to_flat`]), clipped to an L2 bound the coordinator announced. The
+//! coordinator averages the deltas and adds the mean to the global model.
+//!
+//! Privacy is per person *at each node*: with [`LocalTraining::Dp`] a node's update is the
+//! output of DP-SGD with per-subject clipping on its own data, so whatever the coordinator or
+//! anyone else does with it afterwards is post-processing. [`FederatedDp`] states the whole
+//! federation's budget once and calibrates σ so that all its rounds together cost exactly
+//! that budget; each node's ledger charges one round at a time.
+//!
+//! [`simulate`] runs a whole federation in one process with exactly these pieces and the
+//! streaming mean of [`crate::aggregate`], to measure what the protocol achieves.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::accountant::{
+    Conversion, Delta, Epsilon, Guarantee, RdpAccountant, SampledGaussian, epsilon_for,
+    noise_multiplier_after, orders_dp_accounting,
+};
+use crate::aggregate::{UpdateCheck, WeightedSum};
+use crate::dpsgd::{DpSgdConfig, DpSgdReport, train_dp_sgd};
+use crate::error::{LearnError, Result};
+use crate::eval::{TextRow, examples_for};
+use crate::featurise::FeatureConfig;
+use crate::intent::IntentModel;
+use crate::noise::NoiseSource;
+use crate::softmax::{Example, ProgressFn, SgdConfig, report};
+
+/// How a node trains locally in one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LocalTraining {
+    /// Plain SGD: no privacy guarantee for the people at the node.
+    Plain {
+        /// Passes over the node's data per round.
+        epochs: usize,
+        /// Initial learning rate.
+        learning_rate: f32,
+        /// Learning rate at local epoch e is `learning_rate / (1 + decay · e)`.
+        decay: f32,
+        /// L2 penalty per example step; 0 disables it.
+        l2: f32,
+    },
+    /// DP-SGD with per-subject clipping; one round's worth of steps
+    /// (see [`FederatedDp::round_config`]).
+    Dp(DpSgdConfig),
+}
+
+/// What one node's round produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalUpdate {
+    /// `local − global` in the [`IntentModel::to_flat`] layout, L2 norm ≤ the clip bound.
+    pub delta: Vec<f32>,
+    /// L2 norm of the delta before clipping.
+    pub raw_norm: f64,
+    /// Whether the delta was scaled down to the clip bound.
+    pub clipped: bool,
+    /// Examples trained on.
+    pub examples: usize,
+    /// Distinct subjects among them.
+    pub subjects: usize,
+    /// What DP-SGD did and spent (None for plain training).
+    pub dp: Option<DpSgdReport>,
+}
+
+/// L2 norm in `f64`, so the check against a bound is not itself rounded down.
+pub fn l2_norm(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Trains a copy of `global` on `data` and returns `local − global`, clipped to L2 norm
+/// `clip_bound`.
+///
+/// Clipping the delta is post-processing of the trained model, so it costs no privacy; it is
+/// what lets the coordinator refuse any update above the announced bound and so bound every
+/// node's influence on the global model. The clipped delta sits a few ulps *below* the bound,
+/// so `f32` rounding can never push it over.
+///
+/// Plain training draws its shuffling order from `noise`; DP training draws its sampling and
+/// noise from it. With [`LocalTraining::Dp`] the caller charges its budget ledger for the
+/// round ([`DpSgdConfig::planned_rdp`]) *before* calling.
+pub fn local_update(
+    global: &IntentModel,
+    data: &[Example],
+    cfg: &LocalTraining,
+    clip_bound: f64,
+    noise: &mut NoiseSource,
+    progress: ProgressFn<'_>,
+) -> Result<LocalUpdate> {
+    if !(clip_bound > 0.0 && clip_bound.is_finite()) {
+        return Err(LearnError::InvalidConfig(format!(
+            "the update clip bound must be finite and > 0, got {clip_bound}"
+        )));
+    }
+    if data.is_empty() {
+        return Err(LearnError::NoData(" at this node for the round"));
+    }
+    let mut local = global.softmax().clone();
+    let dp = match cfg {
+        LocalTraining::Plain {
+            epochs,
+            learning_rate,
+            decay,
+            l2,
+        } => {
+            let sgd = SgdConfig {
+                epochs: *epochs,
+                learning_rate: *learning_rate,
+                decay: *decay,
+                l2: *l2,
+                shuffle_seed: noise.next_u64(),
+            };
+            local.train_sgd(data, &sgd, progress)?;
+            None
+        }
+        LocalTraining::Dp(dp) => Some(train_dp_sgd(&mut local, data, dp, noise, progress)?),
+    };
+    let mut delta = local.to_flat();
+    drop(local);
+    for (d, g) in delta.iter_mut().zip(global.to_flat()) {
+        *d -= g;
+    }
+    let raw_norm = l2_norm(&delta);
+    if !raw_norm.is_finite() {
+        return Err(LearnError::InvalidConfig(
+            "local training diverged (the update is not finite); lower the learning rate".into(),
+        ));
+    }
+    let clipped = raw_norm > clip_bound;
+    if clipped {
+        // Each product v·f is rounded by at most half an ulp and f itself by another half;
+        // shrinking f by 4 ulps keeps the result strictly inside the bound.
+        let f = (clip_bound / raw_norm) as f32 * (1.0 - 4.0 * f32::EPSILON);
+        for d in &mut delta {
+            *d *= f;
+        }
+    }
+    let subjects = data
+        .iter()
+        .map(|e| e.subject)
+        .collect::<BTreeSet<_>>()
+        .len();
+    Ok(LocalUpdate {
+        delta,
+        raw_norm,
+        clipped,
+        examples: data.len(),
+        subjects,
+        dp,
+    })
+}
+
+/// A federation's DP budget, stated once: every person at every node gets
+/// (`epsilon`, `delta`)-DP over all `rounds` rounds together.
+///
+/// Each round a node runs `steps_per_round` steps of DP-SGD (Poisson rate `sample_rate`,
+/// per-subject clip `clip_norm`) from the global model. σ is calibrated so that
+/// `rounds × steps_per_round` steps cost exactly the budget; a node's ledger charges one
+/// round at a time, and because RDP composes by addition the ledger's total after all rounds
+/// is the accountant's value for the whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FederatedDp {
+    /// ε per person at each node, over all rounds.
+    pub epsilon: f64,
+    /// δ the ε is stated at.
+    pub delta: f64,
+    /// Rounds the budget has to last.
+    pub rounds: u64,
+    /// Poisson sampling rate q of a node's subjects per step.
+    pub sample_rate: f64,
+    /// DP-SGD steps per round at each node.
+    pub steps_per_round: u64,
+    /// Per-subject clip bound C.
+    pub clip_norm: f64,
+    /// Local DP-SGD learning rate.
+    pub learning_rate: f32,
+    /// Local tail averaging within a round (see [`DpSgdConfig::average_tail`]).
+    pub average_tail: f64,
+    /// Local linear learning-rate decay within a round (see [`DpSgdConfig::final_lr_fraction`]).
+    pub final_lr_fraction: f32,
+    /// Train the bias too (see [`DpSgdConfig::fit_bias`]).
+    pub fit_bias: bool,
+    /// Threads for the noise pass.
+    pub threads: usize,
+}
+
+impl FederatedDp {
+    /// Total DP-SGD steps a node runs over the federation's life.
+    pub fn total_steps(&self) -> Result<u64> {
+        if self.rounds == 0 || self.steps_per_round == 0 {
+            return Err(LearnError::InvalidConfig(
+                "a DP federation needs rounds ≥ 1 and steps_per_round ≥ 1".into(),
+            ));
+        }
+        self.rounds
+            .checked_mul(self.steps_per_round)
+            .ok_or_else(|| LearnError::InvalidConfig("rounds × steps_per_round overflows".into()))
+    }
+
+    /// The per-step mechanism (σ calibrated for the whole budget) and the steps per round.
+    ///
+    /// σ is the smallest value (to ~1e-9 in ε) at which `rounds × steps_per_round` steps cost
+    /// at most `epsilon` at `delta` (RDP over `dp_accounting`'s orders, improved conversion):
+    /// the budget is used up by the last round, not before, and one more round would
+    /// exceed it.
+    pub fn plan(&self) -> Result<(SampledGaussian, u64)> {
+        let eps = Epsilon::new(self.epsilon)?;
+        let delta = Delta::new(self.delta)?;
+        let steps = self.total_steps()?;
+        let sigma = calibrate_sigma(eps, delta, self.sample_rate, steps)?;
+        Ok((
+            SampledGaussian::new(self.sample_rate, sigma)?,
+            self.steps_per_round,
+        ))
+    }
+
+    /// The DP-SGD settings of one round at a node.
+    pub fn round_config(&self) -> Result<DpSgdConfig> {
+        let (mechanism, steps) = self.plan()?;
+        Ok(DpSgdConfig {
+            sample_rate: mechanism.sample_rate,
+            noise_multiplier: mechanism.noise_multiplier,
+            clip_norm: self.clip_norm,
+            learning_rate: self.learning_rate,
+            steps,
+            average_tail: self.average_tail,
+            final_lr_fraction: self.final_lr_fraction,
+            fit_bias: self.fit_bias,
+            threads: self.threads,
+        })
+    }
+}
+
+/// σ with ε(σ) ∈ [target − 1e-7, target − 1e-9]: [`noise_multiplier_after`] brackets it to a
+/// relative 1e-4 in σ, which is up to ~1e-3 in ε; bisection then closes in. The last 1e-9
+/// of headroom absorbs the rounding of a ledger that adds the rounds' RDP curves one by one.
+fn calibrate_sigma(target: Epsilon, delta: Delta, q: f64, steps: u64) -> Result<f64> {
+    let orders = orders_dp_accounting();
+    let eps_at = |sigma: f64| -> Result<f64> {
+        let m = SampledGaussian::new(q, sigma)?;
+        Ok(epsilon_for(&m, steps, &orders, delta, Conversion::Improved)
+            .map(|g| g.epsilon.value())
+            .unwrap_or(f64::INFINITY))
+    };
+    let goal = target.value() - 1e-9;
+    let mut hi = noise_multiplier_after(
+        &RdpAccountant::with_orders(orders.clone()),
+        target,
+        delta,
+        q,
+        steps,
+        Conversion::Improved,
+    )?;
+    if eps_at(hi)? > goal {
+        hi *= 1.0 + 1e-6;
+    }
+    let mut lo = hi / (1.0 + 2e-4);
+    for _ in 0..64 {
+        if eps_at(lo)? > goal || lo < 1e-3 {
+            break;
+        }
+        lo /= 1.01;
+    }
+    for _ in 0..200 {
+        let e_hi = eps_at(hi)?;
+        if e_hi <= goal && goal - e_hi < 1e-7 - 1e-9 {
+            return Ok(hi);
+        }
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if eps_at(mid)? <= goal {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    if eps_at(hi)? <= target.value() {
+        // The curve is flat here (e.g. ε reached through the lowest order); good enough.
+        return Ok(hi);
+    }
+    Err(LearnError::Accounting(format!(
+        "could not calibrate σ for {target} at {delta} with q = {q} over {steps} steps"
+    )))
+}
+
+/// Reads a node assignment (`row,node` with a header; `row` is the 0-based index of a row of
+/// the training CSV, header excluded). Returns the node of every row, by row index; every row
+/// from 0 to the largest must appear exactly once.
+pub fn read_split(path: &Path) -> Result<Vec<usize>> {
+    let err = |reason: String| LearnError::Data {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut rdr = csv::Reader::from_path(path).map_err(|e| err(e.to_string()))?;
+    let headers = rdr.headers().map_err(|e| err(e.to_string()))?.clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let (Some(ri), Some(ni)) = (col("row"), col("node")) else {
+        return Err(err("expected a header with columns `row,node`".into()));
+    };
+    let mut node_of: Vec<Option<usize>> = Vec::new();
+    for (n, rec) in rdr.records().enumerate() {
+        let line = n + 2;
+        let rec = rec.map_err(|e| err(format!("line {line}: {e}")))?;
+        let field = |i: usize, what: &str| -> Result<usize> {
+            let s = rec
+                .get(i)
+                .ok_or_else(|| err(format!("line {line} has no `{what}` field")))?;
+            s.trim()
+                .parse::<usize>()
+                .map_err(|e| err(format!("line {line}: {what} {s:?} is not a row index: {e}")))
+        };
+        let (row, node) = (field(ri, "row")?, field(ni, "node")?);
+        if row >= node_of.len() {
+            node_of.resize(row + 1, None);
+        }
+        if node_of[row].replace(node).is_some() {
+            return Err(err(format!("line {line}: row {row} is assigned twice")));
+        }
+    }
+    if node_of.is_empty() {
+        return Err(err("the split assigns no rows".into()));
+    }
+    node_of
+        .into_iter()
+        .enumerate()
+        .map(|(row, n)| n.ok_or_else(|| err(format!("row {row} is not assigned to any node"))))
+        .collect()
+}
+
+/// Divides `rows` among nodes by `assignment` (from [`read_split`]): node `i` gets the rows
+/// assigned to `i`, in file order.
+pub fn split_rows(rows: Vec<TextRow>, assignment: &[usize]) -> Result<Vec<Vec<TextRow>>> {
+    if rows.len() != assignment.len() {
+        return Err(LearnError::Shape(format!(
+            "the split assigns {} rows but the data has {}",
+            assignment.len(),
+            rows.len()
+        )));
+    }
+    let nodes = assignment.iter().max().map_or(0, |m| m + 1);
+    let mut out = vec![Vec::new(); nodes];
+    for (row, &node) in rows.into_iter().zip(assignment) {
+        out[node].push(row);
+    }
+    Ok(out)
+}
+
+/// Settings of an in-process federation ([`simulate`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimConfig {
+    /// Featuriser (part of the public model definition).
+    pub features: FeatureConfig,
+    /// The label-name prior of the version-0 model (0 = zeros).
+    pub label_prior: f32,
+    /// Rounds to run.
+    pub rounds: u64,
+    /// What every node does each round.
+    pub local: LocalTraining,
+    /// L2 bound on each node's delta.
+    pub clip_bound: f64,
+    /// The coordinator's step size on the averaged delta (1 = plain FedAvg).
+    pub server_learning_rate: f32,
+    /// The server learning rate decays linearly to `server_learning_rate × this` by the last
+    /// round (1 = constant).
+    pub server_final_lr_fraction: f32,
+    /// Heavy-ball momentum on the averaged delta (0 = none).
+    pub server_momentum: f32,
+    /// Evaluate the mean of the global models of this many last rounds as the final model
+    /// (0 or 1 = the last model).
+    pub average_last_rounds: u64,
+    /// δ the per-node ε is stated at (DP only).
+    pub delta: f64,
+    /// Nodes trained in parallel.
+    pub threads: usize,
+    /// **Tests only**: a seed for deterministic noise and shuffling, which voids any privacy
+    /// guarantee (the report flags it). None = the operating system's generator.
+    pub seed: Option<u64>,
+}
+
+impl SimConfig {
+    /// Non-private FedAvg: `epochs` of local SGD per round, deltas weighted by example count.
+    pub fn plain(features: FeatureConfig, rounds: u64, local: LocalTraining) -> Self {
+        SimConfig {
+            features,
+            label_prior: 0.0,
+            rounds,
+            local,
+            clip_bound: 1e6,
+            server_learning_rate: 1.0,
+            server_final_lr_fraction: 1.0,
+            server_momentum: 0.0,
+            average_last_rounds: 0,
+            delta: 1e-5,
+            threads: 2,
+            seed: None,
+        }
+    }
+
+    /// DP-FedAvg under the budget `dp`: its rounds, its per-round DP-SGD settings.
+    pub fn dp(features: FeatureConfig, dp: &FederatedDp) -> Result<Self> {
+        Ok(SimConfig {
+            features,
+            label_prior: 0.0,
+            rounds: dp.rounds,
+            local: LocalTraining::Dp(dp.round_config()?),
+            clip_bound: 1e6,
+            server_learning_rate: 1.0,
+            server_final_lr_fraction: 1.0,
+            server_momentum: 0.0,
+            average_last_rounds: 0,
+            delta: dp.delta,
+            threads: 2,
+            seed: None,
+        })
+    }
+}
+
+/// One round of a simulation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundReport {
+    /// 1-based round number.
+    pub round: u64,
+    /// Test accuracy of the global model after the round.
+    pub accuracy: f64,
+    /// Mean L2 norm of the nodes' deltas before clipping.
+    pub mean_raw_norm: f64,
+    /// Nodes whose delta was clipped.
+    pub clipped: usize,
+    /// Wall time of the round (training + aggregation + evaluation).
+    pub seconds: f64,
+}
+
+/// What a simulated federation achieved and what it cost each node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimReport {
+    /// Per round.
+    pub rounds: Vec<RoundReport>,
+    /// Test accuracy of the final model (the tail average if one was asked for).
+    pub final_accuracy: f64,
+    /// Per node: the guarantee every person there got, composed over the rounds actually run
+    /// (None for plain training).
+    pub node_epsilon: Vec<Option<Guarantee>>,
+    /// Training examples per node.
+    pub node_examples: Vec<usize>,
+    /// Test examples.
+    pub test_examples: usize,
+    /// Total wall time.
+    pub seconds: f64,
+    /// True if the noise was seeded ([`SimConfig::seed`]): no privacy at all.
+    pub deterministic_noise: bool,
+}
+
+/// Runs FedAvg over `nodes` in one process, with exactly [`local_update`] at each node and
+/// the streaming [`WeightedSum`] at the coordinator, and measures the global model on `test`
+/// after every round. Labels are those present at any node (in a real federation, the public
+/// label list); every person is one row unless the rows carry subjects.
+pub fn simulate(
+    nodes: &[Vec<TextRow>],
+    test: &[TextRow],
+    cfg: &SimConfig,
+    progress: ProgressFn<'_>,
+) -> Result<SimReport> {
+    let t0 = Instant::now();
+    if nodes.is_empty() || nodes.iter().any(Vec::is_empty) || test.is_empty() {
+        return Err(LearnError::NoData(
+            " (every node needs rows, and the test set must not be empty)",
+        ));
+    }
+    if cfg.rounds == 0 {
+        return Err(LearnError::InvalidConfig("rounds must be ≥ 1".into()));
+    }
+    let server_ok = cfg.server_learning_rate > 0.0
+        && cfg.server_learning_rate.is_finite()
+        && (0.0..1.0).contains(&cfg.server_momentum)
+        && (0.0..=1.0).contains(&cfg.server_final_lr_fraction);
+    if !server_ok {
+        return Err(LearnError::InvalidConfig(
+            "server learning rate must be finite and > 0, its final fraction in [0, 1], momentum in [0, 1)".into(),
+        ));
+    }
+    let mut labels: Vec<String> = nodes.iter().flatten().map(|r| r.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let mut global = IntentModel::initial(labels, cfg.features.clone(), cfg.label_prior)?;
+
+    report(progress, "featurise", 0, nodes.len() as u64 + 1);
+    let node_ex: Vec<Vec<Example>> = nodes
+        .iter()
+        .map(|rows| examples_for(&global, rows))
+        .collect::<Result<_>>()?;
+    let test_ex = examples_for(&global, test)?;
+    report(
+        progress,
+        "featurise",
+        nodes.len() as u64 + 1,
+        nodes.len() as u64 + 1,
+    );
+
+    let mut master = match cfg.seed {
+        Some(s) => NoiseSource::seeded_for_tests(s),
+        None => NoiseSource::from_os()?,
+    };
+    let mut sources: Vec<NoiseSource> = nodes.iter().map(|_| master.fork()).collect();
+    let mut ledgers: Vec<RdpAccountant> = nodes
+        .iter()
+        .map(|_| RdpAccountant::with_orders(orders_dp_accounting()))
+        .collect();
+    let len = global.flat_len();
+    let mut velocity = vec![0.0f32; if cfg.server_momentum > 0.0 { len } else { 0 }];
+    let tail = cfg.average_last_rounds.clamp(1, cfg.rounds);
+    let mut tail_sum: Option<(Vec<f64>, u64)> = None;
+    let threads = cfg.threads.clamp(1, nodes.len());
+    let mut rounds = Vec::new();
+
+    for round in 1..=cfg.rounds {
+        let tr = Instant::now();
+        let updates = train_round(&global, &node_ex, cfg, &mut sources, threads)?;
+        // Plain FedAvg weights each node by its example count, so the mean is the gradient
+        // step of the union's objective. Under DP the weights are uniform: an example count is
+        // itself a statistic of the node's data that DP-SGD does not protect (one person
+        // more or less would change their node's weight), and equal weights bound every
+        // node's influence on the global model by clip_bound / nodes.
+        let mut sum = WeightedSum::new(len);
+        let (mut norms, mut clipped) = (0.0, 0);
+        for (u, ledger) in updates.iter().zip(&mut ledgers) {
+            let w = match cfg.local {
+                LocalTraining::Plain { .. } => u.examples as f64,
+                LocalTraining::Dp(_) => 1.0,
+            };
+            // The coordinator's own checks: shape, finiteness, norm within the bound.
+            let mut check = UpdateCheck::new(len, cfg.clip_bound);
+            check.feed(&u.delta).map_err(reject)?;
+            check.finish().map_err(reject)?;
+            sum.add_chunk(0, &u.delta, w).map_err(reject)?;
+            sum.commit(w);
+            norms += u.raw_norm;
+            clipped += usize::from(u.clipped);
+            if let Some(dp) = &u.dp {
+                ledger.compose(&dp.mechanism, dp.steps);
+            }
+        }
+        drop(updates);
+        let mean = sum
+            .mean()
+            .ok_or(LearnError::NoData(" (no node sent an update)"))?;
+        let frac = if cfg.rounds > 1 {
+            (round - 1) as f32 / (cfg.rounds - 1) as f32
+        } else {
+            0.0
+        };
+        let server_lr =
+            cfg.server_learning_rate * (1.0 - frac * (1.0 - cfg.server_final_lr_fraction));
+        if cfg.server_momentum > 0.0 {
+            for (v, m) in velocity.iter_mut().zip(&mean) {
+                *v = cfg.server_momentum * *v + m;
+            }
+            global.add_flat(&velocity, server_lr)?;
+        } else {
+            global.add_flat(&mean, server_lr)?;
+        }
+        if round + tail > cfg.rounds {
+            let (acc, n) = tail_sum.get_or_insert_with(|| (vec![0.0; len], 0));
+            for (a, x) in acc.iter_mut().zip(global.to_flat()) {
+                *a += f64::from(x);
+            }
+            *n += 1;
+        }
+        rounds.push(RoundReport {
+            round,
+            accuracy: global.softmax().accuracy(&test_ex)?,
+            mean_raw_norm: norms / nodes.len() as f64,
+            clipped,
+            seconds: tr.elapsed().as_secs_f64(),
+        });
+        report(progress, "federated-round", round, cfg.rounds);
+    }
+
+    let final_accuracy = match tail_sum {
+        Some((acc, n)) if n > 1 => {
+            let mut avg = global.clone();
+            let cur = avg.to_flat();
+            let shift: Vec<f32> = acc
+                .iter()
+                .zip(&cur)
+                .map(|(a, c)| (a / n as f64) as f32 - c)
+                .collect();
+            avg.add_flat(&shift, 1.0)?;
+            avg.softmax().accuracy(&test_ex)?
+        }
+        _ => rounds.last().map_or(0.0, |r| r.accuracy),
+    };
+    let delta = Delta::new(cfg.delta)?;
+    let node_epsilon = ledgers
+        .iter()
+        .map(|l| match cfg.local {
+            LocalTraining::Plain { .. } => Ok(None),
+            LocalTraining::Dp(_) => l.epsilon(delta, Conversion::Improved).map(Some),
+        })
+        .collect::<Result<_>>()?;
+    Ok(SimReport {
+        rounds,
+        final_accuracy,
+        node_epsilon,
+        node_examples: node_ex.iter().map(Vec::len).collect(),
+        test_examples: test_ex.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+        deterministic_noise: master.is_deterministic(),
+    })
+}
+
+fn reject(r: crate::aggregate::Rejection) -> LearnError {
+    LearnError::Shape(format!("the coordinator refused an update: {r}"))
+}
+
+/// Every node's [`local_update`] for one round, `threads` nodes at a time; in node order.
+fn train_round(
+    global: &IntentModel,
+    node_ex: &[Vec<Example>],
+    cfg: &SimConfig,
+    sources: &mut [NoiseSource],
+    threads: usize,
+) -> Result<Vec<LocalUpdate>> {
+    let mut out: Vec<Option<Result<LocalUpdate>>> = (0..node_ex.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        let mut work: Vec<Vec<(usize, &Vec<Example>, &mut NoiseSource)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        for (i, (ex, src)) in node_ex.iter().zip(sources.iter_mut()).enumerate() {
+            work[i % threads].push((i, ex, src));
+        }
+        for jobs in work {
+            handles.push(s.spawn(move || {
+                jobs.into_iter()
+                    .map(|(i, ex, src)| {
+                        (
+                            i,
+                            local_update(global, ex, &cfg.local, cfg.clip_bound, src, None),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for h in handles {
+            match h.join() {
+                Ok(results) => {
+                    for (i, r) in results {
+                        out[i] = Some(r);
+                    }
+                }
+                Err(_) => {
+                    // A panicking node thread leaves its slots empty; reported below.
+                }
+            }
+        }
+    });
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(LearnError::InvalidConfig(
+                    "a node's training thread panicked".into(),
+                ))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accountant::Epsilon;
+    use crate::featurise::SparseVec;
+    use crate::ledger::{Budget, BudgetLedger, PlannedRun};
+    use crate::softmax::SoftmaxRegression;
+    use proptest::prelude::*;
+
+    fn labels(k: usize) -> Vec<String> {
+        (0..k).map(|c| format!("intent_{c}")).collect()
+    }
+
+    fn small_features() -> FeatureConfig {
+        FeatureConfig {
+            dim_log2: 6,
+            ..FeatureConfig::default()
+        }
+    }
+
+    /// `k` classes, each example a few random unit-norm features biased towards its class.
+    fn toy_data(k: usize, n: usize, dim: u32, seed: u64) -> Vec<Example> {
+        let mut src = NoiseSource::seeded_for_tests(seed);
+        (0..n)
+            .map(|i| {
+                let label = i % k;
+                let mut x = SparseVec::from_pairs(vec![
+                    (label as u32 * 3 % dim, 1.0),
+                    (src.below(dim as usize) as u32, 0.5),
+                    (src.below(dim as usize) as u32, 0.5),
+                ]);
+                x.normalise();
+                Example {
+                    x,
+                    label,
+                    subject: i as u64,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flat_vector_is_weights_in_memory_order_then_bias_and_round_trips() {
+        let (k, d) = (3, 4);
+        let w: Vec<f32> = (0..k * d).map(|i| i as f32).collect();
+        let b = vec![-1.0, -2.0, -3.0];
+        let m = SoftmaxRegression::from_parts(k, d, w.clone(), b.clone()).unwrap();
+        let flat = m.to_flat();
+        assert_eq!(m.flat_len(), k * d + k);
+        assert_eq!(flat[..k * d], w[..]);
+        assert_eq!(flat[k * d..], b[..]);
+        // w[j * classes + c] is weight (class c, feature j).
+        assert_eq!(flat[2 * k + 1], m.weights()[[1, 2]]);
+
+        let mut z = SoftmaxRegression::zeros(k, d).unwrap();
+        z.add_flat(&flat, 1.0).unwrap();
+        assert_eq!(z, m);
+        z.add_flat(&flat, -1.0).unwrap();
+        assert_eq!(z, SoftmaxRegression::zeros(k, d).unwrap());
+
+        let prior = IntentModel::initial(labels(4), small_features(), 2.0).unwrap();
+        let mut im = IntentModel::initial(labels(4), small_features(), 0.0).unwrap();
+        im.add_flat(&prior.to_flat(), 1.0).unwrap();
+        assert_eq!(im, prior);
+        assert!(prior.to_flat().iter().any(|&v| v != 0.0));
+    }
+
+    #[test]
+    fn update_of_the_wrong_length_is_refused_and_changes_nothing() {
+        let mut m = IntentModel::initial(labels(3), small_features(), 1.0).unwrap();
+        let before = m.clone();
+        let short = vec![1.0; m.flat_len() - 1];
+        let err = m.add_flat(&short, 1.0).unwrap_err();
+        assert!(matches!(err, LearnError::Shape(_)), "{err}");
+        assert!(m.add_flat(&vec![0.0; m.flat_len() + 1], 1.0).is_err());
+        assert_eq!(m, before);
+    }
+
+    #[test]
+    fn zero_or_infinite_clip_bound_is_refused() {
+        let g = IntentModel::initial(labels(2), small_features(), 0.0).unwrap();
+        let data = toy_data(2, 8, 64, 1);
+        let local = LocalTraining::Plain {
+            epochs: 1,
+            learning_rate: 0.5,
+            decay: 0.0,
+            l2: 0.0,
+        };
+        let mut src = NoiseSource::seeded_for_tests(1);
+        for bound in [0.0, -1.0, f64::INFINITY, f64::NAN] {
+            assert!(local_update(&g, &data, &local, bound, &mut src, None).is_err());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the training did, the delta a node sends is inside the announced bound,
+        /// measured in f64 exactly as the coordinator measures it.
+        #[test]
+        fn delta_norm_never_exceeds_the_clip_bound(
+            bound in 1e-6f64..20.0,
+            lr in 0.01f32..50.0,
+            epochs in 1usize..3,
+            dp in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let g = IntentModel::initial(labels(3), small_features(), 1.0).unwrap();
+            let data = toy_data(3, 30, 64, seed);
+            let local = if dp {
+                LocalTraining::Dp(DpSgdConfig {
+                    sample_rate: 0.5,
+                    noise_multiplier: 1.0,
+                    clip_norm: 1.0,
+                    learning_rate: lr,
+                    steps: 3,
+                    threads: 1,
+                    ..DpSgdConfig::default()
+                })
+            } else {
+                LocalTraining::Plain { epochs, learning_rate: lr, decay: 0.0, l2: 0.0 }
+            };
+            let mut src = NoiseSource::seeded_for_tests(seed);
+            let u = local_update(&g, &data, &local, bound, &mut src, None).unwrap();
+            prop_assert!(l2_norm(&u.delta) <= bound, "{} > {bound}", l2_norm(&u.delta));
+            prop_assert_eq!(u.clipped, u.raw_norm > bound);
+            prop_assert_eq!(u.delta.len(), g.flat_len());
+            prop_assert_eq!(u.dp.is_some(), dp);
+            let mut check = UpdateCheck::new(g.flat_len(), bound);
+            prop_assert!(check.feed(&u.delta).is_ok());
+            prop_assert!(check.finish().is_ok());
+        }
+    }
+
+    #[test]
+    fn local_update_moves_the_model_towards_the_node_data() {
+        let g = IntentModel::initial(labels(3), small_features(), 0.0).unwrap();
+        let data = toy_data(3, 60, 64, 7);
+        let local = LocalTraining::Plain {
+            epochs: 3,
+            learning_rate: 0.5,
+            decay: 0.0,
+            l2: 0.0,
+        };
+        let mut src = NoiseSource::seeded_for_tests(3);
+        let u = local_update(&g, &data, &local, 100.0, &mut src, None).unwrap();
+        assert_eq!((u.examples, u.subjects), (60, 60));
+        let mut m = g.clone();
+        m.add_flat(&u.delta, 1.0).unwrap();
+        assert!(m.softmax().accuracy(&data).unwrap() > 0.9);
+    }
+
+    /// Every node's ledger charges one round at a time; after all rounds the spend is the
+    /// budget (to 1e-6), and the ledger refuses one round more.
+    #[test]
+    fn federated_plan_spends_exactly_the_budget_over_all_rounds() {
+        for (epsilon, rounds, q, steps) in [(8.0, 20, 0.3, 4), (1.0, 5, 0.5, 10), (3.0, 50, 1.0, 1)]
+        {
+            let fed = FederatedDp {
+                epsilon,
+                delta: 1e-5,
+                rounds,
+                sample_rate: q,
+                steps_per_round: steps,
+                clip_norm: 1.0,
+                learning_rate: 1.0,
+                average_tail: 0.0,
+                final_lr_fraction: 1.0,
+                fit_bias: false,
+                threads: 1,
+            };
+            let (mechanism, per_round) = fed.plan().unwrap();
+            assert_eq!(per_round, steps);
+            let cfg = fed.round_config().unwrap();
+            assert_eq!(cfg.mechanism().unwrap(), mechanism);
+            assert_eq!(cfg.steps, steps);
+
+            let mut ledger = BudgetLedger::new(Budget {
+                model_epsilon: Epsilon::new(epsilon).unwrap(),
+                subject_epsilon: Epsilon::new(epsilon).unwrap(),
+                delta: Delta::new(1e-5).unwrap(),
+            });
+            let run = PlannedRun {
+                model: "intent".into(),
+                mechanism,
+                steps: per_round,
+                subjects: vec!["s".into()],
+            };
+            let mut spent = 0.0;
+            for _ in 0..rounds {
+                spent = ledger
+                    .check_and_charge(&run)
+                    .unwrap()
+                    .model_total
+                    .epsilon
+                    .value();
+            }
+            assert!(spent <= epsilon, "{spent} > {epsilon}");
+            assert!(epsilon - spent < 1e-6, "{spent} is not {epsilon}");
+            let whole = epsilon_for(
+                &mechanism,
+                rounds * steps,
+                &orders_dp_accounting(),
+                Delta::new(1e-5).unwrap(),
+                Conversion::Improved,
+            )
+            .unwrap();
+            assert!((whole.epsilon.value() - spent).abs() < 1e-9);
+            assert!(matches!(
+                ledger.check(&run),
+                Err(LearnError::BudgetExceeded { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn split_errors_name_the_file_and_the_line() {
+        let dir = std::env::temp_dir().join(format!("amble-split-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            ("dup.csv", "row,node\n0,0\n1,1\n1,0\n", "line 4"),
+            ("gap.csv", "row,node\n0,0\n2,1\n", "row 1"),
+            ("bad.csv", "row,node\n0,0\nx,1\n", "line 3"),
+            ("hdr.csv", "index,node\n0,0\n", "row,node"),
+        ];
+        for (name, text, needle) in cases {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            let msg = read_split(&p).unwrap_err().to_string();
+            assert!(msg.contains(name) && msg.contains(needle), "{msg}");
+        }
+        let p = dir.join("ok.csv");
+        std::fs::write(&p, "row,node\n1,2\n0,0\n").unwrap();
+        assert_eq!(read_split(&p).unwrap(), vec![0, 2]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
