@@ -2,12 +2,13 @@
 //! compiler, so building amble never needs a system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const FILES: [&str; 5] = [
+    const FILES: [&str; 6] = [
         "amble/v1/archive.proto",
         "amble/v1/subject.proto",
         "amble/v1/audit.proto",
         "amble/v1/admin.proto",
         "amble/v1/federation.proto",
+        "amble/v1/assist.proto",
     ];
     for f in FILES {
         println!("cargo:rerun-if-changed={f}");

@@ -34,6 +34,9 @@ pub enum Action {
     DeniedCall,
     /// A one-time link to the self-service page was issued for the subject.
     PortalLink,
+    /// A request about the subject was classified and routed (`Assist.Classify`), reading the
+    /// subject's AI-assistance choice; the entry never carries the request's text.
+    Assist,
     /// An action this version does not know: snake_case ASCII (`[a-z0-9_]+`).
     Other(String),
 }
@@ -53,6 +56,7 @@ const KNOWN_ACTIONS: &[(&str, Action)] = &[
     ("policy_reload", Action::PolicyReload),
     ("denied_call", Action::DeniedCall),
     ("portal_link", Action::PortalLink),
+    ("assist", Action::Assist),
 ];
 
 impl Action {

@@ -146,6 +146,10 @@ pub enum VerifyError {
     OriginMismatch { checkpoint: String, key: String },
     #[error("old checkpoint (--since): {0}; was it issued by this log under this key?")]
     Since(NoteError),
+    #[error("witnessed-checkpoint: {0}")]
+    Witnessed(NoteError),
+    #[error("witnessed-checkpoint at size {size} does not fit this export: {reason}")]
+    WitnessMismatch { size: u64, reason: String },
     #[error("old checkpoint is for origin {old:?}, this log is {new:?}")]
     SinceOrigin { old: String, new: String },
     #[error("prefix.json is malformed: {0}")]

@@ -4,6 +4,10 @@
 //! - `entries.jsonl` — the stored entries, one canonical JSON entry per line, seqs contiguous;
 //! - `checkpoint` — a C2SP signed note over the tree of all entries (pruned ones included);
 //! - `log.pub` — the log's verifier key string (`name+hex8+base64`), name = origin;
+//! - `witnessed-checkpoint` — optional: the latest checkpoint of this log that a witness (the
+//!   federation's coordinator) cosigned; its tree must be a prefix of the export's, which the
+//!   verifier checks by recomputing the root at its size, so an auditor learns that the history
+//!   up to there was seen by someone other than the node;
 //! - `prefix.json` — only if retention pruned the first entries: `first_seq` and the compact
 //!   range of the pruned prefix (`peaks`, base64, largest subtree first). These hashes stand in
 //!   for the pruned entries, so the root can still be recomputed; they cannot be forged to fit,
@@ -37,6 +41,7 @@ pub const ENTRIES_FILE: &str = "entries.jsonl";
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 pub const LOG_KEY_FILE: &str = "log.pub";
 pub const PREFIX_FILE: &str = "prefix.json";
+pub const WITNESSED_FILE: &str = "witnessed-checkpoint";
 
 /// The compact range standing in for pruned entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +159,18 @@ pub struct VerifyReport {
     pub unknown_signers: Vec<String>,
     /// Size of the old checkpoint this export was shown to extend.
     pub consistent_with: Option<u64>,
+    /// The witnessed checkpoint (`witnessed-checkpoint`), if the export carries one: its size
+    /// (the export's tree was shown to extend it), the trusted witnesses whose cosignatures
+    /// verified, and cosigners whose keys were not supplied.
+    pub witnessed: Option<Witnessed>,
+}
+
+/// A checkpoint a witness cosigned, as the verifier established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessed {
+    pub size: u64,
+    pub witnesses: Vec<String>,
+    pub unknown_cosigners: Vec<String>,
 }
 
 impl fmt::Display for VerifyReport {
@@ -197,6 +214,25 @@ impl fmt::Display for VerifyReport {
                 "unchecked  signatures by unknown keys: {}",
                 self.unknown_signers.join(", ")
             )?;
+        }
+        match &self.witnessed {
+            None => writeln!(f, "witnessed  (no witnessed checkpoint in the export)")?,
+            Some(w) if !w.witnesses.is_empty() => writeln!(
+                f,
+                "witnessed  the first {} entries, cosigned by {} (verified)",
+                w.size,
+                w.witnesses.join(", ")
+            )?,
+            Some(w) => writeln!(
+                f,
+                "witnessed  the first {} entries, cosigned by {} — NOT checked: pass the witness key with --trust",
+                w.size,
+                if w.unknown_cosigners.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    w.unknown_cosigners.join(", ")
+                }
+            )?,
         }
         writeln!(f, "accesses by purpose and decision:")?;
         for ((purpose, decision), n) in &self.by_purpose {
@@ -278,6 +314,32 @@ pub fn verify_dir(
         }
     };
 
+    let witnessed_path = dir.join(WITNESSED_FILE);
+    let witnessed = if witnessed_path.exists() {
+        let note = read_to_string(&witnessed_path)?;
+        let opened = verify_note(&note, &log_key, trusted).map_err(VerifyError::Witnessed)?;
+        let wcp = Checkpoint::parse(&opened.text).map_err(VerifyError::Witnessed)?;
+        if wcp.origin != cp.origin || wcp.size > cp.size {
+            return Err(VerifyError::WitnessMismatch {
+                size: wcp.size,
+                reason: format!(
+                    "it is for {:?} at size {}, the export is {:?} at size {}",
+                    wcp.origin, wcp.size, cp.origin, cp.size
+                ),
+            });
+        }
+        let witnesses: Vec<String> = opened
+            .verified_by
+            .iter()
+            .filter(|k| **k != log_key)
+            .map(|k| k.name().to_owned())
+            .collect();
+        Some((wcp, witnesses, opened.unknown_signers))
+    } else {
+        None
+    };
+    let mut witnessed_root_seen: Option<Hash> = None;
+
     let prefix_path = dir.join(PREFIX_FILE);
     let mut frontier = if prefix_path.exists() {
         let p: PrunedPrefix = serde_json::from_str(&read_to_string(&prefix_path)?)
@@ -311,7 +373,15 @@ pub fn verify_dir(
             }
         }
     };
+    let check_witnessed = |frontier: &Frontier, seen: &mut Option<Hash>| {
+        if let Some((w, _, _)) = &witnessed {
+            if w.size == frontier.size() {
+                *seen = Some(frontier.root());
+            }
+        }
+    };
     check_old(&frontier, &mut old_root_seen);
+    check_witnessed(&frontier, &mut witnessed_root_seen);
 
     let path = dir.join(ENTRIES_FILE);
     let file = std::fs::File::open(&path).map_err(|source| VerifyError::Io {
@@ -373,6 +443,7 @@ pub fn verify_dir(
         }
         frontier.push(leaf_hash(line), |_, _, _| {});
         check_old(&frontier, &mut old_root_seen);
+        check_witnessed(&frontier, &mut witnessed_root_seen);
 
         time_span = Some(match time_span {
             None => (entry.time, entry.time),
@@ -436,7 +507,25 @@ pub fn verify_dir(
         (None, _) => None,
     };
 
+    let witnessed = match witnessed {
+        None => None,
+        Some((w, witnesses, unknown_cosigners)) => {
+            if witnessed_root_seen != Some(w.root) {
+                return Err(VerifyError::WitnessMismatch {
+                    size: w.size,
+                    reason: "the entries do not lead to the root the witness cosigned: the log was rewritten after it was witnessed".into(),
+                });
+            }
+            Some(Witnessed {
+                size: w.size,
+                witnesses,
+                unknown_cosigners,
+            })
+        }
+    };
+
     Ok(VerifyReport {
+        witnessed,
         origin: cp.origin,
         log_key: log_key.to_string(),
         size: cp.size,

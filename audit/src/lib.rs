@@ -41,7 +41,7 @@ pub use entry::{Action, Decision, Entry, EntryDraft};
 pub use error::{AuditError, EntryError, NoteError, ProofError, VerifyError};
 pub use export::{
     CHECKPOINT_FILE, ENTRIES_FILE, ExportSummary, LOG_KEY_FILE, PREFIX_FILE, PrunedPrefix,
-    VerifyReport, export_dir, verify_dir,
+    VerifyReport, WITNESSED_FILE, Witnessed, export_dir, verify_dir,
 };
 pub use hash::{Hash, empty_root, leaf_hash, node_hash};
 pub use log::AuditLog;

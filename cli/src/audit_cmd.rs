@@ -29,7 +29,8 @@ pub enum AuditCommand {
         /// An older checkpoint file (signed note) this log must extend.
         #[arg(long)]
         since: Option<PathBuf>,
-        /// Also check cosignatures by these keys (C2SP verifier key strings or files).
+        /// Also check cosignatures by these keys (C2SP verifier key strings or files) — e.g.
+        /// the federation coordinator's witness key, to check the witnessed checkpoint.
         #[arg(long = "cosigner")]
         cosigners: Vec<String>,
     },
@@ -92,6 +93,9 @@ pub fn run(cmd: AuditCommand, out: &Output) -> Result<ExitCode> {
                 node.origin(),
                 &path,
             )?;
+            if let Some((note, _)) = node.witnessed_checkpoint()? {
+                std::fs::write(path.join(amble_audit::WITNESSED_FILE), note)?;
+            }
             out.report(
                 &serde_json::json!({"dir": s.dir, "size": s.size, "entries": s.entries, "first_seq": s.first_seq}),
                 || format!("exported {} entries (tree size {}) to {}", s.entries, s.size, s.dir.display()),
@@ -116,7 +120,10 @@ pub fn run(cmd: AuditCommand, out: &Output) -> Result<ExitCode> {
                 Ok(report) => {
                     out.report(
                         &serde_json::json!({"ok": true, "size": report.size, "entries": report.entries,
-                            "cosigners": report.cosigners, "consistent_with": report.consistent_with}),
+                            "cosigners": report.cosigners, "consistent_with": report.consistent_with,
+                            "witnessed": report.witnessed.as_ref().map(|w| serde_json::json!({
+                                "size": w.size, "witnesses": w.witnesses,
+                                "unknown_cosigners": w.unknown_cosigners}))}),
                         || format!("OK\n{report}"),
                     );
                 }

@@ -1,6 +1,7 @@
-//! `amble demo`: the main job. Until the federation lands (issue 6) it walks through the
-//! encrypted life archive on a temporary node: ingest, unified identity, export, erase,
-//! key rotation, and a scan of every byte on disk for plaintext.
+//! `amble demo --single-node`: walks through the encrypted life archive on one temporary
+//! node, in-process: ingest, unified identity, export, consent-gated reads, local private
+//! training with a withdrawal, erase, key rotation, and a scan of every byte on disk for
+//! plaintext.
 
 use crate::node_cmd::operator;
 use crate::output::Output;
@@ -12,24 +13,20 @@ use amble_learn::ledger::Budget;
 use amble_node::{ConsentChange, Node, ReadOutcome, TimeRange, ingest};
 use amble_policy::Role;
 use anyhow::{Context, Result};
-use clap::Args;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-#[derive(Args)]
-pub struct DemoArgs {
+/// What the single-node walkthrough needs.
+pub struct NodeDemo {
     /// How many synthetic people to create.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
-    subjects: u32,
+    pub subjects: u32,
     /// Privacy budget of each local training run (ε per person, δ = 1e-5).
-    #[arg(long, default_value_t = 4.0)]
-    epsilon: f64,
-    /// Keep the demo node here instead of a temporary directory that is removed afterwards.
-    #[arg(long)]
-    keep: Option<PathBuf>,
+    pub epsilon: f64,
+    /// Keep the demo node here instead of a temporary directory.
+    pub keep: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -153,7 +150,7 @@ fn scan_dir(dir: &Path, needles: &[Vec<u8>]) -> Result<(usize, u64, usize)> {
     Ok((files, bytes, found.len()))
 }
 
-pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
+pub fn run(args: NodeDemo, out: &Output) -> Result<ExitCode> {
     let tmp = tempfile::tempdir()?;
     let base = args.keep.clone().unwrap_or_else(|| tmp.path().to_owned());
     let data_dir = base.join("node");
@@ -356,7 +353,7 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
         for (k, v) in rows {
             t.push_str(&format!("\n  {k:<34} {v}"));
         }
-        t.push_str("\n\nThe federation (private learning across organisations) arrives with the next issues.");
+        t.push_str("\n\nRun `amble demo` (without --single-node) for the federation: a coordinator and three organisations learning together.");
         t
     });
     let ok = hits == 0

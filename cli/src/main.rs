@@ -7,8 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+mod assist_cmd;
 mod audit_cmd;
+mod coordinator_cmd;
 mod demo;
+mod demo_node;
 mod learn_cmd;
 mod node_cmd;
 mod output;
@@ -39,7 +42,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Walk through amble end to end on a temporary node (nothing left behind).
+    /// A federation on this machine: CA, coordinator and organisation nodes learning together
+    /// with per-person differential privacy; consent withdrawal, export, erase, audit (nothing
+    /// left behind). `--single-node` walks through one node instead.
     Demo(demo::DemoArgs),
     /// Operate a node's data directory directly (offline commands).
     #[command(subcommand)]
@@ -65,6 +70,12 @@ enum Command {
     /// A subject's rights over a running node (mutual TLS): consent, export, erase, access log.
     #[command(subcommand)]
     Subject(remote_cmd::SubjectCommand),
+    /// Ask a running node what a text is about and who should answer it (mutual TLS).
+    #[command(subcommand)]
+    Assist(assist_cmd::AssistCommand),
+    /// Run the federation's coordinator, check its plan, or ask where a federation is.
+    #[command(subcommand)]
+    Coordinator(coordinator_cmd::CoordinatorCommand),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +91,8 @@ fn main() -> ExitCode {
         Command::Consent(cmd) => policy_cmd::run_consent(cmd, &out),
         Command::Pki(cmd) => pki_cmd::run(cmd, &out),
         Command::Subject(cmd) => remote_cmd::run_subject(cmd, &out),
+        Command::Coordinator(cmd) => coordinator_cmd::run(cmd, &out),
+        Command::Assist(cmd) => assist_cmd::run(cmd, &out),
     };
     match result {
         Ok(code) => code,

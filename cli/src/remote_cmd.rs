@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 /// Where the node is and who we are to it.
 #[derive(Args, Clone)]
 pub struct RemoteArgs {
-    /// The node, https://HOST:PORT.
+    /// The node (or, for `audit fetch`, the coordinator), https://HOST:PORT.
     #[arg(long, env = "AMBLE_NODE")]
     pub node: String,
     /// Our client certificate (PEM), from `amble pki issue`.
@@ -92,7 +92,7 @@ pub enum SubjectCommand {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -270,50 +270,13 @@ async fn subject(cmd: SubjectCommand, out: &Output) -> Result<ExitCode> {
 /// `amble audit verify` reads (entries.jsonl, checkpoint, log.pub).
 pub fn audit_fetch(remote: &RemoteArgs, dir: &Path, out: &Output) -> Result<ExitCode> {
     runtime()?.block_on(async {
-        use pb::audit_client::AuditClient;
-        let mut c = AuditClient::new(remote.channel().await?);
-        let cp = c
-            .checkpoint(pb::CheckpointRequest {})
-            .await
-            .map_err(|s| rpc_error("checkpoint", s))?
-            .into_inner();
-        if cp.first_kept > 0 {
-            bail!(
-                "the node's log was pruned before entry {}; fetching a pruned log over gRPC is not supported yet — run `amble audit export` on the node",
-                cp.first_kept
-            );
-        }
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut lines = Vec::new();
-        let mut start = 0;
-        while start < cp.size {
-            let end = (start + 1000).min(cp.size);
-            let page = c
-                .entries(pb::EntriesRequest { start, end })
-                .await
-                .map_err(|s| rpc_error("entries", s))?
-                .into_inner();
-            if page.entries.len() as u64 != end - start {
-                bail!("the node sent {} entries for [{start}, {end})", page.entries.len());
-            }
-            for e in page.entries {
-                lines.extend_from_slice(&e);
-                lines.push(b'\n');
-            }
-            start = end;
-        }
-        let write = |name: &str, bytes: &[u8]| {
-            let p = dir.join(name);
-            std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))
-        };
-        write(amble_audit::ENTRIES_FILE, &lines)?;
-        write(amble_audit::CHECKPOINT_FILE, cp.checkpoint.as_bytes())?;
-        write(amble_audit::LOG_KEY_FILE, format!("{}\n", cp.log_key).as_bytes())?;
-        let v = serde_json::json!({ "dir": dir, "entries": cp.size });
+        let f = amble_cli::fetch::fetch_log(remote.channel().await?, dir).await?;
+        let v = serde_json::json!({ "dir": dir, "entries": f.entries, "witnessed": f.witnessed });
         out.report(&v, || {
             format!(
-                "fetched {} entries and a signed checkpoint into {}; check them with `amble audit verify {}`",
-                cp.size,
+                "fetched {} entries and a signed checkpoint{} into {}; check them with `amble audit verify {}`",
+                f.entries,
+                if f.witnessed { " (and the witness-cosigned one)" } else { "" },
                 dir.display(),
                 dir.display()
             )

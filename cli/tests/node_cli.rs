@@ -189,7 +189,7 @@ fn rotate_key_keeps_records_readable() {
 
 #[test]
 fn demo_runs_and_finds_no_plaintext() {
-    let o = amble(&["--json", "demo", "--subjects", "20"]);
+    let o = amble(&["--json", "demo", "--single-node", "--subjects", "20"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(s["plaintext_hits"], 0);

@@ -1,8 +1,9 @@
-//! Connecting to a node as a client: the client's certificate and key, and the CA that must
-//! have signed the node's certificate. Used by `amble subject …`, `amble audit fetch`, the
-//! tests and the benchmark, so there is one way to make an mTLS channel.
+//! Connecting to an amble service (node or coordinator) as a client: the client's certificate
+//! and key, and the CA that must have signed the service's certificate. Used by the CLI, the
+//! node's federation client, the tests and the benchmarks, so there is one way to make an
+//! mTLS channel.
 
-use super::ServerError;
+use crate::NetError;
 use std::path::Path;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use zeroize::Zeroizing;
@@ -20,8 +21,8 @@ impl std::fmt::Debug for ClientIdentity {
     }
 }
 
-fn read(path: &Path) -> Result<String, ServerError> {
-    std::fs::read_to_string(path).map_err(|source| ServerError::Io {
+fn read(path: &Path) -> Result<String, NetError> {
+    std::fs::read_to_string(path).map_err(|source| NetError::Io {
         path: path.to_owned(),
         source,
     })
@@ -29,8 +30,8 @@ fn read(path: &Path) -> Result<String, ServerError> {
 
 impl ClientIdentity {
     /// Reads the three PEM files; refuses a key file others can read.
-    pub fn load(cert: &Path, key: &Path, ca: &Path) -> Result<Self, ServerError> {
-        amble_crypto::check_private(key).map_err(|e| ServerError::Tls(e.to_string()))?;
+    pub fn load(cert: &Path, key: &Path, ca: &Path) -> Result<Self, NetError> {
+        amble_crypto::check_private(key).map_err(|e| NetError::Tls(e.to_string()))?;
         Ok(ClientIdentity {
             cert_pem: read(cert)?,
             key_pem: Zeroizing::new(read(key)?),
@@ -39,27 +40,27 @@ impl ClientIdentity {
     }
 
     /// An endpoint for `url` (`https://HOST:PORT`) that presents this identity.
-    pub fn endpoint(&self, url: &str) -> Result<Endpoint, ServerError> {
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, NetError> {
         if !url.starts_with("https://") {
-            return Err(ServerError::Config(format!(
-                "node address {url:?} must start with https:// (nodes speak only mutual TLS)"
+            return Err(NetError::Config(format!(
+                "address {url:?} must start with https:// (amble services speak only mutual TLS)"
             )));
         }
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes()));
         Endpoint::from_shared(url.to_owned())
-            .map_err(|e| ServerError::Config(format!("node address {url:?}: {e}")))?
+            .map_err(|e| NetError::Config(format!("address {url:?}: {e}")))?
             .tls_config(tls)
-            .map_err(|e| ServerError::Tls(e.to_string()))
+            .map_err(|e| NetError::Tls(e.to_string()))
     }
 
     /// Connects now (TCP and TLS); the node may still refuse the certificate on the first call.
-    pub async fn connect(&self, url: &str) -> Result<Channel, ServerError> {
+    pub async fn connect(&self, url: &str) -> Result<Channel, NetError> {
         self.endpoint(url)?
             .connect()
             .await
-            .map_err(|e| ServerError::Tls(format!("cannot connect to {url}: {}", source_chain(&e))))
+            .map_err(|e| NetError::Tls(format!("cannot connect to {url}: {}", source_chain(&e))))
     }
 }
 

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod archive;
+pub mod assist;
 mod collection;
 mod error;
 pub mod ingest;
@@ -34,4 +35,4 @@ pub use node::{
     Actor, ConsentChange, EXAMPLE_POLICY, ExportSignature, Node, ReadOutcome, SignedExport,
     SweepReport,
 };
-pub use train::{TRAIN_INTENT, TrainRun};
+pub use train::{ModelInfo, RoundRun, RoundTask, TRAIN_INTENT, TrainRun};

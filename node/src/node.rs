@@ -107,6 +107,10 @@ pub struct Node {
     signer: SigningKey,
     origin: String,
     controller: Controller,
+    /// Held by consent changes and by a training run from reading consent until its audit
+    /// entries are written: a withdrawal lands either wholly before a run (the person is
+    /// left out) or wholly after it (the run's entries precede the withdrawal in the log).
+    pub(crate) consent_gate: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Node {
@@ -156,6 +160,7 @@ impl Node {
             policy_path,
             signer,
             origin,
+            consent_gate: std::sync::Mutex::new(()),
             controller: Controller {
                 pii_controller: "the organisation operating this amble node".into(),
                 contact: "its data protection officer".into(),
@@ -366,6 +371,13 @@ impl Node {
         self.archive.load_consent(&subject)
     }
 
+    pub(crate) fn consent_gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        match self.consent_gate.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
     fn issuer(&self) -> ReceiptIssuer<'_> {
         ReceiptIssuer::new(
             &self.signer,
@@ -385,6 +397,7 @@ impl Node {
         purpose: &str,
         change: ConsentChange,
     ) -> Result<SignedReceipt> {
+        let _gate = self.consent_gate();
         let policy = self.policy();
         let info = policy
             .purpose_info(purpose)

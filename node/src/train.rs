@@ -6,15 +6,20 @@
 use crate::{Actor, Collection, Node, NodeError, Result};
 use amble_audit::Action;
 use amble_learn::eval::{IntentReport, IntentTrainConfig, Privacy, TextRow, train_intent};
+use amble_learn::federated::{LocalTraining, local_update};
 use amble_learn::intent::IntentModel;
 use amble_learn::ledger::{Budget, BudgetLedger, Charge, PlannedRun};
+use amble_learn::noise::NoiseSource;
+use amble_learn::softmax::Example;
 use amble_learn::softmax::ProgressFn;
 use amble_policy::{Decision, decide};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 const LEDGER_KEY: &str = "privacy_ledger";
-const INTENT_MODEL_KEY: &str = "model/intent";
+pub(crate) const INTENT_MODEL_KEY: &str = "model/intent";
+const INTENT_MODEL_INFO_KEY: &str = "model/intent/info";
+const TRAINING_RUNS_KEY: &str = "federation/training_runs";
 /// The purpose intent training reads through.
 pub const TRAIN_INTENT: &str = "train.intent";
 
@@ -58,7 +63,7 @@ impl Node {
 
     /// Collects intent-training rows: interactions with a resolved intent, of every subject
     /// whose consent for `train.intent` holds now, projected by the policy (text masked).
-    fn intent_rows(&self, actor: &Actor) -> Result<(Vec<TextRow>, Vec<String>, usize)> {
+    fn intent_rows(&self, actor: &Actor) -> Result<(Vec<TextRow>, Vec<UsedSubject>, usize)> {
         let policy = self.policy();
         let now = OffsetDateTime::now_utc();
         let (mut rows, mut used, mut refused) = (Vec::new(), Vec::new(), 0);
@@ -99,7 +104,7 @@ impl Node {
                 }
             }
             if rows.len() > before {
-                used.push(subject.to_hex());
+                used.push((subject.to_hex(), subject));
             }
         }
         Ok((rows, used, refused))
@@ -122,6 +127,7 @@ impl Node {
         if rows.is_empty() {
             return Err(NodeError::NothingToTrain(TRAIN_INTENT));
         }
+        let used: Vec<String> = used.into_iter().map(|(h, _)| h).collect();
         let mut sorted = used.clone();
         sorted.sort();
         let consent_state_hash = hex(&amble_crypto::sha256(sorted.join("\n").as_bytes()));
@@ -184,6 +190,219 @@ impl Node {
     pub fn intent_model(&self) -> Result<Option<IntentModel>> {
         match self.archive.store().models.get(INTENT_MODEL_KEY)? {
             Some(b) => Ok(Some(IntentModel::from_bytes(&b)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A subject whose data a run used: hex pseudonym (for the ledger) and the id (for the log).
+type UsedSubject = (String, amble_crypto::SubjectId);
+
+/// What the coordinator asked this node to do in one round.
+#[derive(Debug, Clone)]
+pub struct RoundTask {
+    pub round: u64,
+    /// The global model version the round trains from.
+    pub base_version: u64,
+    pub training: LocalTraining,
+    /// The L2 bound the update must respect.
+    pub clip_bound: f64,
+}
+
+/// One federated round as this node ran it: what it read and spent, never who.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RoundRun {
+    pub round: u64,
+    /// The global model version the round trained from.
+    pub base_version: u64,
+    pub subjects_used: usize,
+    pub subjects_refused: usize,
+    pub examples: usize,
+    /// Rows whose intent the federation's model does not know (left out).
+    pub unknown_labels: usize,
+    /// SHA-256 over the sorted pseudonyms used: names the consent state without naming anyone.
+    pub consent_state_hash: String,
+    /// ε of this round alone, and the model's cumulative ε at this node after it (DP only).
+    pub epsilon_round: Option<f64>,
+    pub epsilon_total: Option<f64>,
+    pub delta: Option<f64>,
+    /// L2 norm of the update before it was clipped to the federation's bound.
+    pub raw_norm: f64,
+    pub clipped: bool,
+}
+
+/// Where the node's current intent model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    /// `local` (trained here) or the coordinator's federation name.
+    pub source: String,
+    /// Global model version (0 for a local model).
+    pub version: u64,
+    /// Hex SHA-256 of the serialised model.
+    pub sha256: String,
+}
+
+impl Node {
+    /// Runs this node's part of a federated round: reads training data through `train.intent`
+    /// (only subjects whose consent holds now, only the fields the policy allows), charges the
+    /// privacy ledger *before* training (a round that would exceed the budget is refused with
+    /// what is left), trains from `global` and returns the clipped update.
+    ///
+    /// Every subject whose data the round used gets an audit entry (action `train`, the
+    /// round and model version in its counts), so a subject's access log — and an auditor —
+    /// can name the model versions that included them, and show that someone who withdrew
+    /// is in none after. A summary entry records the counts and the consent-state hash.
+    pub fn train_round(
+        &self,
+        actor: &Actor,
+        global: &IntentModel,
+        task: &RoundTask,
+        budget: Budget,
+    ) -> Result<(Vec<f32>, RoundRun)> {
+        let (round, base_version) = (task.round, task.base_version);
+        let gate = self.consent_gate();
+        let (rows, used, refused) = self.intent_rows(actor)?;
+        let mut examples = Vec::with_capacity(rows.len());
+        let mut unknown_labels = 0usize;
+        for r in &rows {
+            match global.label_index(&r.label) {
+                Ok(label) => examples.push(Example {
+                    x: global.featuriser().featurise(&r.text),
+                    label,
+                    subject: r.subject.unwrap_or(0),
+                }),
+                Err(_) => unknown_labels += 1,
+            }
+        }
+        if examples.is_empty() {
+            return Err(NodeError::NothingToTrain(TRAIN_INTENT));
+        }
+        let mut sorted = used.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>();
+        sorted.sort();
+        let consent_state_hash = hex(&amble_crypto::sha256(sorted.join("\n").as_bytes()));
+        let charge = match &task.training {
+            LocalTraining::Dp(dp) => {
+                let mut ledger = self.ledger(budget)?;
+                let charge = ledger.check_and_charge(&PlannedRun {
+                    model: "intent".into(),
+                    mechanism: dp.mechanism()?,
+                    steps: dp.steps,
+                    subjects: sorted.clone(),
+                })?;
+                self.save_ledger(&ledger)?;
+                Some(charge)
+            }
+            LocalTraining::Plain { .. } => None,
+        };
+        let policy_version = self.policy().version();
+        let mut drafts = Vec::with_capacity(used.len() + 1);
+        for (_, subject) in &used {
+            let mut d = actor
+                .draft(Action::Train)
+                .subject(*subject)
+                .purpose(TRAIN_INTENT)
+                .decision(amble_audit::Decision::Allow)
+                .count("round", round)
+                .count("model_version", base_version);
+            d.collections = vec![Collection::Interactions.as_str().to_owned()];
+            d.policy_version = Some(policy_version);
+            drafts.push(d);
+        }
+        let mut summary = actor
+            .draft(Action::Train)
+            .purpose(TRAIN_INTENT)
+            .count("round", round)
+            .count("model_version", base_version)
+            .count("subjects_used", used.len() as u64)
+            .count("subjects_refused", refused as u64)
+            .count("examples", examples.len() as u64)
+            .reason(format!(
+                "model=intent federated consent_state={consent_state_hash} epsilon={}",
+                charge
+                    .as_ref()
+                    .map_or("none (not private)".to_owned(), |c| format!(
+                        "{:.4}",
+                        c.run.epsilon.value()
+                    ))
+            ));
+        summary.collections = vec![Collection::Interactions.as_str().to_owned()];
+        summary.policy_version = Some(policy_version);
+        drafts.push(summary);
+        self.audit.append_batch(drafts)?;
+        drop(gate);
+
+        let mut noise = NoiseSource::from_os()?;
+        let update = local_update(
+            global,
+            &examples,
+            &task.training,
+            task.clip_bound,
+            &mut noise,
+            None,
+        )?;
+        let run = RoundRun {
+            round,
+            base_version,
+            subjects_used: used.len(),
+            subjects_refused: refused,
+            examples: examples.len(),
+            unknown_labels,
+            consent_state_hash,
+            epsilon_round: charge.as_ref().map(|c| c.run.epsilon.value()),
+            epsilon_total: charge.as_ref().map(|c| c.model_total.epsilon.value()),
+            delta: charge.as_ref().map(|c| c.run.delta.value()),
+            raw_norm: update.raw_norm,
+            clipped: update.clipped,
+        };
+        let mut runs = self.round_runs()?;
+        runs.push(run.clone());
+        self.archive.store().meta.insert(
+            TRAINING_RUNS_KEY,
+            serde_json::to_vec(&runs).map_err(|e| NodeError::Corrupt(e.to_string()))?,
+        )?;
+        self.archive.flush()?;
+        Ok((update.delta, run))
+    }
+
+    /// A small value in the node's `meta` tree (federation bookkeeping; never personal data).
+    pub(crate) fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.archive.store().meta.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a `meta` value durably.
+    pub(crate) fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.archive.store().meta.insert(key, value)?;
+        self.archive.flush()
+    }
+
+    /// Every federated round this node trained in, oldest first.
+    pub fn round_runs(&self) -> Result<Vec<RoundRun>> {
+        match self.archive.store().meta.get(TRAINING_RUNS_KEY)? {
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| NodeError::Corrupt(format!("training runs: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Installs a global model received from the coordinator: Assist answers with it from
+    /// now on. Its bytes were checked against the SHA-256 the coordinator announced.
+    pub fn install_model(&self, model: &IntentModel, info: &ModelInfo) -> Result<()> {
+        self.store_intent_model(model)?;
+        self.archive.store().models.insert(
+            INTENT_MODEL_INFO_KEY,
+            serde_json::to_vec(info).map_err(|e| NodeError::Corrupt(e.to_string()))?,
+        )?;
+        self.archive.flush()
+    }
+
+    /// Where the current intent model came from, if known.
+    pub fn model_info(&self) -> Result<Option<ModelInfo>> {
+        match self.archive.store().models.get(INTENT_MODEL_INFO_KEY)? {
+            Some(b) => {
+                Ok(Some(serde_json::from_slice(&b).map_err(|e| {
+                    NodeError::Corrupt(format!("model info: {e}"))
+                })?))
+            }
             None => Ok(None),
         }
     }

@@ -43,6 +43,8 @@ pub const METHOD_ROLES: &[(&str, &[Role])] = &[
     ("/amble.v1.Admin/ReloadPolicy", &[Admin]),
     ("/amble.v1.Admin/RotateKey", &[Admin]),
     ("/amble.v1.Admin/Health", EVERYONE),
+    ("/amble.v1.Assist/Classify", &[App, Agent]),
+    ("/amble.v1.Assist/PredictNeeds", &[App, Agent]),
 ];
 
 /// The roles allowed to call `path` (`/package.Service/Method`), if it is a known method.

@@ -1,6 +1,6 @@
 //! `node.toml`: what `amble node serve` reads. See `deploy/node.example.toml`.
 
-use super::ServerError;
+use super::{ServerError, TlsFiles};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,20 +26,10 @@ pub struct ServeConfig {
     /// The optional self-service web page (`[portal]`); without it there is none.
     #[serde(default)]
     pub portal: Option<super::portal::PortalConfig>,
-}
-
-/// The node's certificate and key, and what it accepts from clients.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// The node's certificate chain (PEM).
-    pub cert: PathBuf,
-    /// The node's private key (PEM, mode 0600).
-    pub key: PathBuf,
-    /// The CA whose certificates clients must present (PEM).
-    pub client_ca: PathBuf,
-    /// The CA's revocation list (PEM), as written by `amble pki revoke`.
-    pub crl: PathBuf,
+    /// The optional federation (`[federation]`): the coordinator to join and this node's
+    /// ε budget for the federated model. The node's own certificate is its identity there.
+    #[serde(default)]
+    pub federation: Option<super::federation::FederationConfig>,
 }
 
 /// Bounds that keep a slow or hostile client from exhausting the node.
@@ -132,10 +122,7 @@ impl ServeConfig {
         if let Some(p) = c.policy.as_mut() {
             abs(p);
         }
-        abs(&mut c.tls.cert);
-        abs(&mut c.tls.key);
-        abs(&mut c.tls.client_ca);
-        abs(&mut c.tls.crl);
+        c.tls.absolutize(base);
         if let Some(p) = c.portal.as_mut() {
             p.absolutize(base);
         }
@@ -198,6 +185,32 @@ crl = "crl.pem"
         assert_eq!(p.link_ttl_secs, 900);
         let plaintext = format!("{with}plaintext = true\n");
         assert!(matches!(load(&plaintext), Err(ServerError::Config(_))));
+    }
+
+    #[test]
+    fn the_example_config_parses_with_its_federation_section() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/node.example.toml"),
+        )
+        .unwrap();
+        let c = load(&text).unwrap();
+        let f = c.federation.unwrap();
+        assert!(f.coordinator.starts_with("https://"));
+        assert!((f.epsilon_budget - 8.0).abs() < 1e-12);
+        assert!(
+            load(&text.replace("epsilon_budget = 8.0", "epsilon_budget = -1.0"))
+                .unwrap()
+                .federation
+                .unwrap()
+                .budget()
+                .is_err()
+        );
+        assert!(
+            load(&format!(
+                "{GOOD}[federation]\ncoordinator = \"https://c:1\"\n"
+            ))
+            .is_err()
+        );
     }
 
     #[test]

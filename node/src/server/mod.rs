@@ -13,28 +13,31 @@
 //! SIGTERM or Ctrl-C stops accepting, lets requests in flight finish, and flushes the node.
 
 mod auth;
-pub mod client;
 mod config;
+mod federation;
 mod portal;
 pub mod services;
-mod tls;
 
+/// Connecting to a node (or the coordinator) as a client; lives in `amble-net`.
+pub mod client {
+    pub use amble_net::{ClientIdentity, source_chain};
+}
+
+pub use amble_net::TlsFiles;
 pub use auth::{AuthLayer, METHOD_ROLES, allowed_roles};
-pub use config::{Limits, ServeConfig, TlsFiles};
+pub use config::{Limits, ServeConfig};
+pub use federation::FederationConfig;
 pub use portal::{PortalConfig, PortalLinks};
 
 use crate::{Actor, Node, NodeError};
+use amble_net::{ConnLimits, NetError, TlsSlot, mtls_incoming, server_config};
 use amble_proto::v1 as pb;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// What stops the service from starting or running; each message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,16 @@ pub enum ServerError {
     Serve(String),
 }
 
+impl From<NetError> for ServerError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Config(m) => ServerError::Config(m),
+            NetError::Tls(m) => ServerError::Tls(m),
+            NetError::Io { path, source } => ServerError::Io { path, source },
+        }
+    }
+}
+
 /// The node shared by every request. Most operations need `&Node`; key rotation needs the
 /// node alone, so it takes the write side.
 pub(crate) struct Shared {
@@ -82,8 +95,6 @@ impl Shared {
         }
     }
 }
-
-type TlsSlot = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 
 /// A bound, not yet running service.
 pub struct Server {
@@ -112,7 +123,7 @@ impl Reloader {
     /// Loads the policy and the TLS files again. Each is checked whole before it replaces the
     /// one in force; on any error the old one stays and the error says which file is wrong.
     pub fn reload(&self) -> Result<ReloadReport, ServerError> {
-        let new_tls = tls::server_config(&self.files)?;
+        let new_tls = server_config(&self.files)?;
         let actor = Actor::new(
             "node:sighup",
             amble_policy::Role::Admin,
@@ -130,7 +141,7 @@ impl Reloader {
 impl Server {
     /// Opens the node's data directory, loads the TLS files and binds the listen address.
     pub async fn bind(config: ServeConfig) -> Result<Server, ServerError> {
-        let tls = tls::server_config(&config.tls)?;
+        let tls = server_config(&config.tls)?;
         let node = Node::open(
             &config.data_dir,
             config.key_file.as_deref(),
@@ -192,15 +203,32 @@ impl Server {
     /// final flush covers the rest (e.g. consent state written without its own flush).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let limits = self.config.limits.clone();
-        let (tx, rx) = mpsc::channel::<Result<Conn, std::io::Error>>(64);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let accept = tokio::spawn(accept_loop(
+        let (incoming, accept) = mtls_incoming(
             self.listener,
             Arc::clone(&self.tls),
-            limits.clone(),
-            tx,
+            ConnLimits {
+                max_connections: limits.max_connections,
+                handshake_timeout: limits.handshake_timeout(),
+            },
             stop_rx.clone(),
-        ));
+        );
+        let federation_task = match &self.config.federation {
+            Some(f) => {
+                let identity = amble_net::ClientIdentity::load(
+                    &self.config.tls.cert,
+                    &self.config.tls.key,
+                    &self.config.tls.client_ca,
+                )?;
+                Some(tokio::spawn(federation::run(
+                    Arc::clone(&self.shared),
+                    f.clone(),
+                    identity,
+                    stop_rx.clone(),
+                )))
+            }
+            None => None,
+        };
         let portal_links = self.portal.as_ref().map(|p| p.links.clone());
         let portal_task = self.portal.map(|p| {
             tokio::spawn(p.run(limits.max_connections, limits.handshake_timeout(), stop_rx))
@@ -245,12 +273,21 @@ impl Server {
                     .max_decoding_message_size(m)
                     .max_encoding_message_size(m),
             )
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), async {
+            .add_service(
+                pb::assist_server::AssistServer::new(services::AssistService(Arc::clone(shared)))
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m),
+            )
+            .serve_with_incoming_shutdown(incoming, async {
                 shutdown.await;
                 let _ = stop_tx.send(true);
             })
             .await;
         accept.abort();
+        if let Some(t) = federation_task {
+            // The client stops on the same signal; a training run in progress finishes first.
+            let _ = t.await;
+        }
         if let Some(t) = portal_task {
             t.abort();
         }
@@ -307,115 +344,5 @@ impl Server {
             .await;
         reload_task.abort();
         result
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: TlsSlot,
-    limits: Limits,
-    tx: mpsc::Sender<Result<Conn, std::io::Error>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let handshake = limits.handshake_timeout();
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.changed() => break,
-            a = listener.accept() => a,
-        };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // gRPC sends small frames and waits for answers: Nagle + delayed ACK would add ~40 ms.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            tracing::warn!(
-                limit = limits.max_connections,
-                "connection limit reached; closing a new connection"
-            );
-            continue;
-        };
-        let config = match tls.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = tx
-                        .send(Ok(Conn {
-                            inner: stream,
-                            _permit: permit,
-                        }))
-                        .await;
-                }
-                Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake refused"),
-                Err(_) => tracing::info!("TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-/// A verified TLS connection that holds its slot under the connection limit until closed.
-struct Conn {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connected for Conn {
-    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

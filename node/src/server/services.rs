@@ -1,7 +1,8 @@
-//! The four node services. Each handler takes the [`Actor`] the auth layer put in the
+//! The node services. Each handler takes the [`Actor`] the auth layer put in the
 //! request's extensions, checks its input, and runs one `Node` call on the blocking pool.
 
 use super::Shared;
+use crate::assist::{AssistError, ClassifyOptions, Route, Threshold};
 use crate::{Actor, Collection, ConsentChange, NewRecord, Node, NodeError, ReadOutcome, TimeRange};
 use amble_audit::{AuditError, NoteSigner};
 use amble_crypto::ExternalRef;
@@ -422,11 +423,17 @@ impl pb::audit_server::Audit for AuditService {
                     .verifier()
                     .to_string();
                 let first_kept = n.audit_log().first_kept().map_err(|e| status(e.into()))?;
+                let witnessed = n
+                    .witnessed_checkpoint()
+                    .map_err(status)?
+                    .map(|(note, _)| note)
+                    .unwrap_or_default();
                 Ok(Response::new(pb::CheckpointResponse {
                     checkpoint,
                     size,
                     log_key,
                     first_kept,
+                    witnessed,
                 }))
             })
             .await
@@ -562,5 +569,96 @@ impl pb::admin_server::Admin for AdminService {
                 }))
             })
             .await
+    }
+}
+
+/// `amble.v1.Assist`.
+#[derive(Clone)]
+pub struct AssistService(pub(crate) Arc<Shared>);
+
+/// How an assist error reaches a client (see [`status`] for the node's own errors).
+fn assist_status(e: AssistError) -> Status {
+    match e {
+        AssistError::NoIntentModel => Status::failed_precondition(e.to_string()),
+        AssistError::EmptyText
+        | AssistError::TextTooLong(_)
+        | AssistError::BadK(_)
+        | AssistError::BadThreshold(_) => Status::invalid_argument(e.to_string()),
+        AssistError::Node(n) => status(n),
+    }
+}
+
+/// `k` as sent (0 means the default).
+fn k_or_default(k: u32) -> usize {
+    if k == 0 {
+        crate::assist::DEFAULT_K
+    } else {
+        usize::try_from(k).unwrap_or(usize::MAX)
+    }
+}
+
+fn pb_route(r: Route) -> pb::Route {
+    match r {
+        Route::SelfService => pb::Route::SelfService,
+        Route::BotDraft => pb::Route::BotDraft,
+        Route::HumanAgent => pb::Route::HumanAgent,
+        Route::Expert => pb::Route::Expert,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::assist_server::Assist for AssistService {
+    async fn classify(
+        &self,
+        req: Request<pb::ClassifyRequest>,
+    ) -> Result<Response<pb::ClassifyResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let subject = if r.subject_ref.is_empty() {
+            None
+        } else {
+            Some(parse_ref("subject_ref", &r.subject_ref)?)
+        };
+        let demand = (r.min_confidence != 0.0).then_some(r.min_confidence);
+        let opts = ClassifyOptions {
+            k: k_or_default(r.k),
+            threshold: Threshold::default()
+                .raised_to(demand)
+                .map_err(assist_status)?,
+        };
+        let c = self
+            .0
+            .run(move |n| {
+                n.classify(&actor, &r.text, subject.as_ref(), opts)
+                    .map_err(assist_status)
+            })
+            .await?;
+        Ok(Response::new(pb::ClassifyResponse {
+            intents: c
+                .intents
+                .into_iter()
+                .map(|s| pb::IntentScore {
+                    label: s.label,
+                    probability: s.probability,
+                })
+                .collect(),
+            model_sha256: c.model_sha256,
+            line: c.line.as_str().to_owned(),
+            assistance_level: c.asker.level.as_str().to_owned(),
+            route: pb_route(c.route).into(),
+            reason: c.reason,
+            threshold: c.threshold.value(),
+            policy_version: c.policy_version,
+        }))
+    }
+
+    async fn predict_needs(
+        &self,
+        req: Request<pb::PredictNeedsRequest>,
+    ) -> Result<Response<pb::PredictNeedsResponse>, Status> {
+        let _ = actor(&req)?;
+        Err(Status::unimplemented(
+            "PredictNeeds is not implemented yet: this node does not train or store a need model",
+        ))
     }
 }

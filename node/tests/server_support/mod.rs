@@ -92,6 +92,7 @@ impl Fixture {
                 link_ttl_secs,
                 session_ttl_secs: 1800,
             }),
+            federation: None,
         };
         // sled's background thread may hold the directory lock a moment after `init`'s
         // handle is dropped; wait for it rather than fail.

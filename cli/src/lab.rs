@@ -1,0 +1,661 @@
+//! A whole federation on one machine, as separate processes on 127.0.0.1 with real mutual
+//! TLS: a federation CA, a coordinator and N organisation nodes, each with its own sled store
+//! in a directory of its own. `amble demo` runs one; the multi-process tests drive one to
+//! kill nodes and the coordinator mid-round.
+//!
+//! Every process is the `amble` binary itself (`amble coordinator serve`, `amble node serve`),
+//! started with `--json` so the lab can read the address it bound; their logs go to
+//! `DIR/logs/NAME.log`. Dropping the lab kills whatever is still running.
+
+use amble_coordinator::FederationStatus;
+use amble_crypto::ExternalRef;
+use amble_learn::eval::TextRow;
+use amble_learn::intent::IntentModel;
+use amble_net::ClientIdentity;
+use amble_node::{Actor, Collection, ConsentChange, NewRecord, Node};
+use amble_policy::Role;
+use amble_proto::v1 as pb;
+use anyhow::{Context, Result, anyhow, bail};
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    /// The `amble` binary to run the services with.
+    pub bin: PathBuf,
+    /// Everything goes under here.
+    pub dir: PathBuf,
+    pub federation: String,
+    pub nodes: usize,
+    pub rounds: u64,
+    /// Per-person ε at each node over all rounds; `None` trains without privacy.
+    pub epsilon: Option<f64>,
+    pub delta: f64,
+    /// A round closes as soon as this many updates are in…
+    pub nodes_per_round: usize,
+    /// …or at its deadline with at least this many.
+    pub min_nodes: usize,
+    pub round_deadline_secs: u64,
+    pub dim_log2: u8,
+    pub label_prior: f32,
+    /// Local epochs per round (plain training).
+    pub local_epochs: usize,
+    /// L2 bound on every update.
+    pub clip_bound: f64,
+    /// DP: sampling rate, steps per round, per-person clip, learning rate.
+    pub dp_sample_rate: f64,
+    pub dp_steps_per_round: u64,
+    pub dp_clip_norm: f64,
+    pub dp_learning_rate: f32,
+    pub server_learning_rate: f32,
+}
+
+impl LabSpec {
+    /// Defaults that finish in a few minutes on 2 cores.
+    pub fn new(
+        bin: PathBuf,
+        dir: PathBuf,
+        nodes: usize,
+        rounds: u64,
+        epsilon: Option<f64>,
+    ) -> Self {
+        LabSpec {
+            bin,
+            dir,
+            federation: "demo.amble".into(),
+            nodes,
+            rounds,
+            epsilon,
+            delta: 1e-5,
+            nodes_per_round: nodes,
+            min_nodes: nodes.div_ceil(2).max(1),
+            round_deadline_secs: 120,
+            dim_log2: 14,
+            label_prior: 10.0,
+            local_epochs: 1,
+            // A DP update's norm is mostly its noise (≈ lr·σ·C·√(params·steps)/(q·N), several
+            // hundred here); the bound is there to stop absurd updates, not to clip honest ones.
+            clip_bound: if epsilon.is_some() { 5000.0 } else { 100.0 },
+            dp_sample_rate: 0.3,
+            dp_steps_per_round: 7,
+            dp_clip_norm: 0.3,
+            dp_learning_rate: 500.0,
+            server_learning_rate: 1.0,
+        }
+    }
+}
+
+/// One organisation's share of the data: Banking77 rows, each its own person.
+#[derive(Debug, Clone, Default)]
+pub struct NodeData {
+    pub rows: Vec<TextRow>,
+}
+
+/// The people of node `node`: `phone:+1555NNNNMMMMMMM`-style references, distinct per node.
+pub fn person_ref(node: usize, i: usize) -> String {
+    format!("phone:+1{:03}{i:07}", 500 + node)
+}
+
+struct Proc {
+    child: Child,
+    addr: String,
+    /// What the service printed when it came up.
+    hello: serde_json::Value,
+}
+
+/// A running (or stopped) local federation.
+pub struct Lab {
+    pub spec: LabSpec,
+    ca_dir: PathBuf,
+    coordinator: Option<Proc>,
+    coordinator_config: PathBuf,
+    coordinator_url: String,
+    nodes: Vec<Option<Proc>>,
+    node_configs: Vec<PathBuf>,
+    node_urls: Vec<String>,
+    witness_key: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn cert(ca: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        ca.join("certs").join(format!("{name}.pem")),
+        ca.join("certs").join(format!("{name}.key")),
+    )
+}
+
+impl Lab {
+    /// Creates the CA, the certificates and every node's data directory; starts nothing.
+    /// `labels` is the public list of intents the federation's model covers.
+    pub fn create(
+        spec: LabSpec,
+        labels: &[String],
+        data: &[NodeData],
+        say: &dyn Fn(&str),
+    ) -> Result<Lab> {
+        if data.len() != spec.nodes {
+            bail!("{} nodes but data for {}", spec.nodes, data.len());
+        }
+        std::fs::create_dir_all(spec.dir.join("logs"))?;
+        let ca_dir = spec.dir.join("ca");
+        let ca = amble_crypto::pki::Ca::init(&ca_dir, &spec.federation)?;
+        let local = |name: &str, role: &str| -> Result<()> {
+            let mut req = amble_crypto::pki::IssueRequest::new(name, role);
+            req.ips = vec!["127.0.0.1".parse()?];
+            ca.issue(&req)?;
+            Ok(())
+        };
+        local("coordinator", "coordinator")?;
+        for name in ["admin", "auditor", "app", "rogue-app"] {
+            let role = if name == "rogue-app" { "app" } else { name };
+            local(name, role)?;
+        }
+        say(&format!(
+            "federation CA {:?} created; certificates for the coordinator, {} nodes, an app, an admin and an auditor",
+            spec.federation, spec.nodes
+        ));
+
+        let coordinator_config = spec.dir.join("coordinator.toml");
+        std::fs::write(
+            spec.dir.join("labels.json"),
+            serde_json::to_vec_pretty(labels)?,
+        )?;
+
+        let mut node_configs = Vec::new();
+        for (i, d) in data.iter().enumerate() {
+            let name = format!("node-{}", (b'a' + i as u8) as char);
+            local(&name, "node")?;
+            let dir = spec.dir.join(&name);
+            load_node(&dir.join("data"), i, d, &spec)?;
+            node_configs.push(dir.join("node.toml"));
+            say(&format!(
+                "{name}: {} people with a service conversation each, sealed under their own keys; {} agreed to `train.intent`",
+                d.rows.len(),
+                d.rows.len() - d.rows.len().div_ceil(10)
+            ));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let lab = Lab {
+            spec,
+            ca_dir,
+            coordinator: None,
+            coordinator_config,
+            coordinator_url: String::new(),
+            nodes: (0..data.len()).map(|_| None).collect(),
+            node_configs,
+            node_urls: vec![String::new(); data.len()],
+            witness_key: String::new(),
+            rt,
+        };
+        lab.write_coordinator_config(0)?;
+        Ok(lab)
+    }
+
+    pub fn node_name(&self, i: usize) -> String {
+        format!("node-{}", (b'a' + i as u8) as char)
+    }
+
+    pub fn node_data_dir(&self, i: usize) -> PathBuf {
+        self.spec.dir.join(self.node_name(i)).join("data")
+    }
+
+    pub fn ca_dir(&self) -> &Path {
+        &self.ca_dir
+    }
+
+    /// The coordinator's witness key (C2SP verifier string), once it has started.
+    pub fn witness_key(&self) -> &str {
+        &self.witness_key
+    }
+
+    pub fn coordinator_url(&self) -> &str {
+        &self.coordinator_url
+    }
+
+    pub fn node_url(&self, i: usize) -> &str {
+        &self.node_urls[i]
+    }
+
+    pub fn coordinator_data_dir(&self) -> PathBuf {
+        self.spec.dir.join("coordinator-data")
+    }
+
+    /// The PEM certificate and key of a participant the lab issued.
+    pub fn identity_files(&self, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let (c, k) = cert(&self.ca_dir, name);
+        (c, k, self.ca_dir.join("ca.pem"))
+    }
+
+    fn write_coordinator_config(&self, port: u16) -> Result<()> {
+        let s = &self.spec;
+        let (c, k) = cert(&self.ca_dir, "coordinator");
+        let training = match s.epsilon {
+            Some(eps) => format!(
+                "mode = \"dp\"\nepsilon = {eps}\ndelta = {}\nsample_rate = {}\nsteps_per_round = {}\nclip_norm = {}\nlearning_rate = {}\naverage_tail = 0.0\n",
+                s.delta, s.dp_sample_rate, s.dp_steps_per_round, s.dp_clip_norm, s.dp_learning_rate
+            ),
+            None => format!(
+                "mode = \"plain\"\nepochs = {}\nlearning_rate = 0.5\ndecay = 0.0\n",
+                s.local_epochs
+            ),
+        };
+        let text = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\nrounds = {}\nnodes_per_round = {}\nmin_nodes = {}\nround_deadline_secs = {}\nclip_bound = {}\nserver_learning_rate = {}\n\n[model]\nkind = \"intent\"\nlabels_file = {:?}\ndim_log2 = {}\nlabel_prior = {}\n\n[training]\n{training}",
+            self.coordinator_data_dir(),
+            c,
+            k,
+            self.ca_dir.join("ca.pem"),
+            self.ca_dir.join("crl.pem"),
+            s.rounds,
+            s.nodes_per_round,
+            s.min_nodes,
+            s.round_deadline_secs,
+            s.clip_bound,
+            s.server_learning_rate,
+            s.dir.join("labels.json"),
+            s.dim_log2,
+            s.label_prior,
+        );
+        std::fs::write(&self.coordinator_config, text)?;
+        Ok(())
+    }
+
+    fn write_node_config(&self, i: usize, port: u16) -> Result<()> {
+        let name = self.node_name(i);
+        let (c, k) = cert(&self.ca_dir, &name);
+        let budget = self.spec.epsilon.unwrap_or(1.0);
+        let text = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\ncoordinator = {:?}\nepsilon_budget = {}\ndelta = {}\n",
+            self.node_data_dir(i),
+            c,
+            k,
+            self.ca_dir.join("ca.pem"),
+            self.ca_dir.join("crl.pem"),
+            self.coordinator_url,
+            // Plain plans charge nothing; a DP plan must fit the node's own budget.
+            budget * 1.0001,
+            self.spec.delta,
+        );
+        std::fs::write(&self.node_configs[i], text)?;
+        Ok(())
+    }
+
+    fn spawn(&self, name: &str, args: &[&str]) -> Result<Proc> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.spec.dir.join("logs").join(format!("{name}.log")))?;
+        let mut child = Command::new(&self.spec.bin)
+            .arg("--json")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", self.spec.bin.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("{name}: no stdout"))?;
+        // The service prints one JSON object (pretty, several lines) once it is listening.
+        let first = serde_json::Deserializer::from_reader(BufReader::new(stdout))
+            .into_iter::<serde_json::Value>()
+            .next();
+        let line = format!("{first:?}");
+        let v: serde_json::Value = match first {
+            Some(Ok(v)) => v,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log =
+                    std::fs::read_to_string(self.spec.dir.join("logs").join(format!("{name}.log")))
+                        .unwrap_or_default();
+                bail!(
+                    "{name} did not start; last log lines:\n{}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+                );
+            }
+        };
+        let addr = v["listening"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{name} printed no address: {line}"))?
+            .to_owned();
+        Ok(Proc {
+            child,
+            addr,
+            hello: v,
+        })
+    }
+
+    /// Starts (or restarts, on the same port) the coordinator.
+    pub fn start_coordinator(&mut self) -> Result<()> {
+        let cfg = self.coordinator_config.to_string_lossy().into_owned();
+        let p = self.spawn("coordinator", &["coordinator", "serve", "--config", &cfg])?;
+        if self.coordinator_url.is_empty() {
+            let port: u16 = p.addr.rsplit(':').next().unwrap_or("0").parse()?;
+            // Restarts must come back on the same port: the nodes' configs name it.
+            self.write_coordinator_config(port)?;
+        }
+        self.coordinator_url = format!("https://{}", p.addr);
+        self.witness_key = p.hello["witness_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.coordinator = Some(p);
+        Ok(())
+    }
+
+    /// Starts (or restarts, on the same port) node `i`.
+    pub fn start_node(&mut self, i: usize) -> Result<()> {
+        if self.coordinator_url.is_empty() {
+            bail!("start the coordinator first");
+        }
+        let port = self.node_urls[i]
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(0);
+        self.write_node_config(i, port)?;
+        let cfg = self.node_configs[i].to_string_lossy().into_owned();
+        let name = self.node_name(i);
+        let p = self.spawn(&name, &["node", "serve", "--config", &cfg])?;
+        self.node_urls[i] = format!("https://{}", p.addr);
+        self.nodes[i] = Some(p);
+        Ok(())
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill_coordinator(&mut self) -> Result<()> {
+        if let Some(mut p) = self.coordinator.take() {
+            p.child.kill()?;
+            p.child.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn kill_node(&mut self, i: usize) -> Result<()> {
+        if let Some(mut p) = self.nodes[i].take() {
+            p.child.kill()?;
+            p.child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait: the service flushes and exits.
+    pub fn stop_node(&mut self, i: usize) -> Result<()> {
+        if let Some(mut p) = self.nodes[i].take() {
+            terminate(&mut p.child)?;
+        }
+        Ok(())
+    }
+
+    pub fn stop_all(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.stop_node(i)?;
+        }
+        if let Some(mut p) = self.coordinator.take() {
+            terminate(&mut p.child)?;
+        }
+        Ok(())
+    }
+
+    /// Issues another certificate from the lab's CA (for 127.0.0.1).
+    pub fn issue(&self, name: &str, role: &str) -> Result<()> {
+        let ca = amble_crypto::pki::Ca::open(&self.ca_dir)?;
+        let mut req = amble_crypto::pki::IssueRequest::new(name, role);
+        req.ips = vec!["127.0.0.1".parse()?];
+        ca.issue(&req)?;
+        Ok(())
+    }
+
+    /// Revokes `name` and rewrites the CRL (services load it when they start).
+    pub fn revoke(&self, name: &str) -> Result<()> {
+        let ca = amble_crypto::pki::Ca::open(&self.ca_dir)?;
+        ca.revoke(name)?;
+        Ok(())
+    }
+
+    /// Stops the coordinator with SIGTERM (it flushes and exits).
+    pub fn stop_coordinator(&mut self) -> Result<()> {
+        if let Some(mut p) = self.coordinator.take() {
+            terminate(&mut p.child)?;
+        }
+        Ok(())
+    }
+
+    /// A client identity the lab issued (`admin`, `auditor`, `app`, `node-a`, …).
+    pub fn identity(&self, name: &str) -> Result<ClientIdentity> {
+        let (c, k, ca) = self.identity_files(name);
+        Ok(ClientIdentity::load(&c, &k, &ca)?)
+    }
+
+    /// Runs a future on the lab's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The coordinator's status, asked as `admin`.
+    pub fn status(&self) -> Result<FederationStatus> {
+        let id = self.identity("admin")?;
+        let url = self.coordinator_url.clone();
+        self.rt.block_on(async move {
+            let ch = id.connect(&url).await?;
+            let json = pb::federation_client::FederationClient::new(ch)
+                .status(pb::StatusRequest {})
+                .await?
+                .into_inner()
+                .status_json;
+            Ok(serde_json::from_str(&json)?)
+        })
+    }
+
+    /// Polls the status until `done` says so, calling `tick` on each poll.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&FederationStatus) -> bool,
+        mut tick: impl FnMut(&FederationStatus),
+    ) -> Result<FederationStatus> {
+        let t0 = Instant::now();
+        loop {
+            match self.status() {
+                Ok(s) => {
+                    tick(&s);
+                    if done(&s) {
+                        return Ok(s);
+                    }
+                }
+                Err(e) if t0.elapsed() > timeout => return Err(e),
+                Err(_) => {}
+            }
+            if t0.elapsed() > timeout {
+                bail!("timed out after {timeout:?} waiting for the federation");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Downloads a global model version as `admin` (checking its SHA-256).
+    pub fn fetch_model(&self, version: u64) -> Result<IntentModel> {
+        let id = self.identity("admin")?;
+        let url = self.coordinator_url.clone();
+        self.rt.block_on(async move {
+            let ch = id.connect(&url).await?;
+            let mut stream = pb::federation_client::FederationClient::new(ch)
+                .max_decoding_message_size(16 << 20)
+                .fetch_model(pb::FetchModelRequest {
+                    model: "intent".into(),
+                    version,
+                    latest: false,
+                })
+                .await?
+                .into_inner();
+            let mut header = None;
+            let mut bytes = Vec::new();
+            while let Some(c) = stream.message().await? {
+                match c.part {
+                    Some(pb::model_chunk::Part::Header(h)) => header = Some(h),
+                    Some(pb::model_chunk::Part::Data(d)) => bytes.extend_from_slice(&d),
+                    None => {}
+                }
+            }
+            let h = header.ok_or_else(|| anyhow!("model stream without a header"))?;
+            if amble_crypto::sha256(&bytes).as_slice() != h.sha256 {
+                bail!("model version {version} does not match its SHA-256");
+            }
+            Ok(IntentModel::from_bytes(&bytes)?)
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for p in self.nodes.iter_mut().flatten() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        if let Some(p) = self.coordinator.as_mut() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> Result<()> {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !sent {
+        child.kill()?;
+    }
+    let t0 = Instant::now();
+    while child.try_wait()?.is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            child.kill()?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait()?;
+    Ok(())
+}
+
+/// Accuracy of `model` on `test`.
+pub fn accuracy(model: &IntentModel, test: &[TextRow]) -> Result<f64> {
+    let ex = amble_learn::eval::examples_for(model, test)?;
+    Ok(model.softmax().accuracy(&ex)?)
+}
+
+/// Initialises a node's data directory and loads its people: one service conversation each
+/// (the Banking77 text and its resolved intent), a profile, and `train.intent` consent from
+/// nine in ten of them.
+fn load_node(dir: &Path, node: usize, data: &NodeData, _spec: &LabSpec) -> Result<()> {
+    let n = Node::init(dir, None)?;
+    let op = Actor::new("operator:lab", Role::Admin, amble_consent::Method::Api);
+    let t0 = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    let mut batch = Vec::with_capacity(512);
+    for (i, row) in data.rows.iter().enumerate() {
+        let r = ExternalRef::parse(&person_ref(node, i))?;
+        let mut conv = serde_json::Map::new();
+        conv.insert("channel".into(), "chat".into());
+        conv.insert("text".into(), row.text.clone().into());
+        conv.insert("intent".into(), row.label.clone().into());
+        conv.insert("outcome".into(), "resolved".into());
+        batch.push((
+            r.clone(),
+            NewRecord {
+                collection: Collection::Interactions,
+                time: t0 + time::Duration::minutes(i as i64),
+                data: conv,
+            },
+        ));
+        let mut profile = serde_json::Map::new();
+        profile.insert("birth_year".into(), (1950 + (i % 55) as i64).into());
+        profile.insert("language".into(), "en".into());
+        batch.push((
+            r,
+            NewRecord {
+                collection: Collection::Profile,
+                time: t0,
+                data: profile,
+            },
+        ));
+        if batch.len() >= 512 {
+            n.append_batch(&op, &batch)?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        n.append_batch(&op, &batch)?;
+    }
+    for i in (0..data.rows.len()).filter(|i| i % 10 != 0) {
+        n.change_consent(
+            &op,
+            &ExternalRef::parse(&person_ref(node, i))?,
+            "train.intent",
+            ConsentChange::Give {
+                valid_until: None,
+                explicit: false,
+            },
+        )?;
+    }
+    n.flush()?;
+    Ok(())
+}
+
+/// Banking77 prepared for a lab.
+pub struct Banking77 {
+    /// Each node's share of the training rows.
+    pub nodes: Vec<NodeData>,
+    pub test: Vec<TextRow>,
+    /// The 77 intents (`categories.json`).
+    pub labels: Vec<String>,
+}
+
+/// Banking77's training rows split over `nodes` organisations by the vendored Dirichlet(0.5)
+/// label split (10 groups, merged round-robin when there are fewer nodes), at most
+/// `max_per_node` rows each; the test rows; the intent list.
+pub fn banking77(data_dir: &Path, nodes: usize, max_per_node: Option<usize>) -> Result<Banking77> {
+    if nodes == 0 || nodes > 10 {
+        bail!("the Banking77 split has 10 groups; choose 1 to 10 nodes");
+    }
+    let train = amble_learn::eval::read_intent_csv(&data_dir.join("train.csv"))?;
+    let test = amble_learn::eval::read_intent_csv(&data_dir.join("test.csv"))?;
+    let split =
+        amble_learn::federated::read_split(&data_dir.join("split-10-nodes-dirichlet-0.5.csv"))?;
+    let groups = amble_learn::federated::split_rows(train, &split)?;
+    let mut out = vec![NodeData::default(); nodes];
+    for (g, rows) in groups.into_iter().enumerate() {
+        out[g % nodes].rows.extend(rows);
+    }
+    if let Some(m) = max_per_node {
+        // An evenly spaced subset keeps each node's label mix (its rows are grouped by label).
+        for d in &mut out {
+            let n = d.rows.len();
+            if n > m {
+                d.rows = (0..m).map(|k| d.rows[k * n / m].clone()).collect();
+            }
+        }
+    }
+    let path = data_dir.join("categories.json");
+    let labels: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{}: expected a JSON array of intents", path.display()))?;
+    Ok(Banking77 {
+        nodes: out,
+        test,
+        labels,
+    })
+}

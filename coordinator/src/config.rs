@@ -1,0 +1,273 @@
+//! `coordinator.toml`: what `amble coordinator serve` reads. See
+//! `deploy/coordinator.example.toml` for a commented example.
+
+use crate::CoordinatorError;
+use amble_learn::aggregate::Rule;
+use amble_learn::featurise::FeatureConfig;
+use amble_learn::federated::{FederatedDp, LocalTraining};
+use amble_net::TlsFiles;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration. As for the node, there is no plaintext switch: `[tls]` is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Where the coordinator keeps its sled store and its witness key.
+    pub data_dir: PathBuf,
+    pub tls: TlsFiles,
+    pub federation: FederationSection,
+    pub model: ModelSection,
+    pub training: TrainingSection,
+}
+
+/// `[federation]`: how rounds run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// Rounds to run; the federation is done after the last one is published.
+    pub rounds: u64,
+    /// A round closes as soon as this many updates were accepted.
+    pub nodes_per_round: usize,
+    /// …or at its deadline, if at least this many were (otherwise the deadline moves on).
+    pub min_nodes: usize,
+    /// Seconds a round stays open for stragglers.
+    #[serde(default = "default_deadline")]
+    pub round_deadline_secs: u64,
+    /// L2 bound on every update (nodes clip to it; the coordinator refuses anything above).
+    pub clip_bound: f64,
+    /// `{ rule = "mean" }` (FedAvg), `{ rule = "trimmed_mean", trim = 0.1 }` or `{ rule = "median" }`.
+    #[serde(default = "default_rule")]
+    pub aggregation: Rule,
+    /// The aggregate is added to the global model times this (post-processing: no privacy cost).
+    #[serde(default = "one")]
+    pub server_learning_rate: f32,
+}
+
+fn default_deadline() -> u64 {
+    600
+}
+fn default_rule() -> Rule {
+    Rule::Mean
+}
+fn one() -> f32 {
+    1.0
+}
+
+/// `[model]`: the model the federation trains, built from public information only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Only `"intent"` so far.
+    pub kind: String,
+    /// JSON array of intent labels (e.g. `data/banking77/categories.json`).
+    pub labels_file: PathBuf,
+    /// Hashed feature space: 2^dim_log2 features.
+    #[serde(default = "default_dim")]
+    pub dim_log2: u8,
+    /// Initial weights from the intents' names (public knowledge, no privacy cost); 0 = zeros.
+    #[serde(default)]
+    pub label_prior: f32,
+}
+
+fn default_dim() -> u8 {
+    14
+}
+
+/// `[training]`: what each node runs per round.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TrainingSection {
+    /// Plain local SGD: no privacy guarantee. Only for public or synthetic data.
+    Plain {
+        epochs: usize,
+        learning_rate: f32,
+        #[serde(default)]
+        decay: f32,
+        #[serde(default)]
+        l2: f32,
+    },
+    /// DP-SGD with per-person clipping at every node; σ is calibrated so that all rounds
+    /// together cost `epsilon` at `delta` for each person at each node.
+    Dp {
+        epsilon: f64,
+        #[serde(default = "default_delta")]
+        delta: f64,
+        sample_rate: f64,
+        steps_per_round: u64,
+        clip_norm: f64,
+        learning_rate: f32,
+        #[serde(default)]
+        average_tail: f64,
+        #[serde(default = "one")]
+        final_lr_fraction: f32,
+    },
+}
+
+fn default_delta() -> f64 {
+    1e-5
+}
+
+/// The plan every node is told at Join: the resolved, validated configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub model: String,
+    pub labels: Vec<String>,
+    pub features: FeatureConfig,
+    pub label_prior: f32,
+    pub rounds: u64,
+    pub nodes_per_round: usize,
+    pub min_nodes: usize,
+    pub round_deadline_secs: u64,
+    pub clip_bound: f64,
+    pub aggregation: Rule,
+    pub server_learning_rate: f32,
+    /// What a node runs in one round.
+    pub local: LocalTraining,
+    /// The DP budget, if private: (ε, δ) per person at each node over all rounds.
+    pub privacy: Option<FederatedDp>,
+}
+
+impl Plan {
+    /// ε per person at each node after all rounds (None if not private).
+    pub fn epsilon(&self) -> Option<f64> {
+        self.privacy.as_ref().map(|p| p.epsilon)
+    }
+}
+
+impl CoordinatorConfig {
+    /// Reads and checks a `coordinator.toml`; relative paths are taken from its folder.
+    pub fn load(path: &Path) -> Result<CoordinatorConfig, CoordinatorError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CoordinatorError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut c: CoordinatorConfig = toml::from_str(&text).map_err(|e| {
+            CoordinatorError::Config(format!(
+                "{} is not a valid coordinator config: {e}; see deploy/coordinator.example.toml",
+                path.display()
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if c.data_dir.is_relative() {
+            c.data_dir = base.join(&c.data_dir);
+        }
+        if c.model.labels_file.is_relative() {
+            c.model.labels_file = base.join(&c.model.labels_file);
+        }
+        c.tls.absolutize(base);
+        c.plan()?;
+        Ok(c)
+    }
+
+    /// Resolves the plan: reads the labels, calibrates σ for a DP plan, checks every bound.
+    pub fn plan(&self) -> Result<Plan, CoordinatorError> {
+        let bad = |m: String| Err(CoordinatorError::Config(m));
+        let f = &self.federation;
+        if self.model.kind != "intent" {
+            return bad(format!(
+                "model.kind {:?} is not supported; only \"intent\" is",
+                self.model.kind
+            ));
+        }
+        if f.rounds == 0 {
+            return bad("federation.rounds must be at least 1".into());
+        }
+        if f.min_nodes == 0 || f.nodes_per_round < f.min_nodes {
+            return bad(format!(
+                "federation.min_nodes ({}) must be ≥ 1 and ≤ nodes_per_round ({})",
+                f.min_nodes, f.nodes_per_round
+            ));
+        }
+        if !(f.clip_bound > 0.0 && f.clip_bound.is_finite()) {
+            return bad("federation.clip_bound must be a positive number".into());
+        }
+        if !(f.server_learning_rate > 0.0 && f.server_learning_rate.is_finite()) {
+            return bad("federation.server_learning_rate must be a positive number".into());
+        }
+        f.aggregation
+            .validate()
+            .map_err(|e| CoordinatorError::Config(format!("federation.aggregation: {e}")))?;
+        let text = std::fs::read_to_string(&self.model.labels_file).map_err(|source| {
+            CoordinatorError::Io {
+                path: self.model.labels_file.clone(),
+                source,
+            }
+        })?;
+        let labels: Vec<String> = serde_json::from_str(&text).map_err(|e| {
+            CoordinatorError::Config(format!(
+                "{}: expected a JSON array of intent labels: {e}",
+                self.model.labels_file.display()
+            ))
+        })?;
+        let features = FeatureConfig {
+            dim_log2: self.model.dim_log2,
+            ..FeatureConfig::default()
+        };
+        let (local, privacy) = match &self.training {
+            TrainingSection::Plain {
+                epochs,
+                learning_rate,
+                decay,
+                l2,
+            } => (
+                LocalTraining::Plain {
+                    epochs: *epochs,
+                    learning_rate: *learning_rate,
+                    decay: *decay,
+                    l2: *l2,
+                },
+                None,
+            ),
+            TrainingSection::Dp {
+                epsilon,
+                delta,
+                sample_rate,
+                steps_per_round,
+                clip_norm,
+                learning_rate,
+                average_tail,
+                final_lr_fraction,
+            } => {
+                let dp = FederatedDp {
+                    epsilon: *epsilon,
+                    delta: *delta,
+                    rounds: f.rounds,
+                    sample_rate: *sample_rate,
+                    steps_per_round: *steps_per_round,
+                    clip_norm: *clip_norm,
+                    learning_rate: *learning_rate,
+                    average_tail: *average_tail,
+                    final_lr_fraction: *final_lr_fraction,
+                    fit_bias: false,
+                    threads: 1,
+                };
+                let round = dp
+                    .round_config()
+                    .map_err(|e| CoordinatorError::Config(format!("[training]: {e}")))?;
+                (LocalTraining::Dp(round), Some(dp))
+            }
+        };
+        let plan = Plan {
+            model: self.model.kind.clone(),
+            labels,
+            features,
+            label_prior: self.model.label_prior,
+            rounds: f.rounds,
+            nodes_per_round: f.nodes_per_round,
+            min_nodes: f.min_nodes,
+            round_deadline_secs: f.round_deadline_secs.max(1),
+            clip_bound: f.clip_bound,
+            aggregation: f.aggregation,
+            server_learning_rate: f.server_learning_rate,
+            local,
+            privacy,
+        };
+        // Building the initial model checks labels and features once, at load time.
+        crate::state::initial_model(&plan)?;
+        Ok(plan)
+    }
+}

@@ -1,0 +1,83 @@
+//! amble-coordinator: where the nodes of several organisations train together.
+//!
+//! The coordinator runs a federation plan (`coordinator.toml`): a model built from public
+//! information, a number of rounds, the bound on every update and what each node runs
+//! locally (DP-SGD with per-person clipping, σ calibrated so that all rounds together cost
+//! the plan's ε at each node). Each round it hands nodes a task over the `Federation` gRPC
+//! service, receives their updates as streams, checks every one (round, version, shape,
+//! finite values, L2 norm within the clip bound, one per node per round, no replays), sums
+//! them as they arrive — memory O(model), not O(nodes × model) — or aggregates robustly
+//! (trimmed mean, median) block by block from its spool, and publishes the next version.
+//! It never sees raw data: only clipped, noised updates.
+//!
+//! It is also the federation's witness: it cosigns each node's audit checkpoint after checking
+//! that the node's log only grew, so a node cannot silently rewrite its history. Every model
+//! download, update, refusal and cosignature goes into the coordinator's own Merkle log.
+//!
+//! State lives in sled ([`state`]); a crash at any point resumes the round without counting an
+//! update twice or losing one. On the map in `docs/ARCHITECTURE.md` this crate sits beside
+//! `node`, above `learn`, `audit` and `net`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod key;
+pub mod server;
+pub mod service;
+pub mod state;
+
+pub use config::{CoordinatorConfig, Plan};
+pub use server::CoordinatorServer;
+pub use state::{Coordinator, FederationStatus, Phase, Receipt, RoundSummary, TrainingRecord};
+
+use std::path::PathBuf;
+
+/// Who is calling, as read from the verified client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: String,
+    pub role: String,
+    pub request_id: String,
+}
+
+/// What went wrong; each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Store(#[from] sled::Error),
+    #[error("audit log: {0}")]
+    Audit(#[from] amble_audit::AuditError),
+    #[error("note: {0}")]
+    Note(#[from] amble_audit::NoteError),
+    #[error("model: {0}")]
+    Learn(#[from] amble_learn::LearnError),
+    #[error("key: {0}")]
+    Crypto(#[from] amble_crypto::CryptoError),
+    #[error("the coordinator's state is damaged: {0}")]
+    Corrupt(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("node {0} has not joined; call Join first")]
+    NotMember(String),
+    #[error("model version {0} does not exist")]
+    NoSuchVersion(u64),
+    #[error(transparent)]
+    Net(#[from] amble_net::NetError),
+    #[error("cannot listen on {addr}: {source}; is another process using the port?")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the gRPC server stopped: {0}")]
+    Serve(String),
+}
+
+pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;

@@ -1,0 +1,158 @@
+//! Running the coordinator: mutual TLS 1.3 (see `amble-net`), the `Federation` and `Audit`
+//! services, and a ticker that closes rounds at their deadline.
+
+use crate::config::CoordinatorConfig;
+use crate::service::FederationService;
+use crate::state::Coordinator;
+use crate::{CoordinatorError, Result};
+use amble_net::{ConnLimits, mtls_incoming, server_config};
+use amble_proto::v1 as pb;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Largest gRPC message (a model or update chunk is 1 MiB; headers are small).
+const MAX_MESSAGE: usize = 8 << 20;
+
+/// A bound, not yet running coordinator.
+pub struct CoordinatorServer {
+    coordinator: Arc<Coordinator>,
+    listener: TcpListener,
+    tls: amble_net::TlsSlot,
+    listen: SocketAddr,
+}
+
+impl CoordinatorServer {
+    /// Loads the TLS files, opens (or resumes) the state in `data_dir` and binds the address.
+    /// The coordinator's federation and id come from its own certificate.
+    pub async fn bind(config: CoordinatorConfig) -> Result<CoordinatorServer> {
+        let plan = config.plan()?;
+        let tls = server_config(&config.tls)?;
+        let cert_pem =
+            std::fs::read_to_string(&config.tls.cert).map_err(|source| CoordinatorError::Io {
+                path: config.tls.cert.clone(),
+                source,
+            })?;
+        let der = amble_crypto::pki::first_cert_der(&cert_pem)
+            .map_err(|e| CoordinatorError::Config(format!("{}: {e}", config.tls.cert.display())))?;
+        let me = amble_crypto::pki::identity_of(&der)
+            .map_err(|e| CoordinatorError::Config(format!("{}: {e}", config.tls.cert.display())))?;
+        if me.role != "coordinator" {
+            return Err(CoordinatorError::Config(format!(
+                "{} is a {} certificate; issue one with `amble pki issue NAME --role coordinator`",
+                config.tls.cert.display(),
+                me.role
+            )));
+        }
+        let data_dir = config.data_dir.clone();
+        let (fed, id) = (me.federation.clone(), me.id.clone());
+        let coordinator =
+            tokio::task::spawn_blocking(move || Coordinator::open(&data_dir, plan, &fed, &id))
+                .await
+                .map_err(|e| CoordinatorError::Serve(e.to_string()))??;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| CoordinatorError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(CoordinatorServer {
+            coordinator: Arc::new(coordinator),
+            listener,
+            tls: Arc::new(RwLock::new(tls)),
+            listen: config.listen,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|source| CoordinatorError::Bind {
+                addr: self.listen,
+                source,
+            })
+    }
+
+    pub fn coordinator(&self) -> Arc<Coordinator> {
+        Arc::clone(&self.coordinator)
+    }
+
+    /// Serves until `shutdown` completes, then flushes.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (incoming, accept) = mtls_incoming(
+            self.listener,
+            Arc::clone(&self.tls),
+            ConnLimits {
+                max_connections: 1024,
+                handshake_timeout: Duration::from_secs(10),
+            },
+            stop_rx,
+        );
+        let ticker = {
+            let c = Arc::clone(&self.coordinator);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    every.tick().await;
+                    let c = Arc::clone(&c);
+                    match tokio::task::spawn_blocking(move || c.tick()).await {
+                        Ok(Err(e)) => tracing::error!(error = %e, "closing a round failed"),
+                        Err(e) => tracing::error!(error = %e, "round ticker failed"),
+                        Ok(Ok(())) => {}
+                    }
+                }
+            })
+        };
+        let svc = FederationService(Arc::clone(&self.coordinator));
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(
+                pb::federation_server::FederationServer::new(svc.clone())
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                pb::audit_server::AuditServer::new(svc)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .serve_with_incoming_shutdown(incoming, async {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        accept.abort();
+        ticker.abort();
+        let c = Arc::clone(&self.coordinator);
+        let flushed = tokio::task::spawn_blocking(move || c.flush())
+            .await
+            .map_err(|e| CoordinatorError::Serve(e.to_string()))?;
+        result.map_err(|e| CoordinatorError::Serve(e.to_string()))?;
+        flushed?;
+        tracing::info!("coordinator stopped and flushed");
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    #[cfg(unix)]
+    pub async fn run_until_signalled(self) -> Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|source| CoordinatorError::Io {
+            path: "<signal handler>".into(),
+            source,
+        })?;
+        self.run(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,428 @@
+//! The gRPC face of the coordinator: `Federation` for nodes, and `Audit` so an auditor can
+//! fetch and verify the coordinator's own log exactly like a node's.
+//!
+//! Who calls is read from the verified client certificate, never from a request field;
+//! [`authorize`] checks the method's roles ([`METHOD_ROLES`]) and logs a refusal.
+
+use crate::state::{Coordinator, TaskFor};
+use crate::{Caller, CoordinatorError, TrainingRecord};
+use amble_proto::v1 as pb;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Which roles may call each method; anything else is refused for everyone.
+pub const METHOD_ROLES: &[(&str, &[&str])] = &[
+    ("Join", &["node"]),
+    ("NextTask", &["node"]),
+    ("FetchModel", &["node", "auditor", "admin"]),
+    ("SubmitUpdate", &["node"]),
+    ("Decline", &["node"]),
+    ("Cosign", &["node"]),
+    ("Status", &["node", "auditor", "admin"]),
+    ("Checkpoint", &["auditor", "admin", "node"]),
+    ("Entries", &["auditor", "admin"]),
+    ("InclusionProof", &["auditor", "admin", "node"]),
+    ("ConsistencyProof", &["auditor", "admin", "node"]),
+];
+
+/// Largest model chunk sent, and largest long poll granted.
+const CHUNK_BYTES: usize = 1 << 20;
+const MAX_WAIT: Duration = Duration::from_secs(30);
+const MAX_ENTRIES_PER_CALL: u64 = 1000;
+
+fn status(e: CoordinatorError) -> Status {
+    match e {
+        CoordinatorError::Refused(m) => Status::failed_precondition(m),
+        CoordinatorError::NotMember(_) => Status::failed_precondition(e.to_string()),
+        CoordinatorError::NoSuchVersion(_) => Status::not_found(e.to_string()),
+        CoordinatorError::Config(m) => Status::invalid_argument(m),
+        other => {
+            tracing::error!(error = %other, "coordinator error");
+            Status::internal(format!("coordinator error: {other}"))
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CoordinatorError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("task failed: {e}")))?
+        .map_err(status)
+}
+
+/// The caller of `req`, if its certificate's role may call `method`; a refusal is logged.
+async fn authorize<T>(
+    coord: &Arc<Coordinator>,
+    req: &Request<T>,
+    method: &'static str,
+) -> Result<Caller, Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let id = amble_crypto::pki::identity_of(leaf.as_ref())
+        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+    let mut rid = [0u8; 8];
+    amble_crypto::random_bytes(&mut rid).map_err(|e| Status::internal(e.to_string()))?;
+    let caller = Caller {
+        id: id.id,
+        role: id.role,
+        request_id: rid.iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    let roles = METHOD_ROLES
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, r)| *r)
+        .unwrap_or(&[]);
+    if id.federation != coord.federation() {
+        return Err(Status::permission_denied(format!(
+            "certificate is for federation {:?}, this coordinator runs {:?}",
+            id.federation,
+            coord.federation()
+        )));
+    }
+    if roles.contains(&caller.role.as_str()) {
+        return Ok(caller);
+    }
+    tracing::warn!(caller = %caller.id, role = %caller.role, method, "refused call");
+    let msg = format!(
+        "role {} may not call {method}; it is open to: {}",
+        caller.role,
+        roles.join(", ")
+    );
+    let c = Arc::clone(coord);
+    let logged = caller.clone();
+    blocking(move || c.log_denied(&logged, method)).await?;
+    Err(Status::permission_denied(msg))
+}
+
+/// `Federation` and `Audit` over one coordinator.
+#[derive(Clone)]
+pub struct FederationService(pub Arc<Coordinator>);
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::federation_server::Federation for FederationService {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let caller = authorize(&self.0, &req, "Join").await?;
+        let log_key = req.into_inner().log_key;
+        let c = Arc::clone(&self.0);
+        let who = caller.clone();
+        let member = blocking(move || c.join(&who, &log_key)).await?;
+        let plan_json =
+            serde_json::to_string(self.0.plan()).map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(node = %member.id, "node joined");
+        Ok(Response::new(pb::JoinResponse {
+            federation: self.0.federation().to_owned(),
+            node_id: member.id,
+            witness_key: self.0.witness_key().to_string(),
+            plan_json,
+        }))
+    }
+
+    async fn next_task(
+        &self,
+        req: Request<pb::NextTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = authorize(&self.0, &req, "NextTask").await?;
+        let wait = Duration::from_millis(u64::from(req.into_inner().wait_ms)).min(MAX_WAIT);
+        let mut changed = self.0.subscribe();
+        let plan = self.0.plan();
+        let mut task = self.0.task_for(&caller.id).map_err(status)?;
+        if matches!(task, TaskFor::Wait(_)) && !wait.is_zero() {
+            let _ = tokio::time::timeout(wait, changed.changed()).await;
+            task = self.0.task_for(&caller.id).map_err(status)?;
+        }
+        let training_json =
+            serde_json::to_string(&plan.local).map_err(|e| Status::internal(e.to_string()))?;
+        let base = pb::Task {
+            model: plan.model.clone(),
+            clip_bound: plan.clip_bound,
+            rounds_total: plan.rounds,
+            ..Default::default()
+        };
+        Ok(Response::new(match task {
+            TaskFor::Train {
+                round,
+                version,
+                deadline_ms,
+            } => pb::Task {
+                kind: pb::task::Kind::Train as i32,
+                round,
+                model_version: version,
+                training_json,
+                deadline_unix_ms: deadline_ms,
+                ..base
+            },
+            TaskFor::Wait(message) => pb::Task {
+                kind: pb::task::Kind::Wait as i32,
+                message,
+                ..base
+            },
+            TaskFor::Done => pb::Task {
+                kind: pb::task::Kind::Done as i32,
+                message: format!("all {} rounds are published", plan.rounds),
+                ..base
+            },
+        }))
+    }
+
+    type FetchModelStream = ChunkStream;
+
+    async fn fetch_model(
+        &self,
+        req: Request<pb::FetchModelRequest>,
+    ) -> Result<Response<Self::FetchModelStream>, Status> {
+        let caller = authorize(&self.0, &req, "FetchModel").await?;
+        let r = req.into_inner();
+        if r.model != self.0.plan().model {
+            return Err(Status::not_found(format!(
+                "model {:?} is not trained by this federation",
+                r.model
+            )));
+        }
+        let c = Arc::clone(&self.0);
+        let version = (!r.latest).then_some(r.version);
+        let (version, bytes) = blocking(move || c.model_bytes(&caller, version)).await?;
+        let header = pb::ModelHeader {
+            model: r.model,
+            version,
+            bytes: bytes.len() as u64,
+            parameters: self.0.parameters() as u64,
+            clip_bound: self.0.plan().clip_bound,
+            sha256: amble_crypto::sha256(&bytes).to_vec(),
+        };
+        let mut parts = vec![Ok(pb::ModelChunk {
+            part: Some(pb::model_chunk::Part::Header(header)),
+        })];
+        parts.extend(bytes.chunks(CHUNK_BYTES).map(|c| {
+            Ok(pb::ModelChunk {
+                part: Some(pb::model_chunk::Part::Data(c.to_vec())),
+            })
+        }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(parts))))
+    }
+
+    async fn submit_update(
+        &self,
+        req: Request<Streaming<pb::UpdateChunk>>,
+    ) -> Result<Response<pb::UpdateReceipt>, Status> {
+        let caller = authorize(&self.0, &req, "SubmitUpdate").await?;
+        let mut stream = req.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::UpdateChunk {
+                part: Some(pb::update_chunk::Part::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an update starts with its header (round, base version, shape, sha256)",
+                ));
+            }
+        };
+        let record = header.record.clone().unwrap_or_default();
+        let record = TrainingRecord {
+            subjects: record.subjects,
+            examples: record.examples,
+            consent_state_hash: record.consent_state_hash.chars().take(128).collect(),
+            epsilon_round: record.epsilon_round,
+            epsilon_total: record.epsilon_total,
+            delta: record.delta,
+        };
+        let c = Arc::clone(&self.0);
+        let who = caller.clone();
+        let mut upload = blocking(move || {
+            c.begin_upload(
+                &who,
+                header.round,
+                &header.model,
+                header.base_version,
+                header.values,
+                header.weight,
+                header.sha256,
+                record,
+            )
+        })
+        .await?;
+        while let Some(msg) = stream.next().await {
+            let bytes = match msg {
+                Ok(pb::UpdateChunk {
+                    part: Some(pb::update_chunk::Part::Data(b)),
+                }) => b,
+                Ok(_) => {
+                    let c = Arc::clone(&self.0);
+                    let who = caller.clone();
+                    return Err(status(
+                        blocking(move || {
+                            Ok(c.abort(&upload, &who, "a second header in one update"))
+                        })
+                        .await?,
+                    ));
+                }
+                Err(e) => {
+                    let c = Arc::clone(&self.0);
+                    let who = caller.clone();
+                    let why = format!("upload stream broke: {e}");
+                    let _ = blocking(move || Ok(c.abort(&upload, &who, &why))).await;
+                    return Err(e);
+                }
+            };
+            let c = Arc::clone(&self.0);
+            let who = caller.clone();
+            upload = blocking(move || {
+                c.feed(&mut upload, &who, &bytes)?;
+                Ok(upload)
+            })
+            .await?;
+        }
+        let c = Arc::clone(&self.0);
+        let (receipt, count) = blocking(move || c.finish(upload, &caller)).await?;
+        Ok(Response::new(pb::UpdateReceipt {
+            round: receipt.round,
+            norm: receipt.norm,
+            accepted_in_round: count as u64,
+        }))
+    }
+
+    async fn decline(
+        &self,
+        req: Request<pb::DeclineRequest>,
+    ) -> Result<Response<pb::DeclineResponse>, Status> {
+        let caller = authorize(&self.0, &req, "Decline").await?;
+        let r = req.into_inner();
+        let c = Arc::clone(&self.0);
+        blocking(move || c.decline(&caller, r.round, &r.reason)).await?;
+        Ok(Response::new(pb::DeclineResponse {}))
+    }
+
+    async fn cosign(
+        &self,
+        req: Request<pb::CosignRequest>,
+    ) -> Result<Response<pb::CosignResponse>, Status> {
+        let caller = authorize(&self.0, &req, "Cosign").await?;
+        let r = req.into_inner();
+        let c = Arc::clone(&self.0);
+        let (cosigned, previous_size) =
+            blocking(move || c.cosign(&caller, &r.checkpoint, &r.consistency_proof_json)).await?;
+        Ok(Response::new(pb::CosignResponse {
+            cosigned,
+            previous_size,
+        }))
+    }
+
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        authorize(&self.0, &req, "Status").await?;
+        let c = Arc::clone(&self.0);
+        let s = blocking(move || c.status()).await?;
+        let status_json = serde_json::to_string(&s).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::StatusResponse { status_json }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_server::Audit for FederationService {
+    async fn checkpoint(
+        &self,
+        req: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        authorize(&self.0, &req, "Checkpoint").await?;
+        let c = Arc::clone(&self.0);
+        blocking(move || {
+            let checkpoint = c.checkpoint()?;
+            Ok(pb::CheckpointResponse {
+                checkpoint,
+                size: c.audit_log().size(),
+                log_key: c.witness_key().to_string(),
+                first_kept: c.audit_log().first_kept()?,
+                witnessed: String::new(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn entries(
+        &self,
+        req: Request<pb::EntriesRequest>,
+    ) -> Result<Response<pb::EntriesResponse>, Status> {
+        authorize(&self.0, &req, "Entries").await?;
+        let r = req.into_inner();
+        if r.end <= r.start || r.end - r.start > MAX_ENTRIES_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "ask for a non-empty range of at most {MAX_ENTRIES_PER_CALL} entries"
+            )));
+        }
+        let c = Arc::clone(&self.0);
+        blocking(move || {
+            let size = c.audit_log().size();
+            if r.end > size {
+                return Err(CoordinatorError::Refused(format!(
+                    "the log has {size} entries; ask for a range ending at most at {size}"
+                )));
+            }
+            let entries = c
+                .audit_log()
+                .entries(r.start..r.end)?
+                .iter()
+                .map(|e| e.to_canonical_json())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CoordinatorError::Corrupt(e.to_string()))?;
+            Ok(pb::EntriesResponse { entries })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn inclusion_proof(
+        &self,
+        req: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::ProofResponse>, Status> {
+        authorize(&self.0, &req, "InclusionProof").await?;
+        let r = req.into_inner();
+        let c = Arc::clone(&self.0);
+        blocking(move || {
+            let size = if r.tree_size == 0 {
+                c.audit_log().size()
+            } else {
+                r.tree_size
+            };
+            Ok(pb::ProofResponse {
+                proof_json: c.audit_log().inclusion_proof_json(r.index, size)?,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn consistency_proof(
+        &self,
+        req: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ProofResponse>, Status> {
+        authorize(&self.0, &req, "ConsistencyProof").await?;
+        let r = req.into_inner();
+        let c = Arc::clone(&self.0);
+        blocking(move || {
+            Ok(pb::ProofResponse {
+                proof_json: c
+                    .audit_log()
+                    .consistency_proof_json(r.old_size, r.new_size)?,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+}

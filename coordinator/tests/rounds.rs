@@ -1,0 +1,334 @@
+//! The coordinator's round state machine in-process (the multi-process tests in
+//! `cli/tests/federation.rs` cover the same paths over mutual TLS).
+
+use amble_audit::{AuditLog, EntryDraft, NoteSigner};
+use amble_coordinator::{Caller, Coordinator, CoordinatorConfig, Phase, Plan, TrainingRecord};
+use amble_learn::aggregate::Rule;
+use amble_learn::federated::LocalTraining;
+use std::path::Path;
+
+fn plan(rule: Rule, nodes_per_round: usize) -> Plan {
+    Plan {
+        model: "intent".into(),
+        labels: vec!["a".into(), "b".into(), "c".into()],
+        features: amble_learn::featurise::FeatureConfig {
+            dim_log2: 4,
+            ..Default::default()
+        },
+        label_prior: 0.0,
+        rounds: 3,
+        nodes_per_round,
+        min_nodes: 1,
+        round_deadline_secs: 3600,
+        clip_bound: 10.0,
+        aggregation: rule,
+        server_learning_rate: 1.0,
+        local: LocalTraining::Plain {
+            epochs: 1,
+            learning_rate: 0.1,
+            decay: 0.0,
+            l2: 0.0,
+        },
+        privacy: None,
+    }
+}
+
+fn caller(id: &str) -> Caller {
+    Caller {
+        id: id.into(),
+        role: "node".into(),
+        request_id: "t".into(),
+    }
+}
+
+fn log_key(name: &str) -> (NoteSigner, String) {
+    let k = amble_crypto::SigningKey::generate().unwrap();
+    let s = NoteSigner::from_key(name, &k).unwrap();
+    let v = s.verifier().to_string();
+    (s, v)
+}
+
+fn open(dir: &Path, p: Plan) -> Coordinator {
+    Coordinator::open(dir, p, "test.fed", "coordinator").unwrap()
+}
+
+/// Streams `values` as an update in chunks of 7 values.
+fn submit(c: &Coordinator, node: &str, round: u64, values: &[f32]) -> Result<usize, String> {
+    let bytes = amble_learn::aggregate::f32_to_le(values);
+    let who = caller(node);
+    let mut up = c
+        .begin_upload(
+            &who,
+            round,
+            "intent",
+            round - 1,
+            values.len() as u64,
+            1.0,
+            amble_crypto::sha256(&bytes).to_vec(),
+            TrainingRecord::default(),
+        )
+        .map_err(|e| e.to_string())?;
+    for chunk in bytes.chunks(28) {
+        c.feed(&mut up, &who, chunk).map_err(|e| e.to_string())?;
+    }
+    c.finish(up, &who)
+        .map(|(_, n)| n)
+        .map_err(|e| e.to_string())
+}
+
+fn flat(c: &Coordinator, version: u64) -> Vec<f32> {
+    let who = caller("n1");
+    let (_, bytes) = c.model_bytes(&who, Some(version)).unwrap();
+    amble_learn::intent::IntentModel::from_bytes(&bytes)
+        .unwrap()
+        .to_flat()
+}
+
+#[test]
+fn a_round_publishes_the_mean_of_its_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = open(dir.path(), plan(Rule::Mean, 2));
+    for n in ["n1", "n2"] {
+        c.join(&caller(n), &log_key(n).1).unwrap();
+    }
+    let len = c.parameters();
+    let before = flat(&c, 0);
+    assert_eq!(submit(&c, "n1", 1, &vec![0.2; len]), Ok(1));
+    assert_eq!(c.status().unwrap().phase, Phase::Collecting);
+    assert_eq!(submit(&c, "n2", 1, &vec![0.6; len]), Ok(2));
+    let s = c.status().unwrap();
+    assert_eq!((s.round, s.model_version), (2, 1));
+    assert_eq!(s.history[0].closed_by, "quota");
+    let after = flat(&c, 1);
+    for (a, b) in after.iter().zip(&before) {
+        assert!((a - b - 0.4).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn the_median_ignores_one_poisoned_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = open(dir.path(), plan(Rule::Median, 3));
+    for n in ["n1", "n2", "n3"] {
+        c.join(&caller(n), &log_key(n).1).unwrap();
+    }
+    let len = c.parameters();
+    let mut poison = vec![0.0; len];
+    poison[0] = 9.9; // within the norm bound, far from the others
+    submit(&c, "n1", 1, &vec![0.01; len]).unwrap();
+    submit(&c, "n2", 1, &vec![0.02; len]).unwrap();
+    submit(&c, "n3", 1, &poison).unwrap();
+    let d: Vec<f32> = flat(&c, 1)
+        .iter()
+        .zip(flat(&c, 0))
+        .map(|(a, b)| a - b)
+        .collect();
+    assert!(
+        (d[0] - 0.02).abs() < 1e-6,
+        "median of 0.01, 0.02, 9.9 is 0.02: {}",
+        d[0]
+    );
+    assert!(
+        (d[1] - 0.01).abs() < 1e-6,
+        "median of 0.01, 0.02, 0 is 0.01: {}",
+        d[1]
+    );
+}
+
+#[test]
+fn bad_updates_are_refused_and_nothing_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = open(dir.path(), plan(Rule::Mean, 2));
+    c.join(&caller("n1"), &log_key("n1").1).unwrap();
+    let len = c.parameters();
+    let mut nan = vec![0.0; len];
+    nan[3] = f32::NAN;
+    assert!(submit(&c, "n1", 1, &nan).unwrap_err().contains("NaN"));
+    assert!(
+        submit(&c, "n1", 1, &vec![0.0; len + 1])
+            .unwrap_err()
+            .contains("values")
+    );
+    assert!(
+        submit(&c, "n1", 1, &vec![5.0; len])
+            .unwrap_err()
+            .contains("norm")
+    );
+    assert!(
+        submit(&c, "n1", 2, &vec![0.0; len])
+            .unwrap_err()
+            .contains("round")
+    );
+    assert!(
+        submit(&c, "stranger", 1, &vec![0.0; len])
+            .unwrap_err()
+            .contains("join")
+    );
+    assert!(c.status().unwrap().accepted_in_round.is_empty());
+    // A header whose hash does not match the values.
+    let who = caller("n1");
+    let mut up = c
+        .begin_upload(
+            &who,
+            1,
+            "intent",
+            0,
+            len as u64,
+            1.0,
+            vec![0; 32],
+            TrainingRecord::default(),
+        )
+        .unwrap();
+    c.feed(
+        &mut up,
+        &who,
+        &amble_learn::aggregate::f32_to_le(&vec![0.0; len]),
+    )
+    .unwrap();
+    assert!(
+        c.finish(up, &who)
+            .unwrap_err()
+            .to_string()
+            .contains("sha256")
+    );
+    assert!(c.status().unwrap().accepted_in_round.is_empty());
+}
+
+#[test]
+fn a_restart_resumes_the_round_with_exactly_the_accepted_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let len;
+    {
+        let c = open(dir.path(), plan(Rule::Mean, 2));
+        c.join(&caller("n1"), &log_key("n1").1).unwrap();
+        c.join(&caller("n2"), &log_key("n2").1).unwrap();
+        len = c.parameters();
+        submit(&c, "n1", 1, &vec![0.2; len]).unwrap();
+        // n2's upload is cut off half way (the process dies): spooled blocks, no receipt.
+        let who = caller("n2");
+        let bytes = amble_learn::aggregate::f32_to_le(&vec![0.6; len]);
+        let mut up = c
+            .begin_upload(
+                &who,
+                1,
+                "intent",
+                0,
+                len as u64,
+                1.0,
+                amble_crypto::sha256(&bytes).to_vec(),
+                TrainingRecord::default(),
+            )
+            .unwrap();
+        c.feed(&mut up, &who, &bytes[..(len / 2) * 4]).unwrap();
+        c.flush().unwrap();
+    }
+    let c = open(dir.path(), plan(Rule::Mean, 2));
+    let s = c.status().unwrap();
+    assert_eq!(s.accepted_in_round, vec!["n1".to_owned()]);
+    assert!(
+        submit(&c, "n1", 1, &vec![0.2; len])
+            .unwrap_err()
+            .contains("duplicate"),
+        "n1's update was counted before the restart"
+    );
+    let before = flat(&c, 0);
+    assert_eq!(submit(&c, "n2", 1, &vec![0.6; len]), Ok(2));
+    for (a, b) in flat(&c, 1).iter().zip(&before) {
+        assert!((a - b - 0.4).abs() < 1e-6, "n1 once and n2 once: mean 0.4");
+    }
+    // A plan changed under a running federation is refused.
+    let mut other = plan(Rule::Mean, 2);
+    other.rounds = 9;
+    drop(c);
+    assert!(Coordinator::open(dir.path(), other, "test.fed", "coordinator").is_err());
+}
+
+#[test]
+fn cosigning_requires_the_pinned_key_and_a_log_that_only_grew() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = open(dir.path(), plan(Rule::Mean, 2));
+    let k = amble_crypto::SigningKey::generate().unwrap();
+    let origin = "amble.node/test";
+    let signer = NoteSigner::from_key(origin, &k).unwrap();
+    c.join(&caller("n1"), &signer.verifier().to_string())
+        .unwrap();
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let log = AuditLog::open(&db).unwrap();
+    let add = |n: u64| {
+        for i in 0..n {
+            log.append(EntryDraft::new(
+                "x",
+                "node",
+                amble_audit::Action::Read,
+                format!("{i}"),
+            ))
+            .unwrap();
+        }
+    };
+    add(3);
+    let cp1 = log.checkpoint(&k, origin).unwrap();
+    let (cosigned, prev) = c.cosign(&caller("n1"), &cp1, "").unwrap();
+    assert_eq!(prev, 0);
+    assert!(
+        cosigned.lines().count() > cp1.lines().count(),
+        "a signature was added"
+    );
+    add(2);
+    let cp2 = log.checkpoint(&k, origin).unwrap();
+    let proof = log.consistency_proof_json(3, 5).unwrap();
+    assert_eq!(c.cosign(&caller("n1"), &cp2, &proof).unwrap().1, 3);
+    // A rewritten log: same size as last cosigned, another root.
+    let db2 = sled::Config::new().temporary(true).open().unwrap();
+    let forged = AuditLog::open(&db2).unwrap();
+    for i in 0..5 {
+        forged
+            .append(EntryDraft::new(
+                "y",
+                "node",
+                amble_audit::Action::Read,
+                format!("{i}"),
+            ))
+            .unwrap();
+    }
+    let bad = forged.checkpoint(&k, origin).unwrap();
+    assert!(
+        c.cosign(&caller("n1"), &bad, "")
+            .unwrap_err()
+            .to_string()
+            .contains("rewritten")
+    );
+    // A checkpoint signed by another key.
+    let other = amble_crypto::SigningKey::generate().unwrap();
+    let alien = log.checkpoint(&other, origin).unwrap();
+    assert!(c.cosign(&caller("n1"), &alien, "").is_err());
+}
+
+#[test]
+fn the_example_config_resolves_to_a_private_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.example.toml"),
+    )
+    .unwrap()
+    .replace(
+        "/etc/amble/intents.json",
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../data/banking77/categories.json")
+            .to_string_lossy(),
+    );
+    let p = dir.path().join("coordinator.toml");
+    std::fs::write(&p, &text).unwrap();
+    let plan = CoordinatorConfig::load(&p).unwrap().plan().unwrap();
+    assert_eq!(plan.labels.len(), 77);
+    assert_eq!(plan.epsilon(), Some(8.0));
+    let LocalTraining::Dp(dp) = &plan.local else {
+        panic!("the example trains privately")
+    };
+    assert!(dp.noise_multiplier > 0.5);
+    // Bad values are refused with the field named.
+    std::fs::write(&p, text.replace("min_nodes = 5", "min_nodes = 50")).unwrap();
+    let e = CoordinatorConfig::load(&p).unwrap_err().to_string();
+    assert!(e.contains("min_nodes"), "{e}");
+    std::fs::write(&p, text.replace("[tls]", "plaintext = true\n[tls]")).unwrap();
+    assert!(CoordinatorConfig::load(&p).is_err());
+}

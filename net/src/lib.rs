@@ -1,0 +1,37 @@
+//! amble-net: the one way amble's services speak mutual TLS.
+//!
+//! Both long-running services — the node (`amble node serve`) and the coordinator
+//! (`amble coordinator serve`) — and every client of theirs (the CLI, the node's federation
+//! client, the tests and benchmarks) build their TLS here, so there is one place that decides
+//! what a connection must prove: TLS 1.3 only, the ring provider, a client certificate that
+//! chains to the federation CA, is within its validity and is not on the CRL. No plaintext or
+//! server-only mode can be built from this crate.
+//!
+//! On the map in `docs/ARCHITECTURE.md` this crate sits beside `proto`, below `node` and
+//! `coordinator`.
+#![forbid(unsafe_code)]
+
+mod client;
+mod incoming;
+mod tls;
+
+pub use client::{ClientIdentity, source_chain};
+pub use incoming::{Conn, ConnLimits, TlsSlot, mtls_incoming};
+pub use tls::{TlsFiles, server_config};
+
+use std::path::PathBuf;
+
+/// What keeps a TLS endpoint from being set up; each message names the file or address.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,556 @@
+//! `Assist.Classify` over the wire: who may call it, what it says without a model, how a
+//! stored model classifies and routes, how the subject's AI-assistance choice overrides a
+//! confident green intent, and that the text never reaches the audit log or a log line.
+
+mod server_support;
+
+use amble_consent::{AssistanceLevel, Method};
+use amble_crypto::ExternalRef;
+use amble_learn::eval::{IntentTrainConfig, TextRow};
+use amble_learn::ledger::Budget;
+use amble_node::assist::{ClassifyOptions, Route};
+use amble_node::server::{Limits, ServeConfig, Server, ServerError, TlsFiles};
+use amble_node::{Actor, Collection, ConsentChange, NewRecord, Node};
+use amble_policy::Role;
+use amble_proto::v1 as pb;
+use pb::assist_client::AssistClient;
+use pb::audit_client::AuditClient;
+use server_support::{Fixture, MAX_MESSAGE, pki_dir};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// Green, yellow and red intents of the example policy, several wordings each.
+const TEXTS: [(&str, &str); 9] = [
+    ("my card has not arrived yet", "card_arrival"),
+    ("when will my new card arrive", "card_arrival"),
+    ("still waiting for my card to arrive", "card_arrival"),
+    ("I want a refund for this purchase", "request_refund"),
+    ("please refund my money", "request_refund"),
+    ("how do I get a refund", "request_refund"),
+    ("I lost my card yesterday", "lost_or_stolen_card"),
+    ("someone stole my card", "lost_or_stolen_card"),
+    ("my card was stolen from my bag", "lost_or_stolen_card"),
+];
+const GREEN: &str = "my card has not arrived yet";
+const YELLOW: &str = "please refund my money";
+const RED: &str = "someone stole my card";
+
+const AI_ANSWERS: &str = "phone:+15550001";
+const HUMAN_ONLY: &str = "phone:+15550002";
+const AI_SUGGESTS: &str = "phone:+15550003";
+
+fn op() -> Actor {
+    Actor::new("operator:test", Role::Admin, Method::Cli)
+}
+
+fn r(s: &str) -> ExternalRef {
+    ExternalRef::parse(s).unwrap()
+}
+
+fn budget() -> Budget {
+    use amble_learn::accountant::{Delta, Epsilon};
+    Budget {
+        model_epsilon: Epsilon::new(10.0).unwrap(),
+        subject_epsilon: Epsilon::new(10.0).unwrap(),
+        delta: Delta::new(1e-5).unwrap(),
+    }
+}
+
+/// Trains the node's intent model on `texts` from `people` consenting people (non-private,
+/// a few seconds), and sets the three subjects' AI-assistance choices.
+fn prepare(node: &Node, texts: &[(&str, &str)], people: usize) {
+    let mut items = Vec::new();
+    for i in 0..people {
+        for (text, intent) in texts {
+            let serde_json::Value::Object(data) =
+                serde_json::json!({"channel": "chat", "text": text, "intent": intent})
+            else {
+                unreachable!()
+            };
+            items.push((
+                r(&format!("phone:+4400{i}")),
+                NewRecord {
+                    collection: Collection::Interactions,
+                    time: time::OffsetDateTime::now_utc() - time::Duration::hours(1),
+                    data,
+                },
+            ));
+        }
+    }
+    node.append_batch(&op(), &items).unwrap();
+    for i in 0..people {
+        node.change_consent(
+            &op(),
+            &r(&format!("phone:+4400{i}")),
+            "train.intent",
+            ConsentChange::Give {
+                valid_until: None,
+                explicit: false,
+            },
+        )
+        .unwrap();
+    }
+    let test: Vec<TextRow> = texts
+        .iter()
+        .map(|(t, l)| TextRow {
+            text: (*t).into(),
+            label: (*l).into(),
+            subject: None,
+        })
+        .collect();
+    let trainer = Actor::new("trainer", Role::Node, Method::Api);
+    node.train_intent(
+        &trainer,
+        &IntentTrainConfig::default(),
+        budget(),
+        &test,
+        None,
+    )
+    .unwrap();
+    for (who, level) in [
+        (AI_ANSWERS, AssistanceLevel::AiAnswers),
+        (HUMAN_ONLY, AssistanceLevel::HumanOnly),
+        (AI_SUGGESTS, AssistanceLevel::AiSuggests),
+    ] {
+        node.set_ai_assistance(&op(), &r(who), level).unwrap();
+    }
+}
+
+/// A second node served with the fixture's PKI, its data directory prepared before it starts
+/// (the fixture's own node has no model, and a running node holds its database).
+struct Prepared {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Prepared {
+    async fn start(fx: &Fixture, prepare_node: impl FnOnce(&Node)) -> Prepared {
+        let data_dir = fx.tmp.path().join("prepared");
+        prepare_node(&Node::init(&data_dir, None).unwrap());
+        let certs = pki_dir(&fx.tmp).join("certs");
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir,
+            key_file: None,
+            policy: None,
+            tls: TlsFiles {
+                cert: certs.join("node-1.pem"),
+                key: certs.join("node-1.key"),
+                client_ca: fx.ca.cert_path(),
+                crl: fx.ca.crl_path(),
+            },
+            limits: Limits {
+                max_message_bytes: MAX_MESSAGE,
+                ..Limits::default()
+            },
+            portal: None,
+            federation: None,
+        };
+        let mut tries = 0;
+        let server = loop {
+            match Server::bind(config.clone()).await {
+                Ok(s) => break s,
+                Err(ServerError::Node(e)) if tries < 100 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot start the node: {e}"),
+            }
+        };
+        let url = format!("https://127.0.0.1:{}", server.local_addr().unwrap().port());
+        let (stop, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Prepared {
+            url,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn channel(&self, fx: &Fixture, name: &str) -> Channel {
+        fx.identity(name)
+            .endpoint(&self.url)
+            .unwrap()
+            .connect_lazy()
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+fn classify_req(text: &str, subject: &str) -> pb::ClassifyRequest {
+    pb::ClassifyRequest {
+        text: text.into(),
+        subject_ref: subject.into(),
+        k: 0,
+        min_confidence: 0.0,
+    }
+}
+
+async fn classify(
+    ch: Channel,
+    req: pb::ClassifyRequest,
+) -> Result<pb::ClassifyResponse, tonic::Status> {
+    AssistClient::new(ch)
+        .classify(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Every audit entry of the node behind `ch` (an auditor's channel).
+async fn audit_entries(ch: Channel) -> Vec<serde_json::Value> {
+    let mut audit = AuditClient::new(ch);
+    let size = audit
+        .checkpoint(pb::CheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .size;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < size {
+        let end = (start + 1000).min(size);
+        let page = audit
+            .entries(pb::EntriesRequest { start, end })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(
+            page.entries
+                .iter()
+                .map(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap()),
+        );
+        start = end;
+    }
+    out
+}
+
+/// Every field of every tracing event and span from amble's own crates, as text.
+fn captured_logs() -> Arc<Mutex<String>> {
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Metadata, span};
+    static LOGS: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
+    struct Capture(Arc<Mutex<String>>);
+    struct Fields<'a>(&'a Mutex<String>);
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+            let mut s = self.0.lock().unwrap();
+            s.push_str(&format!("{}={v:?} ", f.name()));
+        }
+    }
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, m: &Metadata<'_>) -> bool {
+            m.target().starts_with("amble")
+        }
+        fn new_span(&self, a: &span::Attributes<'_>) -> span::Id {
+            a.record(&mut Fields(&self.0));
+            span::Id::from_u64(1)
+        }
+        fn record(&self, _: &span::Id, v: &span::Record<'_>) {
+            v.record(&mut Fields(&self.0));
+        }
+        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+        fn event(&self, e: &Event<'_>) {
+            e.record(&mut Fields(&self.0));
+            self.0.lock().unwrap().push('\n');
+        }
+        fn enter(&self, _: &span::Id) {}
+        fn exit(&self, _: &span::Id) {}
+    }
+    Arc::clone(LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(String::new()));
+        tracing::subscriber::set_global_default(Capture(Arc::clone(&logs))).unwrap();
+        logs
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_model_classify_says_how_to_get_one() {
+    let fx = Fixture::start().await;
+    let err = classify(fx.channel("crm"), classify_req(GREEN, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("no intent model yet"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("amble train intent"),
+        "{}",
+        err.message()
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_and_auditor_roles_may_not_call_assist_and_the_refusal_is_logged() {
+    let fx = Fixture::start().await;
+    for who in ["node-1", "auditor-1"] {
+        let err = classify(fx.channel(who), classify_req(GREEN, AI_ANSWERS))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{who}: {err:?}");
+        let err = AssistClient::new(fx.channel(who))
+            .predict_needs(pb::PredictNeedsRequest {
+                subject_ref: AI_ANSWERS.into(),
+                k: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{who}: {err:?}");
+    }
+    // The agent role may call it (and hears there is no model yet).
+    let err = classify(fx.channel("desk"), classify_req(GREEN, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let entries = audit_entries(fx.channel("auditor-1")).await;
+    for (who, method) in [
+        ("node-1", "Classify"),
+        ("auditor-1", "Classify"),
+        ("node-1", "PredictNeeds"),
+        ("auditor-1", "PredictNeeds"),
+    ] {
+        assert!(
+            entries.iter().any(|e| e["action"] == "denied_call"
+                && e["actor"] == who
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(&format!("/amble.v1.Assist/{method}")))),
+            "refusal of {who} calling {method} is logged"
+        );
+    }
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_model_classifies_and_each_subject_s_choice_decides_the_route() {
+    let fx = Fixture::start().await;
+    let node = Prepared::start(&fx, |n| prepare(n, &TEXTS, 6)).await;
+    let ch = node.channel(&fx, "crm");
+
+    let anon = classify(ch.clone(), classify_req(GREEN, "")).await.unwrap();
+    assert_eq!(anon.intents.len(), 3);
+    assert_eq!(anon.intents[0].label, "card_arrival");
+    assert!(
+        anon.intents[0].probability >= 0.6,
+        "the model is confident on a training text: {}",
+        anon.intents[0].probability
+    );
+    assert_eq!(anon.model_sha256.len(), 64);
+    assert_eq!(anon.line, "green");
+    assert_eq!(anon.threshold, 0.6);
+    assert_eq!(anon.assistance_level, "human_only");
+    assert_eq!(anon.route(), pb::Route::HumanAgent);
+    assert!(anon.reason.contains("no subject given"), "{}", anon.reason);
+
+    let routed = |text: &'static str, who: &'static str| {
+        let ch = ch.clone();
+        async move {
+            let c = classify(ch, classify_req(text, who)).await.unwrap();
+            (c.route(), c.reason)
+        }
+    };
+    // A confident green intent: only the person who lets AI answer gets self-service.
+    assert_eq!(routed(GREEN, AI_ANSWERS).await.0, pb::Route::SelfService);
+    let (route, reason) = routed(GREEN, HUMAN_ONLY).await;
+    assert_eq!(route, pb::Route::HumanAgent);
+    assert!(reason.contains("human only"), "{reason}");
+    let (route, reason) = routed(GREEN, AI_SUGGESTS).await;
+    assert_eq!(route, pb::Route::BotDraft);
+    assert!(reason.contains("a person confirms"), "{reason}");
+    // Yellow: a person confirms even for the person who lets AI answer.
+    assert_eq!(routed(YELLOW, AI_ANSWERS).await.0, pb::Route::BotDraft);
+    // Red: people only, whatever the person chose.
+    let (route, reason) = routed(RED, AI_ANSWERS).await;
+    assert_eq!(route, pb::Route::Expert);
+    assert!(
+        reason.starts_with("red line: intent lost_or_stolen_card is people-only"),
+        "{reason}"
+    );
+    // A stricter caller: the same green request goes to a person.
+    let strict = classify(
+        ch.clone(),
+        pb::ClassifyRequest {
+            min_confidence: 0.9999,
+            ..classify_req(GREEN, AI_ANSWERS)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(strict.route(), pb::Route::HumanAgent);
+    assert!(strict.reason.contains("below 1.00"), "{}", strict.reason);
+    // A reference the node does not know: human only, like an anonymous request.
+    let unknown = classify(ch.clone(), classify_req(GREEN, "phone:+19990000"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.route(), pb::Route::HumanAgent);
+    assert!(unknown.reason.contains("unknown"), "{}", unknown.reason);
+    node.stop().await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_subject_call_leaves_one_audit_entry_and_the_text_is_never_logged() {
+    let logs = captured_logs();
+    let fx = Fixture::start().await;
+    let node = Prepared::start(&fx, |n| prepare(n, &TEXTS, 6)).await;
+    let ch = node.channel(&fx, "desk");
+    let assist_entries = |entries: &[serde_json::Value]| {
+        entries
+            .iter()
+            .filter(|e| e["action"] == "assist")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let before = assist_entries(&audit_entries(node.channel(&fx, "auditor-1")).await);
+    assert!(before.is_empty());
+
+    const SECRET: &str = "my card has not arrived yet, my account is 12345678 zebra-umbrella";
+    classify(ch.clone(), classify_req(SECRET, ""))
+        .await
+        .unwrap();
+    let c = classify(ch.clone(), classify_req(SECRET, AI_ANSWERS))
+        .await
+        .unwrap();
+    classify(ch.clone(), classify_req(SECRET, HUMAN_ONLY))
+        .await
+        .unwrap();
+    classify(ch.clone(), classify_req(SECRET, "phone:+19990000"))
+        .await
+        .unwrap();
+
+    let entries = audit_entries(node.channel(&fx, "auditor-1")).await;
+    let after = assist_entries(&entries);
+    assert_eq!(
+        after.len(),
+        3,
+        "one entry per call that names a subject: {after:#?}"
+    );
+    for e in &after {
+        assert_eq!(e["actor"], "desk");
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.contains("route="), "{reason}");
+        assert!(
+            reason.contains(&c.model_sha256[..16]),
+            "names the model: {reason}"
+        );
+        assert!(
+            !reason.contains("card_arrival"),
+            "no intent in the log: {reason}"
+        );
+    }
+    assert!(after[0]["subject"].is_string(), "a known subject is named");
+    assert!(
+        after[2]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown reference")
+    );
+    let whole_log = serde_json::to_string(&entries).unwrap();
+    for fragment in ["zebra-umbrella", "12345678", "has not arrived"] {
+        assert!(
+            !whole_log.contains(fragment),
+            "{fragment} reached the audit log"
+        );
+    }
+    let logs = logs.lock().unwrap().clone();
+    assert!(
+        logs.contains("request classified"),
+        "the capture sees the node's log lines"
+    );
+    for fragment in ["zebra-umbrella", "12345678", "has not arrived"] {
+        assert!(!logs.contains(fragment), "{fragment} reached a log line");
+    }
+    node.stop().await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_needs_says_it_is_not_implemented_rather_than_faking_an_answer() {
+    let fx = Fixture::start().await;
+    let err = AssistClient::new(fx.channel("crm"))
+        .predict_needs(pb::PredictNeedsRequest {
+            subject_ref: AI_ANSWERS.into(),
+            k: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("need model"), "{}", err.message());
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_invalid_argument_with_what_to_fix() {
+    let fx = Fixture::start().await;
+    let node = Prepared::start(&fx, |n| prepare(n, &TEXTS, 6)).await;
+    let ch = node.channel(&fx, "crm");
+    let long = "a".repeat(10_001);
+    for (req, says) in [
+        (classify_req("   ", ""), "text is empty"),
+        (classify_req(&long, ""), "at most 10000"),
+        (classify_req(GREEN, "not a ref"), "subject_ref"),
+        (
+            pb::ClassifyRequest {
+                k: 51,
+                ..classify_req(GREEN, "")
+            },
+            "k = 51",
+        ),
+        (
+            pb::ClassifyRequest {
+                min_confidence: 1.5,
+                ..classify_req(GREEN, "")
+            },
+            "(0, 1]",
+        ),
+    ] {
+        let err = classify(ch.clone(), req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(says), "{}", err.message());
+    }
+    node.stop().await;
+    fx.stop().await;
+}
+
+fn node_at(dir: &Path) -> Node {
+    Node::init(dir, None).unwrap()
+}
+
+#[test]
+fn a_newly_stored_model_answers_the_next_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_at(dir.path());
+    let desk = Actor::new("desk", Role::Agent, Method::Agent);
+    prepare(&node, &TEXTS[..6], 4);
+    let first = node
+        .classify(&desk, RED, None, ClassifyOptions::default())
+        .unwrap();
+    assert_ne!(
+        first.intents[0].label, "lost_or_stolen_card",
+        "not yet known"
+    );
+    // Retrain with the red intent (as a federation round would store a new global model).
+    prepare(&node, &TEXTS, 4);
+    let second = node
+        .classify(&desk, RED, None, ClassifyOptions::default())
+        .unwrap();
+    assert_ne!(second.model_sha256, first.model_sha256);
+    assert_eq!(second.intents[0].label, "lost_or_stolen_card");
+    assert!(matches!(second.route, Route::Expert | Route::HumanAgent));
+}
