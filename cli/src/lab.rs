@@ -51,6 +51,7 @@ pub struct LabSpec {
     pub dp_clip_norm: f64,
     pub dp_learning_rate: f32,
     pub server_learning_rate: f32,
+    pub server_final_lr_fraction: f32,
 }
 
 impl LabSpec {
@@ -84,6 +85,7 @@ impl LabSpec {
             dp_clip_norm: 0.3,
             dp_learning_rate: 500.0,
             server_learning_rate: 1.0,
+            server_final_lr_fraction: 1.0,
         }
     }
 }
@@ -246,7 +248,7 @@ impl Lab {
             ),
         };
         let text = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\nrounds = {}\nnodes_per_round = {}\nmin_nodes = {}\nround_deadline_secs = {}\nclip_bound = {}\nserver_learning_rate = {}\n\n[model]\nkind = \"intent\"\nlabels_file = {:?}\ndim_log2 = {}\nlabel_prior = {}\n\n[training]\n{training}",
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\nrounds = {}\nnodes_per_round = {}\nmin_nodes = {}\nround_deadline_secs = {}\nclip_bound = {}\nserver_learning_rate = {}\nserver_final_lr_fraction = {}\n\n[model]\nkind = \"intent\"\nlabels_file = {:?}\ndim_log2 = {}\nlabel_prior = {}\n\n[training]\n{training}",
             self.coordinator_data_dir(),
             c,
             k,
@@ -258,6 +260,7 @@ impl Lab {
             s.round_deadline_secs,
             s.clip_bound,
             s.server_learning_rate,
+            s.server_final_lr_fraction,
             s.dir.join("labels.json"),
             s.dim_log2,
             s.label_prior,

@@ -45,6 +45,10 @@ pub struct FederationSection {
     /// The aggregate is added to the global model times this (post-processing: no privacy cost).
     #[serde(default = "one")]
     pub server_learning_rate: f32,
+    /// The server learning rate decays linearly to this fraction of itself by the last round
+    /// (1 = constant). Also post-processing.
+    #[serde(default = "one")]
+    pub server_final_lr_fraction: f32,
 }
 
 fn default_deadline() -> u64 {
@@ -125,6 +129,7 @@ pub struct Plan {
     pub clip_bound: f64,
     pub aggregation: Rule,
     pub server_learning_rate: f32,
+    pub server_final_lr_fraction: f32,
     /// What a node runs in one round.
     pub local: LocalTraining,
     /// The DP budget, if private: (ε, δ) per person at each node over all rounds.
@@ -187,6 +192,9 @@ impl CoordinatorConfig {
         }
         if !(f.server_learning_rate > 0.0 && f.server_learning_rate.is_finite()) {
             return bad("federation.server_learning_rate must be a positive number".into());
+        }
+        if !(f.server_final_lr_fraction > 0.0 && f.server_final_lr_fraction <= 1.0) {
+            return bad("federation.server_final_lr_fraction must be in (0, 1]".into());
         }
         f.aggregation
             .validate()
@@ -263,6 +271,7 @@ impl CoordinatorConfig {
             clip_bound: f.clip_bound,
             aggregation: f.aggregation,
             server_learning_rate: f.server_learning_rate,
+            server_final_lr_fraction: f.server_final_lr_fraction,
             local,
             privacy,
         };

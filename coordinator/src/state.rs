@@ -437,6 +437,18 @@ impl Coordinator {
         &self.plan
     }
 
+    /// The server learning rate of `round`: linear decay from `server_learning_rate` to
+    /// `server_final_lr_fraction` of it at the last round.
+    fn server_lr(&self, round: u64) -> f32 {
+        let p = &self.plan;
+        let frac = if p.rounds > 1 {
+            (round.saturating_sub(1)) as f32 / (p.rounds - 1) as f32
+        } else {
+            0.0
+        };
+        p.server_learning_rate * (1.0 - frac * (1.0 - p.server_final_lr_fraction))
+    }
+
     pub fn federation(&self) -> &str {
         &self.federation
     }
@@ -903,7 +915,7 @@ impl Coordinator {
         };
         let aggregate_norm = amble_learn::federated::l2_norm(&aggregate);
         let mut next = inner.global.clone();
-        next.add_flat(&aggregate, self.plan.server_learning_rate)?;
+        next.add_flat(&aggregate, self.server_lr(round))?;
         // 1. the new version, durable; 2. the round summary and the next state, durable.
         self.models.insert(model_key(round), next.to_bytes()?)?;
         self.db.flush()?;

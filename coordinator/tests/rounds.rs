@@ -23,6 +23,7 @@ fn plan(rule: Rule, nodes_per_round: usize) -> Plan {
         clip_bound: 10.0,
         aggregation: rule,
         server_learning_rate: 1.0,
+        server_final_lr_fraction: 1.0,
         local: LocalTraining::Plain {
             epochs: 1,
             learning_rate: 0.1,
