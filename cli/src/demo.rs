@@ -105,7 +105,7 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     let t0 = Instant::now();
     let say = |s: &str| {
         if !out.json {
-            println!("{s}");
+            crate::output::print_line(s);
         }
     };
     if !args.data.join("train.csv").exists() {
@@ -115,7 +115,13 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
         );
     }
     let tmp = tempfile::tempdir()?;
-    let base = args.keep.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let base = match &args.keep {
+        // The services run with absolute paths in their configs; a relative --keep is taken
+        // from the current directory.
+        Some(k) => std::path::absolute(k)
+            .with_context(|| format!("cannot resolve --keep {}", k.display()))?,
+        None => tmp.path().to_owned(),
+    };
     let nodes = args.nodes as usize;
     let epsilon = (!args.no_privacy).then_some(args.epsilon);
     let mut spec = LabSpec::new(

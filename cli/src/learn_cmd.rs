@@ -13,6 +13,7 @@ use amble_learn::eval::{
 use amble_learn::featurise::FeatureConfig;
 use amble_learn::ledger::Budget;
 use amble_learn::softmax::{Progress, SgdConfig};
+use amble_node::NeedsTrainConfig;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -84,20 +85,49 @@ pub enum TrainCommand {
     /// format), or on a node's own archive with --data-dir (through the train.intent purpose).
     Intent(IntentArgs),
     /// Train and evaluate the need predictor on an event log (`case_id,activity,resource,timestamp`,
-    /// e.g. data/helpdesk): predict each case's next activity from its prefix.
-    Needs {
-        #[arg(long, default_value = "data/helpdesk/train.csv")]
-        train: PathBuf,
-        #[arg(long, default_value = "data/helpdesk/test.csv")]
-        test: PathBuf,
-        /// Instead, generate N synthetic people (life stages → events → needs, with a planted
-        /// rule) and measure against the known truth.
-        #[arg(long, value_name = "N")]
-        synthetic: Option<usize>,
-        /// Seed of the synthetic generator.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-    },
+    /// e.g. data/helpdesk): predict each case's next activity from its prefix; or train this
+    /// node's need model with --data-dir (through the train.needs purpose), which
+    /// `Assist.PredictNeeds` then answers with.
+    Needs(NeedsArgs),
+}
+
+#[derive(Args)]
+pub struct NeedsArgs {
+    #[arg(long, default_value = "data/helpdesk/train.csv")]
+    train: PathBuf,
+    #[arg(long, default_value = "data/helpdesk/test.csv")]
+    test: PathBuf,
+    /// Instead, generate N synthetic people (life stages → events → needs, with a planted
+    /// rule) and measure against the known truth.
+    #[arg(long, value_name = "N", conflicts_with = "data_dir")]
+    synthetic: Option<usize>,
+    /// Seed of the synthetic generator.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Train the need model of this node from its archive: only people whose consent for
+    /// train.needs holds now, only the fields the policy grants that purpose.
+    #[arg(long, env = "AMBLE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: the node key file (default DATA_DIR/node.key).
+    #[arg(long, env = "AMBLE_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// With --data-dir: the policy file (default DATA_DIR/policy.toml).
+    #[arg(long, env = "AMBLE_POLICY")]
+    policy: Option<PathBuf>,
+    /// With --data-dir: train with differential privacy at this ε per person, charged to the
+    /// node's ledger (omit for a run with no privacy guarantee).
+    #[arg(long, requires = "data_dir")]
+    epsilon: Option<f64>,
+    #[arg(long, default_value_t = 1e-5)]
+    delta: f64,
+    /// With --data-dir: the node's ε budget per model and per person (kept in its ledger).
+    #[arg(long, default_value_t = 10.0)]
+    budget: f64,
+    /// With --data-dir: the public list of needs (event kinds) the model may name, comma
+    /// separated. Without it the needs are the event kinds seen at enough consenting people,
+    /// a choice ε does not cover.
+    #[arg(long, value_delimiter = ',', requires = "data_dir")]
+    needs: Option<Vec<String>>,
 }
 
 #[derive(Args)]
@@ -271,44 +301,90 @@ pub fn run_train(cmd: TrainCommand, out: &Output) -> Result<ExitCode> {
                 )
             });
         }
-        TrainCommand::Needs {
-            train,
-            test,
-            synthetic: Some(n),
-            seed,
-        } => {
-            let _ = (train, test);
-            let synth = amble_learn::synth::SynthConfig {
-                subjects: n,
-                seed,
-                ..amble_learn::synth::SynthConfig::default()
-            };
-            let (_, r) = amble_learn::eval::train_needs_synthetic(&synth, Some(&progress))?;
-            bar.finish_and_clear();
-            out.report(&r, || {
-                format!(
-                    "accuracy against the planted rule {:.4} over {} synthetic test people (majority baseline {:.4}); {} needs",
-                    r.accuracy, r.test_prefixes, r.baseline_accuracy, r.classes
-                )
-            });
-        }
-        TrainCommand::Needs {
-            train,
-            test,
-            synthetic: None,
-            ..
-        } => {
-            let cfg = NeedTrainConfig::default();
-            let r = train_needs_helpdesk(&train, &test, &cfg, Some(&progress))
-                .with_context(|| format!("training on {}", train.display()))?;
-            bar.finish_and_clear();
-            out.report(&r, || {
-                format!(
-                    "next-activity accuracy {:.4} over {} test prefixes (most-frequent-next baseline {:.4}); {} classes, {:.2} s",
-                    r.accuracy, r.test_prefixes, r.baseline_accuracy, r.classes, r.train_seconds
-                )
-            });
-        }
+        TrainCommand::Needs(args) => return train_needs(args, out, &bar, &progress),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train_needs(
+    args: NeedsArgs,
+    out: &Output,
+    bar: &indicatif::ProgressBar,
+    progress: &dyn Fn(Progress),
+) -> Result<ExitCode> {
+    if let Some(dir) = &args.data_dir {
+        let node = DataDirArgs {
+            data_dir: dir.clone(),
+            key_file: args.key_file.clone(),
+            policy: args.policy.clone(),
+        }
+        .open()?;
+        let mut cfg = match args.epsilon {
+            Some(e) => NeedsTrainConfig::private(e, args.delta),
+            None => NeedsTrainConfig::not_private(),
+        };
+        cfg.labels = args.needs.clone();
+        let budget = Budget {
+            model_epsilon: Epsilon::new(args.budget)?,
+            subject_epsilon: Epsilon::new(args.budget)?,
+            delta: Delta::new(args.delta)?,
+        };
+        let trainer = amble_node::Actor::new(
+            "node:trainer",
+            amble_policy::Role::Node,
+            amble_consent::Method::Cli,
+        );
+        let run = node
+            .train_needs(&trainer, &cfg, budget, Some(progress))
+            .with_context(|| format!("training the need model of {}", dir.display()))?;
+        bar.finish_and_clear();
+        out.report(&run, || {
+            format!(
+                "need model (run {}) trained on {} examples from {} consenting people ({} without consent were not read); it names {} needs ({} rare event kinds left out)\n{}\nmodel {}",
+                run.run,
+                run.examples,
+                run.subjects_used,
+                run.subjects_refused,
+                run.needs,
+                run.needs_dropped,
+                run.charge.as_ref().map_or(
+                    "not private: no differential-privacy guarantee (pass --epsilon for one)".to_owned(),
+                    |c| format!(
+                        "this run: ε = {:.3}; need model total: ε = {:.3}",
+                        c.run.epsilon.value(),
+                        c.model_total.epsilon.value()
+                    )
+                ),
+                &run.model_sha256[..run.model_sha256.len().min(16)]
+            )
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(n) = args.synthetic {
+        let synth = amble_learn::synth::SynthConfig {
+            subjects: n,
+            seed: args.seed,
+            ..amble_learn::synth::SynthConfig::default()
+        };
+        let (_, r) = amble_learn::eval::train_needs_synthetic(&synth, Some(progress))?;
+        bar.finish_and_clear();
+        out.report(&r, || {
+            format!(
+                "accuracy against the planted rule {:.4} over {} synthetic test people (majority baseline {:.4}); {} needs",
+                r.accuracy, r.test_prefixes, r.baseline_accuracy, r.classes
+            )
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cfg = NeedTrainConfig::default();
+    let r = train_needs_helpdesk(&args.train, &args.test, &cfg, Some(progress))
+        .with_context(|| format!("training on {}", args.train.display()))?;
+    bar.finish_and_clear();
+    out.report(&r, || {
+        format!(
+            "next-activity accuracy {:.4} over {} test prefixes (most-frequent-next baseline {:.4}); {} classes, {:.2} s",
+            r.accuracy, r.test_prefixes, r.baseline_accuracy, r.classes, r.train_seconds
+        )
+    });
     Ok(ExitCode::SUCCESS)
 }

@@ -169,6 +169,38 @@ pub enum NodeCommand {
     },
     /// Delete records older than the policy's retention; logs the counts.
     Sweep(DataDirArgs),
+    /// Write a signed snapshot of the whole node to a file: archive (still sealed under each
+    /// person's key), consent, privacy ledger, models, audit log and policy.
+    ///
+    /// Offline: the node's database is locked while the node runs, so stop the service first
+    /// (or take a filesystem snapshot of the data directory instead). The backup never holds
+    /// the key file and cannot be read without it; keep the two apart. Take a new backup
+    /// after every `erase` and `rotate-key`: restore refuses a backup older than the node
+    /// master key, so that people erased since it was taken stay erased.
+    Backup {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        /// The backup file to write (mode 0600); an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new, empty data directory, then open it with the key file and
+    /// verify its audit log.
+    ///
+    /// The backup's content hash and signature, the key file (it must belong to the node that
+    /// made the backup, and its current master key must be the backup's) and the target are
+    /// all checked before anything is written; if anything fails, nothing is left behind.
+    Restore {
+        /// The backup file written by `amble node backup`.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data directory (must not exist, or be empty but for the key file).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The node key file; defaults to DATA_DIR/node.key. Must be mode 0600.
+        #[arg(long, env = "AMBLE_KEY_FILE")]
+        key_file: Option<PathBuf>,
+    },
     /// Print (or write) the node's Ed25519 public key, for checking receipts and audit logs.
     Pubkey {
         #[command(flatten)]
@@ -421,6 +453,55 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
                     return Ok(ExitCode::from(3));
                 }
             }
+        }
+        NodeCommand::Backup { dir, out: path } => {
+            let a = dir.open()?;
+            let bar = out.progress(0, "backup");
+            let r = a.backup_with_progress(&operator(), &path, &|p| {
+                bar.set_length(p.total);
+                bar.set_position(p.done);
+            })?;
+            bar.finish_and_clear();
+            out.report(&r, || {
+                format!(
+                    "wrote {} ({} bytes): {} entries in {} trees, node master key v{}, audit log size {}\n\
+                     the key file is not in it: keep the key file, separately, to restore it",
+                    r.file.display(),
+                    r.bytes,
+                    r.entries,
+                    r.trees.len(),
+                    r.kek_version,
+                    r.audit_size
+                )
+            });
+        }
+        NodeCommand::Restore {
+            from,
+            data_dir,
+            key_file,
+        } => {
+            let bar = out.progress(0, "restore");
+            let r = amble_node::restore_with_progress(
+                &from,
+                &data_dir,
+                key_file.as_deref(),
+                &operator(),
+                &|p| {
+                    bar.set_length(p.total);
+                    bar.set_position(p.done);
+                },
+            )?;
+            bar.finish_and_clear();
+            out.report(&r, || {
+                format!(
+                    "restored {} entries ({} subjects) into {}; audit log verified: size {}, root {}",
+                    r.entries,
+                    r.subjects,
+                    r.data_dir.display(),
+                    r.audit_size,
+                    r.audit_root
+                )
+            });
         }
         NodeCommand::Pubkey { dir, out: path } => {
             let a = dir.open()?;

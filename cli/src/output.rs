@@ -2,6 +2,19 @@
 
 use std::io::IsTerminal;
 
+/// Writes a line to stdout. A closed pipe (`amble … | head`) is not an error worth a panic:
+/// the reader has what it wanted, so stop quietly.
+pub fn print_line(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{s}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+    }
+}
+
 pub struct Output {
     pub json: bool,
 }
@@ -11,11 +24,11 @@ impl Output {
     pub fn report<T: serde::Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
         if self.json {
             match serde_json::to_string_pretty(value) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => print_line(&s),
                 Err(e) => eprintln!("error: cannot render JSON: {e}"),
             }
         } else {
-            println!("{}", human());
+            print_line(&human());
         }
     }
 

@@ -17,9 +17,11 @@
 
 mod archive;
 pub mod assist;
+mod backup;
 mod collection;
 mod error;
 pub mod ingest;
+pub mod needs;
 mod node;
 pub mod server;
 mod store;
@@ -29,8 +31,13 @@ pub use archive::{
     Appended, EXPORT_SCHEMA, EraseReport, ExportedRecord, MergeReport, NewRecord, RotateReport,
     SubjectExport, TimeRange, default_key_file,
 };
+pub use backup::{
+    BACKUP_FORMAT, BackupError, BackupReport, Progress, RestoreReport, TreeCount, restore,
+    restore_with_progress,
+};
 pub use collection::Collection;
 pub use error::{NodeError, Result};
+pub use needs::{NeedsAnswer, NeedsError, NeedsRun, NeedsTrainConfig, TRAIN_NEEDS};
 pub use node::{
     Actor, ConsentChange, EXAMPLE_POLICY, ExportSignature, Node, ReadOutcome, SignedExport,
     SweepReport,

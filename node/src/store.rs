@@ -11,6 +11,9 @@
 //! - `tombstones`: subject id → erase time (ms, 8 bytes) ‖ reason
 //! - `models`: trained models (no personal data; weights only)
 //!
+//! Backup and restore (`backup.rs`) see every tree as raw key/value pairs through
+//! [`Store::for_each_entry`] and [`Store::import_entries`].
+//!
 //! Nothing here sees plaintext: values are sealed or are pseudonyms and counters.
 
 use crate::{Collection, NodeError, Result};
@@ -380,6 +383,84 @@ impl Store {
         }
         self.keys.apply_batch(batch)?;
         Ok(())
+    }
+}
+
+/// The database directory inside a data directory (`Archive` opens the same one).
+pub(crate) fn db_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("archive")
+}
+
+/// Whether an open failed only because another handle still holds sled's lock on the
+/// directory (sled releases it a moment after the last handle is dropped).
+pub(crate) fn is_lock_busy(e: &NodeError) -> bool {
+    matches!(e, NodeError::Storage(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
+}
+
+/// sled's own tree, reached through the `Db` handle rather than by name (opening it by name
+/// would make a second handle on the same tree).
+const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
+
+/// Raw access for backup and restore: the database as named trees of key/value pairs. Every
+/// tree is carried — the archive's, the audit log's and any added later — so a backup never
+/// silently leaves one out. Values stay as stored (sealed, wrapped, or pseudonymous).
+impl Store {
+    fn tree_by_name(&self, name: &[u8]) -> Result<Tree> {
+        if name == SLED_DEFAULT_TREE {
+            Ok(Tree::clone(&self.db))
+        } else {
+            Ok(self.db.open_tree(name)?)
+        }
+    }
+
+    /// The names of every tree in the database, sorted.
+    pub(crate) fn tree_names(&self) -> Vec<Vec<u8>> {
+        let mut names: Vec<Vec<u8>> = self.db.tree_names().iter().map(|n| n.to_vec()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// How many entries a tree holds (one pass over its keys).
+    pub(crate) fn tree_len(&self, name: &[u8]) -> Result<u64> {
+        let mut n = 0u64;
+        for k in self.tree_by_name(name)?.iter().keys() {
+            k?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Calls `f` with every key and value of a tree, in key order.
+    pub(crate) fn for_each_entry(
+        &self,
+        name: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for kv in self.tree_by_name(name)?.iter() {
+            let (k, v) = kv?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Writes raw entries into a tree in one atomic batch (not flushed).
+    pub(crate) fn import_entries(&self, name: &[u8], items: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in items {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        self.tree_by_name(name)?.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The master-key versions the stored data keys are wrapped under.
+    pub(crate) fn wrapped_key_versions(&self) -> Result<std::collections::BTreeSet<u32>> {
+        let mut out = std::collections::BTreeSet::new();
+        for v in self.keys.iter().values() {
+            out.insert(WrappedKey::from_bytes(&v?)?.kek_version);
+        }
+        Ok(out)
     }
 }
 

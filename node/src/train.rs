@@ -46,7 +46,7 @@ impl Node {
         }
     }
 
-    fn save_ledger(&self, ledger: &BudgetLedger) -> Result<()> {
+    pub(crate) fn save_ledger(&self, ledger: &BudgetLedger) -> Result<()> {
         let bytes = serde_json::to_vec(ledger)
             .map_err(|e| NodeError::Corrupt(format!("privacy ledger: {e}")))?;
         self.archive.store().meta.insert(LEDGER_KEY, bytes)?;

@@ -1,6 +1,8 @@
 //! `Assist.Classify` over the wire: who may call it, what it says without a model, how a
 //! stored model classifies and routes, how the subject's AI-assistance choice overrides a
-//! confident green intent, and that the text never reaches the audit log or a log line.
+//! confident green intent, and that the text never reaches the audit log or a log line; and
+//! `Assist.PredictNeeds`: no model, an app's answer for a consenting person, and the refusals
+//! consent and the policy make (an agent is refused by the example policy).
 
 mod server_support;
 
@@ -10,7 +12,7 @@ use amble_learn::eval::{IntentTrainConfig, TextRow};
 use amble_learn::ledger::Budget;
 use amble_node::assist::{ClassifyOptions, Route};
 use amble_node::server::{Limits, ServeConfig, Server, ServerError, TlsFiles};
-use amble_node::{Actor, Collection, ConsentChange, NewRecord, Node};
+use amble_node::{Actor, Collection, ConsentChange, NeedsTrainConfig, NewRecord, Node};
 use amble_policy::Role;
 use amble_proto::v1 as pb;
 use pb::assist_client::AssistClient;
@@ -148,6 +150,7 @@ impl Prepared {
             },
             portal: None,
             federation: None,
+            metrics: None,
         };
         let mut tries = 0;
         let server = loop {
@@ -220,7 +223,8 @@ async fn audit_entries(ch: Channel) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < size {
-        let end = (start + 1000).min(size);
+        // Pages small enough for the test client's message limit.
+        let end = (start + 100).min(size);
         let page = audit
             .entries(pb::EntriesRequest { start, end })
             .await
@@ -480,18 +484,171 @@ async fn each_subject_call_leaves_one_audit_entry_and_the_text_is_never_logged()
     fx.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn predict_needs_says_it_is_not_implemented_rather_than_faking_an_answer() {
-    let fx = Fixture::start().await;
-    let err = AssistClient::new(fx.channel("crm"))
+/// Synthetic people with their events and the need that followed, all consenting to
+/// `train.needs` and `personalisation` except the last, who consented to training only; then
+/// a non-private need model trained on them.
+fn prepare_needs(node: &Node) -> Vec<amble_learn::synth::SynthSubject> {
+    let people = amble_learn::synth::generate(&amble_learn::synth::SynthConfig {
+        subjects: 60,
+        seed: 3,
+        ..Default::default()
+    });
+    let start = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+    let mut items = Vec::new();
+    for p in &people {
+        let mut rec = |c: Collection, day: u32, v: serde_json::Value| {
+            let serde_json::Value::Object(data) = v else {
+                unreachable!()
+            };
+            items.push((
+                r(&p.reference),
+                NewRecord {
+                    collection: c,
+                    time: start + time::Duration::days(i64::from(day)),
+                    data,
+                },
+            ));
+        };
+        rec(
+            Collection::LifeStage,
+            0,
+            serde_json::json!({"stage": p.stage.name(), "tags": [p.stage.name()]}),
+        );
+        let mut last = 0;
+        for e in &p.events {
+            rec(
+                Collection::Events,
+                e.day,
+                serde_json::json!({"kind": e.kind}),
+            );
+            last = e.day;
+        }
+        rec(
+            Collection::Events,
+            last + 1,
+            serde_json::json!({"kind": p.true_next_need}),
+        );
+    }
+    node.append_batch(&op(), &items).unwrap();
+    let give = ConsentChange::Give {
+        valid_until: None,
+        explicit: false,
+    };
+    for (i, p) in people.iter().enumerate() {
+        node.change_consent(&op(), &r(&p.reference), "train.needs", give)
+            .unwrap();
+        if i + 1 < people.len() {
+            node.change_consent(&op(), &r(&p.reference), "personalisation", give)
+                .unwrap();
+        }
+    }
+    let trainer = Actor::new("trainer", Role::Node, Method::Api);
+    node.train_needs(&trainer, &NeedsTrainConfig::not_private(), budget(), None)
+        .unwrap();
+    people
+}
+
+async fn predict_needs(
+    ch: Channel,
+    subject: &str,
+    k: u32,
+) -> Result<pb::PredictNeedsResponse, tonic::Status> {
+    AssistClient::new(ch)
         .predict_needs(pb::PredictNeedsRequest {
-            subject_ref: AI_ANSWERS.into(),
-            k: 0,
+            subject_ref: subject.into(),
+            k,
         })
         .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_need_model_predict_needs_is_failed_precondition_and_says_how_to_train() {
+    let fx = Fixture::start().await;
+    let err = predict_needs(fx.channel("crm"), AI_ANSWERS, 0)
+        .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("need model"), "{}", err.message());
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("no need model yet"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("amble train needs --data-dir"),
+        "{}",
+        err.message()
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_needs_answers_an_app_for_a_consenting_person_and_refuses_what_the_policy_does_not_allow()
+ {
+    let fx = Fixture::start().await;
+    let people = Arc::new(Mutex::new(Vec::new()));
+    let slot = Arc::clone(&people);
+    let node = Prepared::start(&fx, move |n| *slot.lock().unwrap() = prepare_needs(n)).await;
+    let people = people.lock().unwrap().clone();
+    let consenting = people[0].reference.clone();
+    let training_only = people[people.len() - 1].reference.clone();
+
+    let a = predict_needs(node.channel(&fx, "crm"), &consenting, 0)
+        .await
+        .unwrap();
+    assert_eq!(a.needs.len(), 3, "k = 0 means 3");
+    assert_eq!(a.model_sha256.len(), 64);
+    assert!(a.needs[0].probability >= a.needs[1].probability);
+    assert!(!a.needs[0].drivers.is_empty());
+    assert!(!a.needs[0].drivers[0].feature.is_empty());
+
+    // No personalisation consent: refused with the reason.
+    let err = predict_needs(node.channel(&fx, "crm"), &training_only, 3)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("no_consent"), "{}", err.message());
+    // An agent may call the method, but the example policy does not let the agent role use
+    // personalisation.
+    let err = predict_needs(node.channel(&fx, "desk"), &consenting, 3)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("role_not_allowed"),
+        "{}",
+        err.message()
+    );
+    // Bad input says what to fix; an unknown person is not found.
+    let err = predict_needs(node.channel(&fx, "crm"), &consenting, 21)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = predict_needs(node.channel(&fx, "crm"), "synth:nobody", 3)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // Each call left one read entry through personalisation: allowed, or denied with why.
+    let reads: Vec<_> = audit_entries(node.channel(&fx, "auditor-1"))
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "read" && e["purpose"] == "personalisation")
+        .collect();
+    let by = |actor: &str, decision: &str| {
+        reads
+            .iter()
+            .filter(|e| e["actor"] == actor && e["decision"] == decision)
+            .count()
+    };
+    assert_eq!(by("crm", "allow"), 1, "{reads:#?}");
+    assert_eq!(
+        by("crm", "deny"),
+        2,
+        "no consent, unknown reference: {reads:#?}"
+    );
+    assert_eq!(by("desk", "deny"), 1, "{reads:#?}");
+    node.stop().await;
     fx.stop().await;
 }
 

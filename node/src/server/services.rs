@@ -3,6 +3,7 @@
 
 use super::Shared;
 use crate::assist::{AssistError, ClassifyOptions, Route, Threshold};
+use crate::needs::{DEFAULT_NEEDS_K, NeedsError};
 use crate::{Actor, Collection, ConsentChange, NewRecord, Node, NodeError, ReadOutcome, TimeRange};
 use amble_audit::{AuditError, NoteSigner};
 use amble_crypto::ExternalRef;
@@ -656,9 +657,52 @@ impl pb::assist_server::Assist for AssistService {
         &self,
         req: Request<pb::PredictNeedsRequest>,
     ) -> Result<Response<pb::PredictNeedsResponse>, Status> {
-        let _ = actor(&req)?;
-        Err(Status::unimplemented(
-            "PredictNeeds is not implemented yet: this node does not train or store a need model",
-        ))
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let subject = parse_ref("subject_ref", &r.subject_ref)?;
+        let k = if r.k == 0 {
+            DEFAULT_NEEDS_K
+        } else {
+            usize::try_from(r.k).unwrap_or(usize::MAX)
+        };
+        let answer = self
+            .0
+            .run(move |n| n.predict_needs(&actor, &subject, k).map_err(needs_status))
+            .await?;
+        Ok(Response::new(pb::PredictNeedsResponse {
+            needs: answer
+                .needs
+                .into_iter()
+                .map(|n| pb::PredictedNeed {
+                    need: n.need,
+                    probability: n.probability,
+                    drivers: n
+                        .drivers
+                        .into_iter()
+                        .map(|d| pb::NeedDriver {
+                            feature: d.feature,
+                            contribution: d.contribution,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            model_sha256: answer.model_sha256,
+        }))
+    }
+}
+
+/// How a need error reaches a client: a refusal by consent or policy is PERMISSION_DENIED
+/// with the reason (the refusal is already in the audit log as a denied read).
+fn needs_status(e: NeedsError) -> Status {
+    match e {
+        NeedsError::NoNeedModel | NeedsError::NothingToTrain => {
+            Status::failed_precondition(e.to_string())
+        }
+        NeedsError::Denied(DenyReason::UnknownPurpose { .. }) => {
+            Status::failed_precondition(e.to_string())
+        }
+        NeedsError::Denied(_) => Status::permission_denied(e.to_string()),
+        NeedsError::BadK(_) | NeedsError::LabelPrior(_) => Status::invalid_argument(e.to_string()),
+        NeedsError::Node(n) => status(n),
     }
 }
