@@ -133,10 +133,7 @@ pub fn render_status(s: &FederationStatus) -> String {
 }
 
 fn serve(config: &Path, out: &Output) -> Result<ExitCode> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    // The log subscriber is installed by main (`--log-format`).
     let config = CoordinatorConfig::load(config)?;
     crate::remote_cmd::runtime()?.block_on(async {
         let server = CoordinatorServer::bind(config).await?;

@@ -6,6 +6,9 @@
 //! Every process is the `amble` binary itself (`amble coordinator serve`, `amble node serve`),
 //! started with `--json` so the lab can read the address it bound; their logs go to
 //! `DIR/logs/NAME.log`. Dropping the lab kills whatever is still running.
+//!
+//! With [`LabSpec::netns`] every participant runs in a network namespace of its own, at an
+//! address of its own on a bridge, and a link can be cut and restored ([`NetnsPlan`]).
 
 use amble_coordinator::FederationStatus;
 use amble_crypto::ExternalRef;
@@ -52,6 +55,9 @@ pub struct LabSpec {
     pub dp_learning_rate: f32,
     pub server_learning_rate: f32,
     pub server_final_lr_fraction: f32,
+    /// Run every participant in a network namespace of its own, with its own address, instead
+    /// of all on 127.0.0.1 (Linux, root and iproute2; see [`NetnsPlan`]). `None` by default.
+    pub netns: Option<NetnsPlan>,
 }
 
 impl LabSpec {
@@ -86,6 +92,7 @@ impl LabSpec {
             dp_learning_rate: 500.0,
             server_learning_rate: 1.0,
             server_final_lr_fraction: 1.0,
+            netns: None,
         }
     }
 }
@@ -120,6 +127,9 @@ pub struct Lab {
     node_urls: Vec<String>,
     witness_key: String,
     rt: tokio::runtime::Runtime,
+    /// The namespaces and links, when the spec asks for them; deleted when the lab drops
+    /// (after its `Drop` has killed the processes).
+    netns: Option<Netns>,
 }
 
 fn cert(ca: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -142,11 +152,28 @@ impl Lab {
             bail!("{} nodes but data for {}", spec.nodes, data.len());
         }
         std::fs::create_dir_all(spec.dir.join("logs"))?;
+        let netns = match &spec.netns {
+            Some(plan) => {
+                let mut names = vec!["coordinator".to_owned()];
+                names.extend((0..spec.nodes).map(node_name));
+                let n = Netns::create(plan, &names)?;
+                say(&format!(
+                    "network namespaces {}-*: the coordinator and each node at an address of its own in {}",
+                    n.prefix(),
+                    n.subnet()
+                ));
+                Some(n)
+            }
+            None => None,
+        };
         let ca_dir = spec.dir.join("ca");
         let ca = amble_crypto::pki::Ca::init(&ca_dir, &spec.federation)?;
         let local = |name: &str, role: &str| -> Result<()> {
             let mut req = amble_crypto::pki::IssueRequest::new(name, role);
             req.ips = vec!["127.0.0.1".parse()?];
+            if let Some(ip) = netns.as_ref().and_then(|n| n.address(name)) {
+                req.ips.push(ip.into());
+            }
             ca.issue(&req)?;
             Ok(())
         };
@@ -194,6 +221,7 @@ impl Lab {
             node_urls: vec![String::new(); data.len()],
             witness_key: String::new(),
             rt,
+            netns,
         };
         lab.write_coordinator_config(0)?;
         Ok(lab)
@@ -247,8 +275,9 @@ impl Lab {
                 s.local_epochs
             ),
         };
+        let host = self.listen_host("coordinator");
         let text = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\nrounds = {}\nnodes_per_round = {}\nmin_nodes = {}\nround_deadline_secs = {}\nclip_bound = {}\nserver_learning_rate = {}\nserver_final_lr_fraction = {}\n\n[model]\nkind = \"intent\"\nlabels_file = {:?}\ndim_log2 = {}\nlabel_prior = {}\n\n[training]\n{training}",
+            "listen = \"{host}:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\nrounds = {}\nnodes_per_round = {}\nmin_nodes = {}\nround_deadline_secs = {}\nclip_bound = {}\nserver_learning_rate = {}\nserver_final_lr_fraction = {}\n\n[model]\nkind = \"intent\"\nlabels_file = {:?}\ndim_log2 = {}\nlabel_prior = {}\n\n[training]\n{training}",
             self.coordinator_data_dir(),
             c,
             k,
@@ -273,8 +302,9 @@ impl Lab {
         let name = self.node_name(i);
         let (c, k) = cert(&self.ca_dir, &name);
         let budget = self.spec.epsilon.unwrap_or(1.0);
+        let host = self.listen_host(&name);
         let text = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\ncoordinator = {:?}\nepsilon_budget = {}\ndelta = {}\n",
+            "listen = \"{host}:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\ncoordinator = {:?}\nepsilon_budget = {}\ndelta = {}\n",
             self.node_data_dir(i),
             c,
             k,
@@ -294,10 +324,12 @@ impl Lab {
             .create(true)
             .append(true)
             .open(self.spec.dir.join("logs").join(format!("{name}.log")))?;
-        let mut child = Command::new(&self.spec.bin)
+        let mut child = self
+            .command(name)
             .arg("--json")
             .args(args)
             .env("RUST_LOG", "info")
+            .env("AMBLE_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -661,4 +693,290 @@ pub fn banking77(data_dir: &Path, nodes: usize, max_per_node: Option<usize>) -> 
         test,
         labels,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network namespaces: the same federation, each participant at an address of its own.
+
+/// How to lay out a lab in network namespaces (Linux, root, iproute2).
+///
+/// One namespace holds a bridge (`amble-ID-net`); the coordinator and each node get a
+/// namespace of their own (`amble-ID-coordinator`, `amble-ID-node-a`, …) with loopback up and
+/// an `eth0` whose peer is a port of the bridge. Addresses are in 10.231.X.0/24: `.1` is the
+/// root namespace's end of one more veth into the bridge (so the test process reaches every
+/// service directly), `.2` the coordinator, `.3`, `.4`, … the nodes. Every certificate carries
+/// its participant's address as an IP SAN, every service listens on it and is started with
+/// `ip netns exec`. The bridge lives in a namespace of its own so that the host's firewall
+/// (e.g. a `FORWARD` policy of `DROP` with `br_netfilter`) never sees the lab's traffic.
+#[derive(Debug, Clone, Default)]
+pub struct NetnsPlan {
+    /// X in 10.231.X.0/24; `None` picks one that no address or route on this host uses.
+    pub subnet: Option<u8>,
+}
+
+/// Whether this process can build a lab in network namespaces: root, `ip` (iproute2), and
+/// `ip netns add` works. The error says what is missing.
+pub fn netns_available() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    if euid != "0" {
+        bail!("network namespaces need root (effective uid {euid:?})");
+    }
+    let probe = format!("amble-{}-probe", random_id()?);
+    ip(&["netns", "add", &probe])?;
+    ip(&["netns", "del", &probe])?;
+    Ok(())
+}
+
+/// One participant of a namespaced lab.
+#[derive(Debug)]
+struct NetnsMember {
+    /// `coordinator`, `node-a`, …
+    name: String,
+    /// Its namespace.
+    ns: String,
+    /// Its veth's peer in the bridge namespace: the link [`Lab::cut_link`] takes down.
+    port: String,
+    address: std::net::Ipv4Addr,
+}
+
+/// The namespaces and links of one lab; deleted on drop, whatever happened before.
+#[derive(Debug)]
+pub struct Netns {
+    prefix: String,
+    subnet: u8,
+    /// The namespace with the bridge.
+    hub: String,
+    /// The root namespace's link to the bridge.
+    root_link: String,
+    members: Vec<NetnsMember>,
+    /// Namespaces and root-namespace links created so far, for the cleanup.
+    created_ns: Vec<String>,
+    created_root_link: bool,
+}
+
+/// Serialises the choice of a free subnet among labs of this process (tests run in parallel).
+static NETNS_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn node_name(i: usize) -> String {
+    format!("node-{}", (b'a' + i as u8) as char)
+}
+
+/// Six random hex digits: namespace and link names unique per lab.
+fn random_id() -> Result<String> {
+    let mut b = [0u8; 3];
+    amble_crypto::random_bytes(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Runs `ip ARGS`; the error carries its stderr.
+fn ip(args: &[&str]) -> Result<String> {
+    let o = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run `ip` (install iproute2)")?;
+    if !o.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+impl Netns {
+    /// Creates the bridge, the root namespace's link and one namespace per name.
+    pub fn create(plan: &NetnsPlan, names: &[String]) -> Result<Netns> {
+        if names.len() > 250 {
+            bail!("a /24 holds at most 250 participants");
+        }
+        let _guard = NETNS_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+        let id = random_id()?;
+        let prefix = format!("amble-{id}");
+        let subnet = match plan.subnet {
+            Some(x) => x,
+            None => {
+                let used = format!(
+                    "{}\n{}",
+                    ip(&["-4", "-o", "addr", "show"])?,
+                    ip(&["-4", "route", "show", "table", "all"])?
+                );
+                let start = u8::from_str_radix(&id[..2], 16)?;
+                (0..=255u8)
+                    .map(|k| start.wrapping_add(k))
+                    .find(|x| !used.contains(&format!("10.231.{x}.")))
+                    .ok_or_else(|| anyhow!("every 10.231.X.0/24 is in use on this host"))?
+            }
+        };
+        let addr = |host: usize| std::net::Ipv4Addr::new(10, 231, subnet, host as u8);
+        let mut n = Netns {
+            hub: format!("{prefix}-net"),
+            root_link: prefix.clone(),
+            members: names
+                .iter()
+                .enumerate()
+                .map(|(k, name)| NetnsMember {
+                    name: name.clone(),
+                    ns: format!("{prefix}-{name}"),
+                    port: format!("veth{k}"),
+                    address: addr(k + 2),
+                })
+                .collect(),
+            prefix,
+            subnet,
+            created_ns: Vec::new(),
+            created_root_link: false,
+        };
+        // On any error `n` drops here and deletes what was made.
+        let hub = n.hub.clone();
+        n.add_ns(&hub)?;
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &hub, "link", "set", "dev", "br0", "up"])?;
+        // The root namespace's end: `amble-ID` here, `host` in the bridge.
+        let root = n.root_link.clone();
+        ip(&[
+            "link", "add", &root, "type", "veth", "peer", "name", "host", "netns", &hub,
+        ])?;
+        n.created_root_link = true;
+        ip(&[
+            "-n", &hub, "link", "set", "dev", "host", "master", "br0", "up",
+        ])?;
+        ip(&["addr", "add", &format!("{}/24", addr(1)), "dev", &root])?;
+        ip(&["link", "set", "dev", &root, "up"])?;
+        for k in 0..n.members.len() {
+            let (ns, port, a) = {
+                let m = &n.members[k];
+                (m.ns.clone(), m.port.clone(), m.address)
+            };
+            n.add_ns(&ns)?;
+            ip(&[
+                "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ])?;
+            ip(&[
+                "-n", &hub, "link", "set", "dev", &port, "master", "br0", "up",
+            ])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "dev", "eth0", "up"])?;
+        }
+        Ok(n)
+    }
+
+    fn add_ns(&mut self, ns: &str) -> Result<()> {
+        ip(&["netns", "add", ns])?;
+        self.created_ns.push(ns.to_owned());
+        ip(&["-n", ns, "link", "set", "dev", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn member(&self, name: &str) -> Result<&NetnsMember> {
+        self.members
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| anyhow!("no participant {name:?} in the lab's namespaces"))
+    }
+
+    /// `amble-ID`: every namespace's name starts with it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The lab's subnet, `10.231.X.0/24`.
+    pub fn subnet(&self) -> String {
+        format!("10.231.{}.0/24", self.subnet)
+    }
+
+    /// The address of participant `name`.
+    pub fn address(&self, name: &str) -> Option<std::net::Ipv4Addr> {
+        self.member(name).ok().map(|m| m.address)
+    }
+
+    /// The namespace participant `name` runs in.
+    pub fn namespace(&self, name: &str) -> Option<&str> {
+        self.member(name).ok().map(|m| m.ns.as_str())
+    }
+
+    /// Takes the bridge's end of the participant's veth down (`up = false`) or up again:
+    /// while down, every packet to or from it is silently dropped, as with a pulled cable,
+    /// and its process notices only through timeouts.
+    pub fn set_link(&self, name: &str, up: bool) -> Result<()> {
+        let m = self.member(name)?;
+        ip(&[
+            "-n",
+            &self.hub,
+            "link",
+            "set",
+            "dev",
+            &m.port,
+            if up { "up" } else { "down" },
+        ])?;
+        Ok(())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the bridge's namespace destroys every veth pair with an end in it; the
+        // explicit deletes make sure nothing is left if that happens asynchronously.
+        if self.created_root_link {
+            let _ = ip(&["link", "del", "dev", &self.root_link]);
+        }
+        for ns in self.created_ns.iter().rev() {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+impl Lab {
+    /// The address participant `name` (`coordinator`, `node-a`, …) listens on:
+    /// 127.0.0.1, or its own in a namespaced lab.
+    pub fn address(&self, name: &str) -> std::net::IpAddr {
+        match self.netns.as_ref().and_then(|n| n.address(name)) {
+            Some(a) => a.into(),
+            None => std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+
+    /// The namespaces, when the lab runs in them.
+    pub fn netns(&self) -> Option<&Netns> {
+        self.netns.as_ref()
+    }
+
+    /// Cuts participant `name`'s network link (`ip link set VETH down` on the bridge side).
+    pub fn cut_link(&self, name: &str) -> Result<()> {
+        self.netns
+            .as_ref()
+            .ok_or_else(|| anyhow!("only a lab in network namespaces has links to cut"))?
+            .set_link(name, false)
+    }
+
+    /// Restores a link [`Lab::cut_link`] cut.
+    pub fn restore_link(&self, name: &str) -> Result<()> {
+        self.netns
+            .as_ref()
+            .ok_or_else(|| anyhow!("only a lab in network namespaces has links to restore"))?
+            .set_link(name, true)
+    }
+
+    fn listen_host(&self, name: &str) -> String {
+        self.address(name).to_string()
+    }
+
+    /// `amble`, or `ip netns exec NS amble` for a participant with a namespace of its own.
+    fn command(&self, name: &str) -> Command {
+        match self.netns.as_ref().and_then(|n| n.namespace(name)) {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.spec.bin);
+                c
+            }
+            None => Command::new(&self.spec.bin),
+        }
+    }
 }

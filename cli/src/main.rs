@@ -36,8 +36,44 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// How `node serve` and `coordinator serve` log to stderr: `text` for people, `json` for
+    /// one JSON object per line (log collectors). Logs never carry personal data or secrets.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "AMBLE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber of a long-running service: INFO and above to stderr, as text
+/// (coloured only on a terminal) or as JSON lines.
+fn init_service_log(format: LogFormat) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 #[derive(Subcommand)]
@@ -81,6 +117,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = output::Output { json: cli.json };
+    if matches!(
+        cli.command,
+        Command::Node(node_cmd::NodeCommand::Serve { .. })
+            | Command::Coordinator(coordinator_cmd::CoordinatorCommand::Serve { .. })
+    ) {
+        init_service_log(cli.log_format);
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args, &out),
         Command::Node(cmd) => node_cmd::run(cmd, &out),

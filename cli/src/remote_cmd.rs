@@ -287,10 +287,7 @@ pub fn audit_fetch(remote: &RemoteArgs, dir: &Path, out: &Output) -> Result<Exit
 
 /// `amble node serve`: runs the node until SIGTERM; SIGHUP reloads policy and TLS files.
 pub fn serve(config: &Path, out: &Output) -> Result<ExitCode> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    // The log subscriber is installed by main (`--log-format`).
     let config = ServeConfig::load(config)?;
     runtime()?.block_on(async {
         let server = Server::bind(config).await?;

@@ -653,3 +653,43 @@ fn banking77_ten_nodes_private_over_mutual_tls() {
     assert!(eps.iter().all(|e| (e - 8.0).abs() < 1e-3));
     assert!(acc >= 0.80, "target 80 %: measured {acc:.4}");
 }
+
+#[test]
+fn the_demo_runs_a_private_federation_and_checks_its_own_claims() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/banking77");
+    let o = common::amble(&[
+        "--json",
+        "demo",
+        "--data",
+        data.to_str().unwrap(),
+        "--rows-per-node",
+        "80",
+        "--rounds",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["nodes"], 3);
+    assert_eq!(s["people"], 240);
+    assert_eq!(s["private"], true);
+    assert_eq!(s["rounds_detail"].as_array().unwrap().len(), 2);
+    let eps = s["rounds_detail"][1]["epsilon_by_node"]["node-a"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (eps - 8.0).abs() < 1e-3,
+        "the budget is spent exactly by the last round: {eps}"
+    );
+    assert_eq!(s["withdrawn_person_rounds_after"], serde_json::json!([]));
+    assert_eq!(s["export_after_erase_refused"], true);
+    assert_eq!(s["identifier_hits"], 0);
+    let audit = s["audit"].as_array().unwrap();
+    assert_eq!(audit.len(), 4);
+    assert!(audit.iter().all(|a| a["verified"] == true));
+    assert!(
+        audit[..3]
+            .iter()
+            .all(|a| a["witnesses"].as_array().unwrap().len() == 1),
+        "every node's log carries the coordinator's cosignature: {audit:?}"
+    );
+}

@@ -22,6 +22,10 @@ pub struct CoordinatorConfig {
     pub federation: FederationSection,
     pub model: ModelSection,
     pub training: TrainingSection,
+    /// The optional health, readiness and metrics endpoint (`[metrics]`, plain HTTP: it
+    /// exposes no personal data and no identifiers; see [`crate::server::metrics`]).
+    #[serde(default)]
+    pub metrics: Option<crate::server::MetricsConfig>,
 }
 
 /// `[federation]`: how rounds run.

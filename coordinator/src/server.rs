@@ -1,5 +1,11 @@
 //! Running the coordinator: mutual TLS 1.3 (see `amble-net`), the `Federation` and `Audit`
-//! services, and a ticker that closes rounds at their deadline.
+//! services, and a ticker that closes rounds at their deadline. The optional `[metrics]`
+//! listener ([`metrics`]) answers liveness, readiness and Prometheus scrapes over plain HTTP;
+//! it carries counts only, never ids, model bytes or keys.
+
+pub mod metrics;
+
+pub use metrics::MetricsConfig;
 
 use crate::config::CoordinatorConfig;
 use crate::service::FederationService;
@@ -9,6 +15,7 @@ use amble_net::{ConnLimits, mtls_incoming, server_config};
 use amble_proto::v1 as pb;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -22,7 +29,37 @@ pub struct CoordinatorServer {
     coordinator: Arc<Coordinator>,
     listener: TcpListener,
     tls: amble_net::TlsSlot,
+    tls_files: amble_net::TlsFiles,
     listen: SocketAddr,
+    metrics: Option<metrics::Endpoint>,
+    /// Request counts, latencies and refusals: the metrics registry, held here only.
+    grpc_stats: Arc<metrics::GrpcStats>,
+}
+
+/// Every method path the coordinator serves, for the metrics' `method` label.
+fn method_paths() -> Vec<String> {
+    use tonic::server::NamedService;
+    let federation =
+        <pb::federation_server::FederationServer<FederationService> as NamedService>::NAME;
+    let audit = <pb::audit_server::AuditServer<FederationService> as NamedService>::NAME;
+    crate::service::METHOD_ROLES
+        .iter()
+        .map(|(m, _)| {
+            let service = match *m {
+                "Checkpoint" | "Entries" | "InclusionProof" | "ConsistencyProof" => audit,
+                _ => federation,
+            };
+            format!("/{service}/{m}")
+        })
+        .collect()
+}
+
+fn submit_update_path() -> String {
+    use tonic::server::NamedService;
+    format!(
+        "/{}/SubmitUpdate",
+        <pb::federation_server::FederationServer<FederationService> as NamedService>::NAME
+    )
 }
 
 impl CoordinatorServer {
@@ -60,11 +97,21 @@ impl CoordinatorServer {
                     addr: config.listen,
                     source,
                 })?;
+        let metrics = match &config.metrics {
+            Some(m) => Some(metrics::Endpoint::bind(m).await?),
+            None => None,
+        };
         Ok(CoordinatorServer {
             coordinator: Arc::new(coordinator),
             listener,
             tls: Arc::new(RwLock::new(tls)),
+            tls_files: config.tls.clone(),
             listen: config.listen,
+            metrics,
+            grpc_stats: Arc::new(metrics::GrpcStats::new(
+                method_paths(),
+                &submit_update_path(),
+            )),
         })
     }
 
@@ -75,6 +122,11 @@ impl CoordinatorServer {
                 addr: self.listen,
                 source,
             })
+    }
+
+    /// The health, readiness and metrics endpoint's address, if `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
     }
 
     pub fn coordinator(&self) -> Arc<Coordinator> {
@@ -108,10 +160,25 @@ impl CoordinatorServer {
                 }
             })
         };
+        // Ready from here until shutdown starts; the endpoint outlives the drain so that
+        // probes see 503 while requests in flight finish.
+        let ready = Arc::new(AtomicBool::new(true));
+        let metrics_task = self.metrics.map(|endpoint| {
+            let (c, grpc) = (Arc::clone(&self.coordinator), Arc::clone(&self.grpc_stats));
+            tokio::spawn(endpoint.run(Arc::clone(&ready), move || {
+                let (c, grpc) = (Arc::clone(&c), Arc::clone(&grpc));
+                async move {
+                    tokio::task::spawn_blocking(move || metrics::render(&c, &grpc))
+                        .await
+                        .map_err(|e| format!("metrics task failed: {e}"))?
+                }
+            }))
+        });
         let svc = FederationService(Arc::clone(&self.coordinator));
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(metrics::GrpcMetricsLayer::new(Arc::clone(&self.grpc_stats)))
             .add_service(
                 pb::federation_server::FederationServer::new(svc.clone())
                     .max_decoding_message_size(MAX_MESSAGE)
@@ -124,6 +191,7 @@ impl CoordinatorServer {
             )
             .serve_with_incoming_shutdown(incoming, async {
                 shutdown.await;
+                ready.store(false, Ordering::SeqCst);
                 let _ = stop_tx.send(true);
             })
             .await;
@@ -133,26 +201,65 @@ impl CoordinatorServer {
         let flushed = tokio::task::spawn_blocking(move || c.flush())
             .await
             .map_err(|e| CoordinatorError::Serve(e.to_string()))?;
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         result.map_err(|e| CoordinatorError::Serve(e.to_string()))?;
         flushed?;
         tracing::info!("coordinator stopped and flushed");
         Ok(())
     }
 
-    /// Serves until SIGTERM or Ctrl-C.
+    /// Loads the TLS files again (certificate, key, CA, CRL) and uses them for new
+    /// connections; on any error the old ones stay and the error names the file.
+    pub fn reload_tls(&self) -> Result<()> {
+        reload(&self.tls, &self.tls_files)
+    }
+
+    /// Serves until SIGTERM or Ctrl-C; SIGHUP reloads the TLS files (certificate renewal and a
+    /// new CRL without downtime).
     #[cfg(unix)]
     pub async fn run_until_signalled(self) -> Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(|source| CoordinatorError::Io {
-            path: "<signal handler>".into(),
-            source,
-        })?;
-        self.run(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+        let sig = |k| {
+            signal(k).map_err(|source| CoordinatorError::Io {
+                path: "<signal handler>".into(),
+                source,
+            })
+        };
+        let mut term = sig(SignalKind::terminate())?;
+        let mut hup = sig(SignalKind::hangup())?;
+        let (slot, files) = (Arc::clone(&self.tls), self.tls_files.clone());
+        let reloader = tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let (slot, files) = (Arc::clone(&slot), files.clone());
+                match tokio::task::spawn_blocking(move || reload(&slot, &files)).await {
+                    Ok(Ok(())) => tracing::info!("reloaded the TLS files"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "TLS reload failed; the old files stay in force")
+                    }
+                    Err(e) => tracing::error!(error = %e, "TLS reload task failed"),
+                }
             }
-        })
-        .await
+        });
+        let result = self
+            .run(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+                }
+            })
+            .await;
+        reloader.abort();
+        result
     }
+}
+
+fn reload(slot: &amble_net::TlsSlot, files: &amble_net::TlsFiles) -> Result<()> {
+    let fresh = server_config(files)?;
+    match slot.write() {
+        Ok(mut t) => *t = fresh,
+        Err(poisoned) => *poisoned.into_inner() = fresh,
+    }
+    Ok(())
 }

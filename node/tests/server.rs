@@ -496,3 +496,81 @@ fn every_method_of_every_service_has_an_allow_list() {
     assert!(amble_node::server::allowed_roles("/amble.v1.Archive/Drop").is_none());
     let _ = pki_dir;
 }
+
+/// The value of one sample line (`name{labels} value`) in a metrics text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_answer_and_counters_move_with_calls() {
+    let fx = Fixture::start().await;
+    assert_eq!(fx.http_get("/healthz").await.0, 200);
+    assert_eq!(fx.http_get("/readyz").await.0, 200);
+    assert_eq!(fx.http_get("/elsewhere").await.0, 404);
+    let (code, before) = fx.http_get("/metrics").await;
+    assert_eq!(code, 200, "{before}");
+    assert_eq!(sample(&before, "amble_node_archive_subjects"), Some(0.0));
+    assert_eq!(
+        sample(&before, "amble_node_federation_rounds_trained_total"),
+        Some(0.0)
+    );
+    assert!(sample(&before, "amble_node_policy_version").is_some());
+    let log_before = sample(&before, "amble_node_audit_log_entries").unwrap();
+
+    health(fx.channel("crm")).await.unwrap();
+    health(fx.channel("ops")).await.unwrap();
+    ArchiveClient::new(fx.channel("crm"))
+        .append(pb::AppendRequest {
+            records: vec![record(REF, "profile", r#"{"display_name":"Ann"}"#)],
+        })
+        .await
+        .unwrap();
+    let err = AdminClient::new(fx.channel("crm"))
+        .rotate_key(pb::RotateKeyRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    let (_, after) = fx.http_get("/metrics").await;
+    let requests = |method: &str, code: &str| {
+        sample(
+            &after,
+            &format!(
+                "amble_node_grpc_requests_total{{method=\"/amble.v1.{method}\",code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert_eq!(requests("Admin/Health", "OK"), Some(2.0), "{after}");
+    assert_eq!(requests("Archive/Append", "OK"), Some(1.0));
+    assert_eq!(requests("Admin/RotateKey", "PermissionDenied"), Some(1.0));
+    assert_eq!(
+        sample(
+            &after,
+            "amble_node_grpc_request_duration_seconds_count{method=\"/amble.v1.Admin/Health\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "amble_node_grpc_request_duration_seconds_bucket{method=\"/amble.v1.Admin/Health\",le=\"+Inf\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(sample(&after, "amble_node_archive_subjects"), Some(1.0));
+    assert!(sample(&after, "amble_node_audit_log_entries").unwrap() > log_before);
+    assert_eq!(
+        sample(
+            &after,
+            "amble_node_federation_epsilon_spent{model=\"intent\"}"
+        ),
+        Some(0.0)
+    );
+    // Counts only: no reference, no caller, no record content.
+    for secret in ["15550001", "crm", "ops", "Ann"] {
+        assert!(!after.contains(secret), "{secret} in metrics:\n{after}");
+    }
+    fx.stop().await;
+}

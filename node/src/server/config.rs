@@ -30,6 +30,10 @@ pub struct ServeConfig {
     /// ε budget for the federated model. The node's own certificate is its identity there.
     #[serde(default)]
     pub federation: Option<super::federation::FederationConfig>,
+    /// The optional health, readiness and metrics endpoint (`[metrics]`, plain HTTP: it
+    /// exposes no personal data and no identifiers; see [`super::metrics`]).
+    #[serde(default)]
+    pub metrics: Option<super::metrics::MetricsConfig>,
 }
 
 /// Bounds that keep a slow or hostile client from exhausting the node.
@@ -211,6 +215,16 @@ crl = "crl.pem"
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn metrics_are_off_without_their_section_and_take_only_an_address() {
+        assert!(load(GOOD).unwrap().metrics.is_none());
+        let with = format!("{GOOD}[metrics]\nlisten = \"127.0.0.1:9090\"\n");
+        let m = load(&with).unwrap().metrics.unwrap();
+        assert_eq!(m.listen.port(), 9090);
+        let extra = format!("{with}tls = false\n");
+        assert!(matches!(load(&extra), Err(ServerError::Config(_))));
     }
 
     #[test]

@@ -11,10 +11,14 @@
 //! There is no plaintext and no server-only-TLS mode: [`ServeConfig`] has no field that could
 //! turn one on. SIGHUP reloads the policy and the TLS files (a bad file keeps the old ones);
 //! SIGTERM or Ctrl-C stops accepting, lets requests in flight finish, and flushes the node.
+//!
+//! The optional `[metrics]` listener ([`metrics`]) answers liveness, readiness and Prometheus
+//! scrapes over plain HTTP; it carries counts and sizes only, never personal data or ids.
 
 mod auth;
 mod config;
 mod federation;
+pub mod metrics;
 mod portal;
 pub mod services;
 
@@ -27,6 +31,7 @@ pub use amble_net::TlsFiles;
 pub use auth::{AuthLayer, METHOD_ROLES, allowed_roles};
 pub use config::{Limits, ServeConfig};
 pub use federation::FederationConfig;
+pub use metrics::MetricsConfig;
 pub use portal::{PortalConfig, PortalLinks};
 
 use crate::{Actor, Node, NodeError};
@@ -35,6 +40,7 @@ use amble_proto::v1 as pb;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -103,6 +109,9 @@ pub struct Server {
     tls: TlsSlot,
     config: ServeConfig,
     portal: Option<portal::Portal>,
+    metrics: Option<metrics::Endpoint>,
+    /// Request counts and latencies: the metrics registry, held here and nowhere else.
+    grpc_stats: Arc<metrics::GrpcStats>,
 }
 
 /// Reloads the policy and TLS files of a running server (what SIGHUP does).
@@ -161,12 +170,20 @@ impl Server {
             Some(p) => Some(portal::Portal::bind(p, Arc::clone(&shared)).await?),
             None => None,
         };
+        let metrics = match &config.metrics {
+            Some(m) => Some(metrics::Endpoint::bind(m).await?),
+            None => None,
+        };
         Ok(Server {
             shared,
             listener,
             tls: Arc::new(RwLock::new(tls)),
             config,
             portal,
+            metrics,
+            grpc_stats: Arc::new(metrics::GrpcStats::new(
+                METHOD_ROLES.iter().map(|(path, _)| *path),
+            )),
         })
     }
 
@@ -188,6 +205,11 @@ impl Server {
     /// Issues one-time links to the self-service page, if `[portal]` is configured.
     pub fn portal_links(&self) -> Option<PortalLinks> {
         self.portal.as_ref().map(|p| p.links.clone())
+    }
+
+    /// The health, readiness and metrics endpoint's address, if `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
     }
 
     pub fn reloader(&self) -> Reloader {
@@ -233,9 +255,24 @@ impl Server {
         let portal_task = self.portal.map(|p| {
             tokio::spawn(p.run(limits.max_connections, limits.handshake_timeout(), stop_rx))
         });
+        // Ready from here until shutdown starts; the endpoint outlives the drain so that
+        // probes see 503 while requests in flight finish.
+        let ready = Arc::new(AtomicBool::new(true));
+        let metrics_task = self.metrics.map(|endpoint| {
+            let (shared, grpc) = (Arc::clone(&self.shared), Arc::clone(&self.grpc_stats));
+            tokio::spawn(endpoint.run(Arc::clone(&ready), move || {
+                let (shared, grpc) = (Arc::clone(&shared), Arc::clone(&grpc));
+                async move {
+                    tokio::task::spawn_blocking(move || metrics::render(&shared, &grpc))
+                        .await
+                        .map_err(|e| format!("metrics task failed: {e}"))?
+                }
+            }))
+        });
         let m = limits.max_message_bytes;
         let shared = &self.shared;
         let layer = tower::ServiceBuilder::new()
+            .layer(metrics::GrpcMetricsLayer::new(Arc::clone(&self.grpc_stats)))
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 limits.max_concurrent_requests,
             ))
@@ -280,6 +317,7 @@ impl Server {
             )
             .serve_with_incoming_shutdown(incoming, async {
                 shutdown.await;
+                ready.store(false, Ordering::SeqCst);
                 let _ = stop_tx.send(true);
             })
             .await;
@@ -297,6 +335,9 @@ impl Server {
                 .await
                 .map_err(|e| ServerError::Serve(format!("flush task failed: {e}")))?
         };
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         result.map_err(|e| ServerError::Serve(e.to_string()))?;
         flushed?;
         tracing::info!("node stopped and flushed");

@@ -6,7 +6,8 @@ use amble_crypto::pki::{Ca, IssueRequest};
 use amble_node::Node;
 use amble_node::server::client::ClientIdentity;
 use amble_node::server::{
-    Limits, PortalConfig, PortalLinks, Reloader, ServeConfig, Server, ServerError, TlsFiles,
+    Limits, MetricsConfig, PortalConfig, PortalLinks, Reloader, ServeConfig, Server, ServerError,
+    TlsFiles,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ pub struct Fixture {
     pub reloader: Reloader,
     /// The self-service page's address and link issuer (only from `start_with_portal`).
     pub portal: Option<(SocketAddr, PortalLinks)>,
+    /// The health, readiness and metrics endpoint (plain HTTP on 127.0.0.1).
+    pub metrics: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -93,6 +96,9 @@ impl Fixture {
                 session_ttl_secs: 1800,
             }),
             federation: None,
+            metrics: Some(MetricsConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+            }),
         };
         // sled's background thread may hold the directory lock a moment after `init`'s
         // handle is dropped; wait for it rather than fail.
@@ -109,6 +115,7 @@ impl Fixture {
         };
         let addr = server.local_addr().unwrap();
         let reloader = server.reloader();
+        let metrics = server.metrics_addr().unwrap();
         let portal = server.portal_addr().zip(server.portal_links());
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
@@ -121,6 +128,7 @@ impl Fixture {
             data_dir,
             reloader,
             portal,
+            metrics,
             stop: Some(stop),
             task: Some(task),
         }
@@ -148,6 +156,11 @@ impl Fixture {
             .connect_lazy()
     }
 
+    /// `GET path` on the metrics endpoint: the status code and the body.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics, path).await
+    }
+
     /// Stops the server and waits until it has flushed.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
@@ -157,4 +170,22 @@ impl Fixture {
             t.await.unwrap().unwrap();
         }
     }
+}
+
+/// A one-shot HTTP/1.0 GET (the connection closes after the answer): status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
 }
