@@ -33,6 +33,7 @@
 pub mod accountant;
 pub mod aggregate;
 pub mod dpsgd;
+pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod featurise;
