@@ -9,7 +9,7 @@
 //! `--single-node` runs the older in-process walkthrough of one node instead.
 
 use crate::output::Output;
-use amble_cli::lab::{Lab, LabSpec, accuracy, banking77, person_ref};
+use amble_cli::lab::{Lab, LabSpec, TestSet, banking77, person_ref};
 use amble_coordinator::{FederationStatus, Phase};
 use amble_proto::v1 as pb;
 use anyhow::{Context, Result, bail};
@@ -158,9 +158,11 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
         base.join("logs").display()
     ));
 
-    let initial_accuracy = accuracy(&lab.fetch_model(0)?, &b.test)?;
+    let v0 = lab.fetch_model(0)?;
+    let test = TestSet::new(&v0, &b.test)?;
+    let initial_accuracy = test.accuracy(&v0)?;
     say(&format!(
-        "round  0  accuracy {:5.1} %  (the starting model: intent names only, public knowledge)",
+        "round  0  accuracy {:5.1} %  (the starting model: the intents' names through the public sentence encoder)",
         100.0 * initial_accuracy
     ));
     // The person who changes their mind: at node-a, one who consented.
@@ -179,7 +181,7 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
                 seen += 1;
                 let acc = match lab
                     .fetch_model(h.version)
-                    .and_then(|m| accuracy(&m, &b.test))
+                    .and_then(|m| test.accuracy(&m))
                 {
                     Ok(a) => a,
                     Err(e) => {

@@ -249,11 +249,8 @@ pub fn run(args: NodeDemo, out: &Output) -> Result<ExitCode> {
         })
         .collect();
     let dp = IntentTrainConfig {
-        features: FeatureConfig {
-            dim_log2: 12,
-            ..FeatureConfig::default()
-        },
-        privacy: Privacy::Dp(DpIntentConfig::banking77(args.epsilon)),
+        features: FeatureConfig::sentence(),
+        privacy: Privacy::Dp(DpIntentConfig::sentence(args.epsilon)),
     };
     let budget = Budget {
         model_epsilon: Epsilon::new(3.0 * args.epsilon)?,

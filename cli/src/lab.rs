@@ -42,6 +42,9 @@ pub struct LabSpec {
     /// …or at its deadline with at least this many.
     pub min_nodes: usize,
     pub round_deadline_secs: u64,
+    /// `[model] features`: `sentence`, `hashed` or `both`.
+    pub features: String,
+    /// n-gram buckets (2^dim_log2) for `hashed` and `both`.
     pub dim_log2: u8,
     pub label_prior: f32,
     /// Local epochs per round (plain training).
@@ -80,15 +83,17 @@ impl LabSpec {
             nodes_per_round: nodes,
             min_nodes: nodes.div_ceil(2).max(1),
             round_deadline_secs: 120,
+            features: "sentence".into(),
             dim_log2: 14,
-            label_prior: 10.0,
+            label_prior: 5.0,
             local_epochs: 1,
-            // A DP update's norm is mostly its noise (≈ lr·σ·C·√(params·steps)/(q·N), several
-            // hundred here); the bound is there to stop absurd updates, not to clip honest ones.
-            clip_bound: if epsilon.is_some() { 5000.0 } else { 100.0 },
+            // A DP update is at most lr·steps·C of signal (700 here) plus its noise
+            // (≈ lr·σ·C·√(params·steps)/(q·N), under 100 here); the bound stops absurd
+            // updates without clipping honest ones.
+            clip_bound: if epsilon.is_some() { 2000.0 } else { 100.0 },
             dp_sample_rate: 0.3,
             dp_steps_per_round: 7,
-            dp_clip_norm: 0.3,
+            dp_clip_norm: 0.2,
             dp_learning_rate: 500.0,
             server_learning_rate: 1.0,
             server_final_lr_fraction: 1.0,
@@ -277,7 +282,7 @@ impl Lab {
         };
         let host = self.listen_host("coordinator");
         let text = format!(
-            "listen = \"{host}:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\nrounds = {}\nnodes_per_round = {}\nmin_nodes = {}\nround_deadline_secs = {}\nclip_bound = {}\nserver_learning_rate = {}\nserver_final_lr_fraction = {}\n\n[model]\nkind = \"intent\"\nlabels_file = {:?}\ndim_log2 = {}\nlabel_prior = {}\n\n[training]\n{training}",
+            "listen = \"{host}:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\nrounds = {}\nnodes_per_round = {}\nmin_nodes = {}\nround_deadline_secs = {}\nclip_bound = {}\nserver_learning_rate = {}\nserver_final_lr_fraction = {}\n\n[model]\nkind = \"intent\"\nlabels_file = {:?}\nfeatures = {:?}\ndim_log2 = {}\nlabel_prior = {}\n\n[training]\n{training}",
             self.coordinator_data_dir(),
             c,
             k,
@@ -291,6 +296,7 @@ impl Lab {
             s.server_learning_rate,
             s.server_final_lr_fraction,
             s.dir.join("labels.json"),
+            s.features,
             s.dim_log2,
             s.label_prior,
         );
@@ -589,6 +595,33 @@ fn terminate(child: &mut Child) -> Result<()> {
 pub fn accuracy(model: &IntentModel, test: &[TextRow]) -> Result<f64> {
     let ex = amble_learn::eval::examples_for(model, test)?;
     Ok(model.softmax().accuracy(&ex)?)
+}
+
+/// A test set featurised once for every model version of a federation (they share one
+/// featuriser; a version with another one is featurised afresh).
+pub struct TestSet<'a> {
+    rows: &'a [TextRow],
+    features: amble_learn::featurise::FeatureConfig,
+    examples: Vec<amble_learn::softmax::Example>,
+}
+
+impl<'a> TestSet<'a> {
+    pub fn new(model: &IntentModel, rows: &'a [TextRow]) -> Result<Self> {
+        Ok(TestSet {
+            rows,
+            features: model.featuriser().config().clone(),
+            examples: amble_learn::eval::examples_for(model, rows)?,
+        })
+    }
+
+    /// Accuracy of `model` on the set.
+    pub fn accuracy(&self, model: &IntentModel) -> Result<f64> {
+        if model.featuriser().config() == &self.features {
+            Ok(model.softmax().accuracy(&self.examples)?)
+        } else {
+            accuracy(model, self.rows)
+        }
+    }
 }
 
 /// Initialises a node's data directory and loads its people: one service conversation each

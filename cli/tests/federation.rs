@@ -1,10 +1,11 @@
 //! Multi-process federation tests: a CA, a coordinator and nodes as separate `amble`
 //! processes on 127.0.0.1 with mutual TLS, driven through `amble_cli::lab` (the same code
-//! `amble demo` runs). Small slices of Banking77 and 2^12 features keep each under a minute.
+//! `amble demo` runs). Small slices of Banking77 keep each under a minute; the features are the
+//! product's default, the built-in sentence encoder.
 
 mod common;
 
-use amble_cli::lab::{Banking77, Lab, LabSpec, accuracy, banking77, person_ref};
+use amble_cli::lab::{Banking77, Lab, LabSpec, TestSet, banking77, person_ref};
 use amble_coordinator::{FederationStatus, Phase};
 use amble_learn::accountant::{
     Conversion, Delta, RdpAccountant, SampledGaussian, orders_dp_accounting,
@@ -28,7 +29,6 @@ fn spec(dir: &Path, nodes: usize, rounds: u64, epsilon: Option<f64>) -> LabSpec 
         rounds,
         epsilon,
     );
-    s.dim_log2 = 12;
     s.round_deadline_secs = 60;
     s
 }
@@ -109,19 +109,19 @@ fn three_nodes_ten_rounds_approach_central_training() {
     assert_eq!(s.history.len(), 10);
     assert!(s.history.iter().all(|h| h.updates.len() == 3));
     assert_no_double_counting(&s);
+    let v0 = lab.fetch_model(0).unwrap();
+    let test_rows: Vec<_> = b.test.iter().step_by(2).cloned().collect();
+    let test = TestSet::new(&v0, &test_rows).unwrap();
     let acc: Vec<f64> = [0, 1, 5, 10]
         .iter()
-        .map(|&v| accuracy(&lab.fetch_model(v).unwrap(), &b.test).unwrap())
+        .map(|&v| test.accuracy(&lab.fetch_model(v).unwrap()).unwrap())
         .collect();
     // Central: the same rows in one place, the same featuriser and label prior, plain SGD.
     let all: Vec<_> = b.nodes.iter().flat_map(|d| d.rows.clone()).collect();
     let mut central = amble_learn::intent::IntentModel::initial(
         b.labels.clone(),
-        amble_learn::featurise::FeatureConfig {
-            dim_log2: 12,
-            ..Default::default()
-        },
-        10.0,
+        amble_learn::featurise::FeatureConfig::sentence(),
+        lab.spec.label_prior,
     )
     .unwrap();
     let ex = amble_learn::eval::examples_for(&central, &all).unwrap();
@@ -139,7 +139,7 @@ fn three_nodes_ten_rounds_approach_central_training() {
             None,
         )
         .unwrap();
-    let central_acc = accuracy(&central, &b.test).unwrap();
+    let central_acc = test.accuracy(&central).unwrap();
     eprintln!("federated accuracy by version {acc:?}, central {central_acc}");
     assert!(
         acc[1] > acc[0] && acc[3] > acc[1],
@@ -537,7 +537,8 @@ fn malicious_updates_are_refused_logged_and_harmless() {
         client.join(pb::JoinRequest { log_key }).await.unwrap();
         Rogue { client }
     });
-    let params = 77 * (1 << 12) + 77; // weights and biases
+    // Weights and biases of the plan's model.
+    let params = lab.fetch_model(0).unwrap().flat_len();
     let (nan, short, huge, good) = lab.block_on(async {
         let mut v = vec![0.0f32; params];
         v[10] = f32::NAN;
@@ -619,8 +620,8 @@ fn malicious_updates_are_refused_logged_and_harmless() {
 
 /// The DP-FedAvg setting, over the real network: ten node processes on the
 /// Dirichlet(0.5) split, ε = 8 per person at each node, the settings `amble-learn`'s
-/// simulation chose on a validation split (67 rounds × 1 DP-SGD step, q = 0.3, C = 0.3,
-/// local lr 300, server lr decaying to 0.2). Slow; run with
+/// simulation chose on a validation split (sentence features, 67 rounds × 1 DP-SGD step,
+/// q = 0.3, C = 0.2, local lr 500, label prior 5, plain averaging). Slow; run with
 /// `cargo test --release -p amble --test federation -- --ignored --nocapture`.
 #[test]
 #[ignore]
@@ -629,17 +630,21 @@ fn banking77_ten_nodes_private_over_mutual_tls() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/banking77");
     let b = banking77(&dir, 10, None).unwrap();
     let mut sp = spec(tmp.path(), 10, 67, Some(8.0));
-    sp.dim_log2 = 14;
     sp.dp_steps_per_round = 1;
-    sp.dp_learning_rate = 300.0;
-    sp.server_final_lr_fraction = 0.2;
+    sp.dp_clip_norm = 0.2;
+    sp.dp_learning_rate = 500.0;
+    sp.label_prior = 5.0;
     sp.round_deadline_secs = 600;
     sp.min_nodes = 10;
     let t0 = std::time::Instant::now();
     let mut lab = Lab::create(sp, &b.labels, &b.nodes, &quiet).unwrap();
     start(&mut lab);
     let s = wait_done(&lab, 3600);
-    let acc = accuracy(&lab.fetch_model(67).unwrap(), &b.test).unwrap();
+    let last = lab.fetch_model(67).unwrap();
+    let acc = TestSet::new(&last, &b.test)
+        .unwrap()
+        .accuracy(&last)
+        .unwrap();
     let eps: Vec<f64> = s.history[66]
         .updates
         .iter()

@@ -100,6 +100,25 @@ fn train_intent_on_a_small_csv_reports_accuracy_and_epsilon() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let eps = r["epsilon"].as_f64().unwrap();
     assert!(eps <= 4.0 + 1e-6 && eps > 3.9, "spent {eps}");
+    assert!(r["accuracy"].as_f64().unwrap() > 0.9, "{r}");
+    // The n-gram featuriser is one flag away; an unknown one is a usage error naming the choices.
+    let o = amble(&[
+        "--json",
+        "train",
+        "intent",
+        "--train",
+        f,
+        "--test",
+        f,
+        "--features",
+        "hashed",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["accuracy"].as_f64().unwrap() > 0.9, "{r}");
+    let o = amble(&["train", "intent", "--features", "bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("sentence") && err.contains("hashed"), "{err}");
     let o = amble(&[
         "train",
         "intent",

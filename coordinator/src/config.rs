@@ -73,7 +73,15 @@ pub struct ModelSection {
     pub kind: String,
     /// JSON array of intent labels (e.g. `data/banking77/categories.json`).
     pub labels_file: PathBuf,
-    /// Hashed feature space: 2^dim_log2 features.
+    /// What the model reads from a text: `"sentence"` (the built-in public sentence encoder,
+    /// the default and by far the most accurate under differential privacy), `"hashed"`
+    /// (character and word n-grams, any language) or `"both"`.
+    #[serde(default)]
+    pub features: FeatureKind,
+    /// With `"both"`: the share of each feature vector's squared norm the sentence block gets.
+    #[serde(default = "default_share")]
+    pub sentence_share: f32,
+    /// With `"hashed"` or `"both"`: 2^dim_log2 n-gram buckets.
     #[serde(default = "default_dim")]
     pub dim_log2: u8,
     /// Initial weights from the intents' names (public knowledge, no privacy cost); 0 = zeros.
@@ -83,6 +91,37 @@ pub struct ModelSection {
 
 fn default_dim() -> u8 {
     14
+}
+
+fn default_share() -> f32 {
+    0.85
+}
+
+/// `[model] features`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// The built-in sentence encoder alone.
+    #[default]
+    Sentence,
+    /// Hashed n-grams alone.
+    Hashed,
+    /// Both blocks.
+    Both,
+}
+
+impl ModelSection {
+    /// The featuriser every participant uses.
+    pub fn feature_config(&self) -> FeatureConfig {
+        match self.features {
+            FeatureKind::Sentence => FeatureConfig::sentence(),
+            FeatureKind::Hashed => FeatureConfig {
+                dim_log2: self.dim_log2,
+                ..FeatureConfig::default()
+            },
+            FeatureKind::Both => FeatureConfig::combined(self.dim_log2, self.sentence_share),
+        }
+    }
 }
 
 /// `[training]`: what each node runs per round.
@@ -215,10 +254,10 @@ impl CoordinatorConfig {
                 self.model.labels_file.display()
             ))
         })?;
-        let features = FeatureConfig {
-            dim_log2: self.model.dim_log2,
-            ..FeatureConfig::default()
-        };
+        let features = self.model.feature_config();
+        features
+            .validate()
+            .map_err(|e| CoordinatorError::Config(format!("[model]: {e}")))?;
         let (local, privacy) = match &self.training {
             TrainingSection::Plain {
                 epochs,

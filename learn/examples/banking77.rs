@@ -19,11 +19,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    let features = FeatureConfig {
+    let hashed = FeatureConfig {
         dim_log2,
         char_min: env("CHAR_MIN", 2),
         char_max: env("CHAR_MAX", 5),
         word_max: env("WORD_MAX", 2),
+        sentence: None,
+    };
+    // FEATURES=sentence | hashed | combined:SHARE (default sentence).
+    let features = match std::env::var("FEATURES").as_deref().unwrap_or("sentence") {
+        "hashed" => hashed,
+        "sentence" => FeatureConfig::sentence(),
+        other => {
+            let share: f32 = other.trim_start_matches("combined:").parse()?;
+            FeatureConfig {
+                sentence: FeatureConfig::combined(dim_log2, share).sentence,
+                ..hashed
+            }
+        }
     };
     let privacy = match mode {
         "np" => {

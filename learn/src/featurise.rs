@@ -1,13 +1,26 @@
-//! Text → sparse feature vector, the same on every machine.
+//! Text → feature vector, the same on every machine.
 //!
-//! Hashed character n-grams over the lowercased text (Unicode scalar values, so Chinese or
-//! Japanese need no word segmentation) plus hashed word uni/bi-grams, sublinear term frequency
-//! `1 + ln tf` and L2 normalisation. The hash is 64-bit FNV-1a with a per-family tag, never
-//! `std`'s randomly keyed hasher: a model trained on one node must see the same indices on another.
+//! Two blocks, either or both:
+//!
+//! - **Hashed n-grams**: character n-grams over the lowercased text (Unicode scalar values, so
+//!   Chinese or Japanese need no word segmentation) plus word uni/bi-grams, sublinear term
+//!   frequency `1 + ln tf`, L2-normalised. The hash is 64-bit FNV-1a with a per-family tag, never
+//!   `std`'s randomly keyed hasher: a model trained on one node must see the same indices on
+//!   another. Indices `0 .. 2^dim_log2`.
+//! - **Sentence embedding** ([`SentenceFeatures`]): the public pretrained encoder's unit vector
+//!   for the text (see [`crate::encoder`]), minus a public centre, renormalised. Indices
+//!   `2^dim_log2 ..` (or from 0 without a hashed block).
+//!
+//! With both, the sentence block carries `share` of the squared norm and the n-grams the rest, so
+//! every vector still has norm 1 — what DP-SGD's clipping and the noise scale assume.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoder::{EmbeddingCache, EncoderId, SentenceEncoder};
 use crate::error::{LearnError, Result};
+use crate::softmax::ProgressFn;
 
 /// A sparse vector: strictly increasing `indices` and their `values` (same length).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -61,7 +74,7 @@ impl SparseVec {
 /// at training and prediction time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureConfig {
-    /// log2 of the feature dimension (the dimension is a power of two so hashing is a mask).
+    /// log2 of the hashed block's size (a power of two so hashing is a mask).
     pub dim_log2: u8,
     /// Smallest character n-gram (0 disables character n-grams).
     pub char_min: u8,
@@ -69,24 +82,90 @@ pub struct FeatureConfig {
     pub char_max: u8,
     /// Largest word n-gram (0 disables words; 1 = unigrams; 2 = uni+bigrams).
     pub word_max: u8,
+    /// Sentence-encoder features after the hashed block (none in models from before they
+    /// existed, which therefore read unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentence: Option<SentenceFeatures>,
+}
+
+/// The sentence-embedding block of a [`FeatureConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentenceFeatures {
+    /// The encoder, by name and weights hash; a featuriser refuses any other.
+    pub encoder: EncoderId,
+    /// Share of each vector's squared norm given to this block when hashed n-grams are on too
+    /// (in (0, 1]; ignored without them).
+    pub share: f32,
+    /// Subtracted from every embedding before renormalising (empty = nothing). Sentence
+    /// embeddings of one domain share a large common direction that carries no class
+    /// information but would still carry noise; [`crate::intent::IntentModel::new`] sets this to
+    /// the mean embedding of the intent *names* — public, so it costs no privacy — which is
+    /// within a few degrees of the data's own mean.
+    #[serde(default)]
+    pub center: Vec<f32>,
 }
 
 impl Default for FeatureConfig {
-    /// Character 2–5-grams plus word uni/bi-grams in 2^16 buckets.
+    /// Character 2–5-grams plus word uni/bi-grams in 2^16 buckets, no sentence encoder.
     fn default() -> Self {
         FeatureConfig {
             dim_log2: 16,
             char_min: 2,
             char_max: 5,
             word_max: 2,
+            sentence: None,
         }
     }
 }
 
 impl FeatureConfig {
-    /// The feature dimension `2^dim_log2`.
+    /// The built-in sentence encoder alone (no n-grams): 384 features. The best choice for
+    /// English under differential privacy (see `docs/ARCHITECTURE.md`, "Features").
+    pub fn sentence() -> Self {
+        FeatureConfig {
+            char_min: 0,
+            char_max: 0,
+            word_max: 0,
+            sentence: Some(SentenceFeatures {
+                encoder: SentenceEncoder::builtin_id(),
+                share: 1.0,
+                center: Vec::new(),
+            }),
+            ..FeatureConfig::default()
+        }
+    }
+
+    /// The built-in sentence encoder with `share` of the norm, plus the default n-grams in
+    /// `2^dim_log2` buckets for the rest (for text the encoder does not know, e.g. Chinese).
+    pub fn combined(dim_log2: u8, share: f32) -> Self {
+        FeatureConfig {
+            dim_log2,
+            sentence: Some(SentenceFeatures {
+                encoder: SentenceEncoder::builtin_id(),
+                share,
+                center: Vec::new(),
+            }),
+            ..FeatureConfig::default()
+        }
+    }
+
+    /// True if the hashed n-gram block is on.
+    pub fn hashed(&self) -> bool {
+        self.char_max > 0 || self.word_max > 0
+    }
+
+    /// Size of the hashed block (0 if it is off).
+    pub fn hashed_dim(&self) -> usize {
+        if self.hashed() {
+            1usize << self.dim_log2
+        } else {
+            0
+        }
+    }
+
+    /// The feature dimension: the hashed block plus the sentence block.
     pub fn dim(&self) -> usize {
-        1usize << self.dim_log2
+        self.hashed_dim() + self.sentence.as_ref().map_or(0, |_| SENTENCE_DIM_HINT)
     }
 
     /// Checks the ranges; every public entry point calls this.
@@ -108,15 +187,42 @@ impl FeatureConfig {
                 "char_min = 0 disables character n-grams; set char_max = 0 too".into(),
             ));
         }
-        if self.char_max == 0 && self.word_max == 0 {
-            return Err(LearnError::InvalidConfig(
-                "both character and word n-grams are disabled; no features would be produced"
-                    .into(),
-            ));
+        match &self.sentence {
+            None if !self.hashed() => {
+                return Err(LearnError::InvalidConfig(
+                    "both character and word n-grams are disabled and there is no sentence encoder; no features would be produced"
+                        .into(),
+                ));
+            }
+            Some(s) => {
+                if !(s.share > 0.0 && s.share <= 1.0) {
+                    return Err(LearnError::InvalidConfig(format!(
+                        "sentence share = {} must be in (0, 1]",
+                        s.share
+                    )));
+                }
+                if !s.center.is_empty() && s.center.len() != SENTENCE_DIM_HINT {
+                    return Err(LearnError::InvalidConfig(format!(
+                        "sentence centre has {} values, the encoder gives {SENTENCE_DIM_HINT}",
+                        s.center.len()
+                    )));
+                }
+                if s.center.iter().any(|v| !v.is_finite()) {
+                    return Err(LearnError::InvalidConfig(
+                        "sentence centre holds a non-finite value".into(),
+                    ));
+                }
+            }
+            None => {}
         }
         Ok(())
     }
 }
+
+/// Width of the sentence block. Every encoder amble accepts must produce this many values
+/// (checked when a featuriser is built), so a configuration's dimension is known without
+/// loading the encoder.
+pub const SENTENCE_DIM_HINT: usize = 384;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -170,19 +276,108 @@ pub(crate) fn hash_name(name: &str, mask: u64) -> u32 {
     (h.finish() & mask) as u32
 }
 
-/// Turns text into [`SparseVec`]s. Cheap to construct and `Sync`.
-#[derive(Debug, Clone, PartialEq)]
+/// Turns text into [`SparseVec`]s. Cheap to clone and `Sync`; with sentence features it holds
+/// the (shared) encoder.
+#[derive(Debug, Clone)]
 pub struct Featuriser {
     config: FeatureConfig,
     mask: u64,
+    encoder: Option<Arc<SentenceEncoder>>,
+    threads: usize,
+}
+
+impl PartialEq for Featuriser {
+    /// Two featurisers are equal when they produce the same features: same configuration
+    /// (which names the encoder by its weights hash).
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config
+    }
 }
 
 impl Featuriser {
-    /// Validates `config`.
+    /// Validates `config`. Sentence features use the built-in encoder, which must be the one
+    /// the configuration names.
     pub fn new(config: FeatureConfig) -> Result<Self> {
+        let encoder = match &config.sentence {
+            Some(_) => Some(SentenceEncoder::builtin()?),
+            None => None,
+        };
+        Featuriser::build(config, encoder)
+    }
+
+    /// Like [`Featuriser::new`] with an encoder loaded elsewhere (e.g. from a directory).
+    pub fn with_encoder(config: FeatureConfig, encoder: Arc<SentenceEncoder>) -> Result<Self> {
+        Featuriser::build(config, Some(encoder))
+    }
+
+    fn build(config: FeatureConfig, encoder: Option<Arc<SentenceEncoder>>) -> Result<Self> {
         config.validate()?;
-        let mask = (config.dim() as u64) - 1;
-        Ok(Featuriser { config, mask })
+        let encoder = match (&config.sentence, encoder) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(LearnError::InvalidConfig(
+                    "sentence features need an encoder".into(),
+                ));
+            }
+            (Some(want), Some(enc)) => {
+                if &want.encoder != enc.id() {
+                    return Err(LearnError::InvalidConfig(format!(
+                        "the model's features come from encoder {}, but the encoder here is {}; \
+                         load the model with the encoder it was trained with",
+                        want.encoder,
+                        enc.id()
+                    )));
+                }
+                if enc.dim() != SENTENCE_DIM_HINT {
+                    return Err(LearnError::InvalidConfig(format!(
+                        "encoder {} gives {} values; amble's sentence block is {SENTENCE_DIM_HINT} wide",
+                        enc.id(),
+                        enc.dim()
+                    )));
+                }
+                Some(enc)
+            }
+        };
+        let mask = (1u64 << config.dim_log2) - 1;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        Ok(Featuriser {
+            config,
+            mask,
+            encoder,
+            threads,
+        })
+    }
+
+    /// Threads the encoder may use in [`Featuriser::featurise_all`] (default: the machine's
+    /// parallelism, at most 8).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    /// The encoder, if the configuration has sentence features.
+    pub fn encoder(&self) -> Option<&Arc<SentenceEncoder>> {
+        self.encoder.as_ref()
+    }
+
+    /// The raw (uncentred) embedding of `text`, if there is an encoder.
+    pub fn raw_embedding(&self, text: &str) -> Result<Option<Vec<f32>>> {
+        self.encoder.as_ref().map(|e| e.embed_one(text)).transpose()
+    }
+
+    /// Sets the sentence block's centre (see [`SentenceFeatures::center`]).
+    pub fn set_center(&mut self, center: Vec<f32>) -> Result<()> {
+        let mut config = self.config.clone();
+        match config.sentence.as_mut() {
+            Some(s) => s.center = center,
+            None => {
+                return Err(LearnError::InvalidConfig(
+                    "no sentence features to centre".into(),
+                ));
+            }
+        }
+        config.validate()?;
+        self.config = config;
+        Ok(())
     }
 
     /// The configuration.
@@ -195,9 +390,93 @@ impl Featuriser {
         self.config.dim()
     }
 
-    /// Featurises one text: sublinear TF over hashed n-grams, L2-normalised.
-    /// Empty or whitespace-only text gives the zero vector.
-    pub fn featurise(&self, text: &str) -> SparseVec {
+    /// Featurises one text (see the module documentation). Without sentence features, empty or
+    /// whitespace-only text gives the zero vector.
+    pub fn featurise(&self, text: &str) -> Result<SparseVec> {
+        let sentence = self.raw_embedding(text)?;
+        Ok(self.assemble(self.hashed(text), sentence.as_deref()))
+    }
+
+    /// Featurises many texts, running the encoder in batches on several threads. Reports
+    /// `"embed"` progress (in texts) when there is an encoder.
+    pub fn featurise_all(
+        &self,
+        texts: &[&str],
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<SparseVec>> {
+        let sentences = match &self.encoder {
+            Some(e) => Some(e.embed(texts, self.threads, progress)?),
+            None => None,
+        };
+        Ok(self.assemble_all(texts, sentences.as_deref()))
+    }
+
+    /// [`Featuriser::featurise_all`], taking embeddings from `cache` where it has them and
+    /// adding the rest (see [`EmbeddingCache`] for how long its owner may keep them).
+    pub fn featurise_all_cached(
+        &self,
+        texts: &[&str],
+        cache: &mut EmbeddingCache,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<SparseVec>> {
+        let sentences = match &self.encoder {
+            Some(e) => Some(e.embed_cached(texts, self.threads, cache, progress)?),
+            None => None,
+        };
+        Ok(self.assemble_all(texts, sentences.as_deref()))
+    }
+
+    fn assemble_all(&self, texts: &[&str], sentences: Option<&[Vec<f32>]>) -> Vec<SparseVec> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let s = sentences.and_then(|v| v.get(i)).map(Vec::as_slice);
+                self.assemble(self.hashed(t), s)
+            })
+            .collect()
+    }
+
+    /// Joins the blocks: hashed (unit norm or zero) and the centred, renormalised embedding,
+    /// weighted so the whole vector has unit norm.
+    fn assemble(&self, hashed: SparseVec, sentence: Option<&[f32]>) -> SparseVec {
+        let (Some(cfg), Some(raw)) = (&self.config.sentence, sentence) else {
+            return hashed;
+        };
+        let mut e: Vec<f32> = if cfg.center.len() == raw.len() {
+            raw.iter().zip(&cfg.center).map(|(x, c)| x - c).collect()
+        } else {
+            raw.to_vec()
+        };
+        let n = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if n > 0.0 {
+            e.iter_mut().for_each(|v| *v /= n);
+        }
+        let have_hashed = hashed.nnz() > 0;
+        let (hw, sw) = if have_hashed {
+            ((1.0 - cfg.share).sqrt(), cfg.share.sqrt())
+        } else {
+            (0.0, 1.0)
+        };
+        let base = self.config.hashed_dim() as u32;
+        let mut out = SparseVec {
+            indices: Vec::with_capacity(hashed.nnz() + e.len()),
+            values: Vec::with_capacity(hashed.nnz() + e.len()),
+        };
+        if hw > 0.0 {
+            out.indices.extend_from_slice(&hashed.indices);
+            out.values.extend(hashed.values.iter().map(|v| v * hw));
+        }
+        out.indices.extend((0..e.len() as u32).map(|i| base + i));
+        out.values.extend(e.iter().map(|v| v * sw));
+        out
+    }
+
+    /// The hashed n-gram block of `text`: sublinear TF, L2-normalised (zero if the block is off).
+    fn hashed(&self, text: &str) -> SparseVec {
+        if !self.config.hashed() {
+            return SparseVec::default();
+        }
         let mut buckets: Vec<u32> = Vec::with_capacity(text.len() * 4);
         let chars = normalise_text(text);
         if chars.is_empty() {
@@ -296,15 +575,17 @@ mod tests {
     fn whitespace_and_case_do_not_change_features() {
         let f = Featuriser::new(FeatureConfig::default()).unwrap();
         assert_eq!(
-            f.featurise("Where is  my CARD?"),
-            f.featurise("where is my card?  ")
+            f.featurise("Where is  my CARD?").unwrap(),
+            f.featurise("where is my card?  ").unwrap()
         );
     }
 
     #[test]
     fn output_is_sorted_unique_and_unit_norm() {
         let f = Featuriser::new(FeatureConfig::default()).unwrap();
-        let v = f.featurise("I still have not received my new card, I ordered over a week ago.");
+        let v = f
+            .featurise("I still have not received my new card, I ordered over a week ago.")
+            .unwrap();
         assert!(v.indices.windows(2).all(|w| w[0] < w[1]));
         assert!((v.l2_norm() - 1.0).abs() < 1e-5);
         assert!(v.indices.iter().all(|&i| (i as usize) < f.dim()));
@@ -313,7 +594,7 @@ mod tests {
     #[test]
     fn empty_text_is_zero_vector() {
         let f = Featuriser::new(FeatureConfig::default()).unwrap();
-        assert_eq!(f.featurise("   \n\t").nnz(), 0);
+        assert_eq!(f.featurise("   \n\t").unwrap().nnz(), 0);
     }
 
     #[test]

@@ -392,6 +392,22 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    fn validate(&self) -> Result<()> {
+        if self.rounds == 0 {
+            return Err(LearnError::InvalidConfig("rounds must be ≥ 1".into()));
+        }
+        let server_ok = self.server_learning_rate > 0.0
+            && self.server_learning_rate.is_finite()
+            && (0.0..1.0).contains(&self.server_momentum)
+            && (0.0..=1.0).contains(&self.server_final_lr_fraction);
+        if !server_ok {
+            return Err(LearnError::InvalidConfig(
+                "server learning rate must be finite and > 0, its final fraction in [0, 1], momentum in [0, 1)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Non-private FedAvg: `epochs` of local SGD per round, deltas weighted by example count.
     pub fn plain(features: FeatureConfig, rounds: u64, local: LocalTraining) -> Self {
         SimConfig {
@@ -480,22 +496,11 @@ pub fn simulate(
             " (every node needs rows, and the test set must not be empty)",
         ));
     }
-    if cfg.rounds == 0 {
-        return Err(LearnError::InvalidConfig("rounds must be ≥ 1".into()));
-    }
-    let server_ok = cfg.server_learning_rate > 0.0
-        && cfg.server_learning_rate.is_finite()
-        && (0.0..1.0).contains(&cfg.server_momentum)
-        && (0.0..=1.0).contains(&cfg.server_final_lr_fraction);
-    if !server_ok {
-        return Err(LearnError::InvalidConfig(
-            "server learning rate must be finite and > 0, its final fraction in [0, 1], momentum in [0, 1)".into(),
-        ));
-    }
+    cfg.validate()?;
     let mut labels: Vec<String> = nodes.iter().flatten().map(|r| r.label.clone()).collect();
     labels.sort();
     labels.dedup();
-    let mut global = IntentModel::initial(labels, cfg.features.clone(), cfg.label_prior)?;
+    let global = IntentModel::initial(labels, cfg.features.clone(), cfg.label_prior)?;
 
     report(progress, "featurise", 0, nodes.len() as u64 + 1);
     let node_ex: Vec<Vec<Example>> = nodes
@@ -509,6 +514,29 @@ pub fn simulate(
         nodes.len() as u64 + 1,
         nodes.len() as u64 + 1,
     );
+    let mut r = simulate_examples(global, &node_ex, &test_ex, cfg, progress)?;
+    r.seconds = t0.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// [`simulate`] after featurising: `global` is the version-0 model (built from `cfg.features`
+/// and `cfg.label_prior`), `node_ex` the nodes' examples in its feature space. For callers
+/// that featurise once and run many federations (tuning).
+pub fn simulate_examples(
+    mut global: IntentModel,
+    node_ex: &[Vec<Example>],
+    test_ex: &[Example],
+    cfg: &SimConfig,
+    progress: ProgressFn<'_>,
+) -> Result<SimReport> {
+    let t0 = Instant::now();
+    if node_ex.is_empty() || node_ex.iter().any(Vec::is_empty) || test_ex.is_empty() {
+        return Err(LearnError::NoData(
+            " (every node needs examples, and the test set must not be empty)",
+        ));
+    }
+    cfg.validate()?;
+    let nodes = node_ex;
 
     let mut master = match cfg.seed {
         Some(s) => NoiseSource::seeded_for_tests(s),
@@ -528,7 +556,7 @@ pub fn simulate(
 
     for round in 1..=cfg.rounds {
         let tr = Instant::now();
-        let updates = train_round(&global, &node_ex, cfg, &mut sources, threads)?;
+        let updates = train_round(&global, node_ex, cfg, &mut sources, threads)?;
         // Plain FedAvg weights each node by its example count, so the mean is the gradient
         // step of the union's objective. Under DP the weights are uniform: an example count is
         // itself a statistic of the node's data that DP-SGD does not protect (one person
@@ -581,7 +609,7 @@ pub fn simulate(
         }
         rounds.push(RoundReport {
             round,
-            accuracy: global.softmax().accuracy(&test_ex)?,
+            accuracy: global.softmax().accuracy(test_ex)?,
             mean_raw_norm: norms / nodes.len() as f64,
             clipped,
             seconds: tr.elapsed().as_secs_f64(),
@@ -599,7 +627,7 @@ pub fn simulate(
                 .map(|(a, c)| (a / n as f64) as f32 - c)
                 .collect();
             avg.add_flat(&shift, 1.0)?;
-            avg.softmax().accuracy(&test_ex)?
+            avg.softmax().accuracy(test_ex)?
         }
         _ => rounds.last().map_or(0.0, |r| r.accuracy),
     };

@@ -7,6 +7,30 @@ use crate::featurise::{FeatureConfig, Featuriser, SparseVec};
 use crate::model_io::{FORMAT_VERSION, ModelHeader, read_model, write_model};
 use crate::softmax::{SoftmaxRegression, top_k};
 
+/// An intent label as a phrase: `card_arrival` → "card arrival".
+pub fn label_phrase(label: &str) -> String {
+    label.replace('_', " ")
+}
+
+/// The mean raw sentence embedding of the label phrases: the public centre of the sentence block.
+fn label_name_center(featuriser: &Featuriser, labels: &[String]) -> Result<Vec<f32>> {
+    let Some(encoder) = featuriser.encoder() else {
+        return Err(LearnError::InvalidConfig("no sentence encoder".into()));
+    };
+    let phrases: Vec<String> = labels.iter().map(|l| label_phrase(l)).collect();
+    let texts: Vec<&str> = phrases.iter().map(String::as_str).collect();
+    let embeddings = encoder.embed(&texts, 1, None)?;
+    let mut center = vec![0.0f32; encoder.dim()];
+    for e in &embeddings {
+        for (c, v) in center.iter_mut().zip(e) {
+            *c += v;
+        }
+    }
+    let n = embeddings.len().max(1) as f32;
+    center.iter_mut().for_each(|c| *c /= n);
+    Ok(center)
+}
+
 /// Model kind string in the serialised header.
 pub const INTENT_KIND: &str = "intent-softmax";
 
@@ -38,7 +62,15 @@ impl IntentModel {
                 "intent labels must be distinct".into(),
             ));
         }
-        let featuriser = Featuriser::new(features)?;
+        let mut featuriser = Featuriser::new(features)?;
+        let needs_center = featuriser
+            .config()
+            .sentence
+            .as_ref()
+            .is_some_and(|s| s.center.is_empty());
+        if needs_center {
+            featuriser.set_center(label_name_center(&featuriser, &labels)?)?;
+        }
         let model = SoftmaxRegression::zeros(labels.len(), featuriser.dim())?;
         Ok(IntentModel {
             labels,
@@ -66,11 +98,9 @@ impl IntentModel {
     /// Adds `beta ×` the features of each intent's *name* (`card_arrival` → "card arrival") to
     /// that intent's weights: public knowledge, so it costs no privacy.
     pub fn add_label_name_prior(&mut self, beta: f32) -> Result<()> {
-        let names: Vec<SparseVec> = self
-            .labels
-            .iter()
-            .map(|l| self.featuriser.featurise(&l.replace('_', " ")))
-            .collect();
+        let phrases: Vec<String> = self.labels.iter().map(|l| label_phrase(l)).collect();
+        let texts: Vec<&str> = phrases.iter().map(String::as_str).collect();
+        let names: Vec<SparseVec> = self.featuriser.featurise_all(&texts, None)?;
         let k = names.len();
         let (w, _) = self.model.parts_mut()?;
         for (c, x) in names.iter().enumerate() {
@@ -128,7 +158,9 @@ impl IntentModel {
 
     /// The `k` most likely intents for `text`, most likely first.
     pub fn predict(&self, text: &str, k: usize) -> Result<Vec<IntentScore>> {
-        let p = self.model.probabilities(&self.featuriser.featurise(text))?;
+        let p = self
+            .model
+            .probabilities(&self.featuriser.featurise(text)?)?;
         Ok(top_k(&p, k)
             .into_iter()
             .map(|i| IntentScore {

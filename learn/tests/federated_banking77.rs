@@ -109,22 +109,41 @@ fn fedavg_non_private_50_rounds_reaches_88_5_percent() {
     assert!(r.final_accuracy >= 0.885, "accuracy {}", r.final_accuracy);
 }
 
+/// The same non-private FedAvg on the sentence encoder's features.
+#[test]
+#[ignore = "full federated Banking77 run; use --release --ignored"]
+fn fedavg_non_private_sentence_features_50_rounds() {
+    let test = read_intent_csv(&data("test.csv")).unwrap();
+    let cfg = SimConfig::plain(
+        FeatureConfig::sentence(),
+        50,
+        LocalTraining::Plain {
+            epochs: 5,
+            learning_rate: 1.0,
+            decay: 0.2,
+            l2: 0.0,
+        },
+    );
+    let r = simulate(&nodes(), &test, &cfg, None).unwrap();
+    print(&r);
+    assert!(r.final_accuracy >= 0.885, "accuracy {}", r.final_accuracy);
+}
+
 /// The DP-FedAvg settings chosen on a validation split carved from train (every 5th row held
-/// out, each node keeping the rest; never on test).
+/// out, each node keeping the rest; never on test; `examples/tune.rs federated`): the public
+/// sentence encoder's features, one DP-SGD step per round at each node, clip 0.2, learning
+/// rate 500, the label-name prior at 5, plain averaging.
 fn dp_settings() -> (FeatureConfig, FederatedDp) {
     (
-        FeatureConfig {
-            dim_log2: 14,
-            ..FeatureConfig::default()
-        },
+        FeatureConfig::sentence(),
         FederatedDp {
             epsilon: 8.0,
             delta: 1e-5,
             rounds: 67,
             sample_rate: 0.3,
             steps_per_round: 1,
-            clip_norm: 0.3,
-            learning_rate: 300.0,
+            clip_norm: 0.2,
+            learning_rate: 500.0,
             average_tail: 0.0,
             final_lr_fraction: 1.0,
             fit_bias: false,
@@ -135,16 +154,14 @@ fn dp_settings() -> (FeatureConfig, FederatedDp) {
 
 /// DP-FedAvg: every person at every node gets (8, 1e-5)-DP over all rounds together (DP-SGD
 /// with per-person clipping at the node, σ calibrated by `FederatedDp::plan`); the coordinator
-/// averages the nodes' deltas uniformly. Target ≥ 80 % (reference DP-FedAvg: 61–68 %;
-/// central DP-SGD at the same ε: 81 %).
+/// averages the nodes' deltas uniformly. Target ≥ 80 % (reference DP-FedAvg: 61–68 %).
 #[test]
 #[ignore = "full federated Banking77 DP run; use --release --ignored"]
 fn dp_fedavg_epsilon_8_per_person_at_each_node_reaches_80_percent() {
     let test = read_intent_csv(&data("test.csv")).unwrap();
     let (features, fed) = dp_settings();
     let mut cfg = SimConfig::dp(features, &fed).unwrap();
-    cfg.label_prior = 10.0;
-    cfg.server_final_lr_fraction = 0.2;
+    cfg.label_prior = 5.0;
     let r = simulate(&nodes(), &test, &cfg, None).unwrap();
     print(&r);
     for g in &r.node_epsilon {
@@ -153,4 +170,35 @@ fn dp_fedavg_epsilon_8_per_person_at_each_node_reaches_80_percent() {
     }
     assert!(!r.deterministic_noise);
     assert!(r.final_accuracy >= 0.80, "accuracy {}", r.final_accuracy);
+}
+
+/// The previous DP-FedAvg settings on hashed n-grams (2^14), for comparison (73.7 % when
+/// measured; the floor only catches a broken run).
+#[test]
+#[ignore = "full federated Banking77 DP run; use --release --ignored"]
+fn dp_fedavg_on_hashed_features_for_comparison() {
+    let test = read_intent_csv(&data("test.csv")).unwrap();
+    let fed = FederatedDp {
+        epsilon: 8.0,
+        delta: 1e-5,
+        rounds: 67,
+        sample_rate: 0.3,
+        steps_per_round: 1,
+        clip_norm: 0.3,
+        learning_rate: 300.0,
+        average_tail: 0.0,
+        final_lr_fraction: 1.0,
+        fit_bias: false,
+        threads: 1,
+    };
+    let features = FeatureConfig {
+        dim_log2: 14,
+        ..FeatureConfig::default()
+    };
+    let mut cfg = SimConfig::dp(features, &fed).unwrap();
+    cfg.label_prior = 10.0;
+    cfg.server_final_lr_fraction = 0.2;
+    let r = simulate(&nodes(), &test, &cfg, None).unwrap();
+    print(&r);
+    assert!(r.final_accuracy >= 0.6, "accuracy {}", r.final_accuracy);
 }

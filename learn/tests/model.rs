@@ -29,7 +29,7 @@ fn trained_intent() -> IntentModel {
         .iter()
         .enumerate()
         .map(|(i, (t, l))| Example {
-            x: m.featuriser().featurise(t),
+            x: m.featuriser().featurise(t).unwrap(),
             label: *l,
             subject: i as u64,
         })

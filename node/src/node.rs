@@ -111,6 +111,10 @@ pub struct Node {
     /// entries are written: a withdrawal lands either wholly before a run (the person is
     /// left out) or wholly after it (the run's entries precede the withdrawal in the log).
     pub(crate) consent_gate: std::sync::Mutex<()>,
+    /// Sentence embeddings of training texts, kept between federated rounds so each text is
+    /// encoded once. Memory only; emptied when anyone's consent is withdrawn or anyone is
+    /// erased, and trimmed after every round to the texts that round read.
+    pub(crate) embeddings: std::sync::Mutex<amble_learn::encoder::EmbeddingCache>,
 }
 
 impl std::fmt::Debug for Node {
@@ -161,6 +165,7 @@ impl Node {
             signer,
             origin,
             consent_gate: std::sync::Mutex::new(()),
+            embeddings: std::sync::Mutex::new(amble_learn::encoder::EmbeddingCache::new()),
             controller: Controller {
                 pii_controller: "the organisation operating this amble node".into(),
                 contact: "its data protection officer".into(),
@@ -429,7 +434,10 @@ impl Node {
                 "given",
             ),
             ConsentChange::Withdraw => (
-                history.withdraw(&issuer, &subject, &info, rec)?,
+                {
+                    self.forget_embeddings();
+                    history.withdraw(&issuer, &subject, &info, rec)?
+                },
                 "withdrawn",
             ),
         };
@@ -503,8 +511,19 @@ impl Node {
         })
     }
 
+    /// Empties the in-memory embedding cache (see [`Node::embeddings`]).
+    pub(crate) fn forget_embeddings(&self) {
+        // A poisoned lock still holds the map; clearing it is what matters.
+        let mut cache = self
+            .embeddings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.clear();
+    }
+
     /// Erases a subject (crypto-shredding; see `docs/ARCHITECTURE.md` on rotating afterwards).
     pub fn erase(&self, actor: &Actor, r: &ExternalRef) -> Result<EraseReport> {
+        self.forget_embeddings();
         let subject = self.archive.subject_of(r)?;
         let n = self.archive.count(&subject, None) as u64;
         self.audit.append_durable(

@@ -262,19 +262,13 @@ impl Node {
         let (round, base_version) = (task.round, task.base_version);
         let gate = self.consent_gate();
         let (rows, used, refused) = self.intent_rows(actor)?;
-        let mut examples = Vec::with_capacity(rows.len());
-        let mut unknown_labels = 0usize;
-        for r in &rows {
-            match global.label_index(&r.label) {
-                Ok(label) => examples.push(Example {
-                    x: global.featuriser().featurise(&r.text),
-                    label,
-                    subject: r.subject.unwrap_or(0),
-                }),
-                Err(_) => unknown_labels += 1,
-            }
-        }
-        if examples.is_empty() {
+        let known: Vec<(&TextRow, usize)> = rows
+            .iter()
+            .filter_map(|r| global.label_index(&r.label).ok().map(|l| (r, l)))
+            .collect();
+        let unknown_labels = rows.len() - known.len();
+
+        if known.is_empty() {
             return Err(NodeError::NothingToTrain(TRAIN_INTENT));
         }
         let mut sorted = used.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>();
@@ -315,7 +309,7 @@ impl Node {
             .count("model_version", base_version)
             .count("subjects_used", used.len() as u64)
             .count("subjects_refused", refused as u64)
-            .count("examples", examples.len() as u64)
+            .count("examples", known.len() as u64)
             .reason(format!(
                 "model=intent federated consent_state={consent_state_hash} epsilon={}",
                 charge
@@ -330,6 +324,30 @@ impl Node {
         drafts.push(summary);
         self.audit.append_batch(drafts)?;
         drop(gate);
+
+        let texts: Vec<&str> = known.iter().map(|(r, _)| r.text.as_str()).collect();
+        let features = {
+            let mut cache = self
+                .embeddings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let f = global
+                .featuriser()
+                .featurise_all_cached(&texts, &mut cache, None)?;
+            // Keep only what this round read: a person who withdrew or was erased since
+            // the last round is gone from the cache as well.
+            cache.retain_texts(&texts);
+            f
+        };
+        let examples: Vec<Example> = known
+            .iter()
+            .zip(features)
+            .map(|((r, label), x)| Example {
+                x,
+                label: *label,
+                subject: r.subject.unwrap_or(0),
+            })
+            .collect();
 
         let mut noise = NoiseSource::from_os()?;
         let update = local_update(

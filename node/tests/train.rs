@@ -133,7 +133,7 @@ fn ledger_refuses_an_over_budget_run_and_survives_restart() {
     let dp = IntentTrainConfig {
         privacy: Privacy::Dp(DpIntentConfig {
             epochs: 2.0,
-            ..DpIntentConfig::banking77(1.0)
+            ..DpIntentConfig::hashed(1.0)
         }),
         ..IntentTrainConfig::default()
     };
