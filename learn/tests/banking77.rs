@@ -48,6 +48,31 @@ fn classifier_on_a_small_banking77_subset_beats_chance_by_far() {
     assert!(top[0].probability >= top[1].probability && top[1].probability >= top[2].probability);
 }
 
+/// The same subset, privately: sentence features, DP-SGD at ε = 8 with the shipped settings.
+/// 2,000 people is a fifth of the full set, so the noise weighs five times more; it must still
+/// clear 65 % (measured: 77 %; the margin covers the noise's run-to-run spread).
+#[test]
+fn private_sentence_classifier_on_a_banking77_subset_learns_well() {
+    let train: Vec<_> = read_intent_csv(&data("train.csv"))
+        .unwrap()
+        .into_iter()
+        .step_by(5)
+        .collect();
+    let test: Vec<_> = read_intent_csv(&data("test.csv"))
+        .unwrap()
+        .into_iter()
+        .step_by(10)
+        .collect();
+    let cfg = IntentTrainConfig {
+        features: FeatureConfig::sentence(),
+        privacy: Privacy::Dp(DpIntentConfig::sentence(8.0)),
+    };
+    let (_, report) = train_intent(&train, &test, &cfg, None).unwrap();
+    println!("{}", serde_json::to_string(&report).unwrap());
+    assert!(report.epsilon.unwrap() <= 8.0);
+    assert!(report.accuracy > 0.65, "accuracy {}", report.accuracy);
+}
+
 #[test]
 fn unknown_test_label_is_an_error_not_a_wrong_answer() {
     let train = read_intent_csv(&data("train.csv")).unwrap();
@@ -118,7 +143,7 @@ fn banking77_dp_epsilon_8_reaches_85_percent() {
     assert!(r.accuracy >= 0.85, "accuracy {}", r.accuracy);
 }
 
-/// DP-SGD, ε = 1, sentence features: reported, with a floor well below what it reaches.
+/// DP-SGD, ε = 1, sentence features: reported (80.5 % when measured), with a floor well below.
 #[test]
 #[ignore = "full Banking77 DP run; use --release --ignored"]
 fn banking77_dp_epsilon_1() {

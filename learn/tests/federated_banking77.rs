@@ -93,19 +93,7 @@ fn federated_accuracy_rises_over_rounds_on_a_banking77_subset() {
 #[test]
 #[ignore = "full federated Banking77 run; use --release --ignored"]
 fn fedavg_non_private_50_rounds_reaches_88_5_percent() {
-    let test = read_intent_csv(&data("test.csv")).unwrap();
-    let cfg = SimConfig::plain(
-        FeatureConfig::default(),
-        50,
-        LocalTraining::Plain {
-            epochs: 5,
-            learning_rate: 1.0,
-            decay: 0.2,
-            l2: 0.0,
-        },
-    );
-    let r = simulate(&nodes(), &test, &cfg, None).unwrap();
-    print(&r);
+    let r = fedavg_50_rounds(FeatureConfig::default());
     assert!(r.final_accuracy >= 0.885, "accuracy {}", r.final_accuracy);
 }
 
@@ -113,9 +101,14 @@ fn fedavg_non_private_50_rounds_reaches_88_5_percent() {
 #[test]
 #[ignore = "full federated Banking77 run; use --release --ignored"]
 fn fedavg_non_private_sentence_features_50_rounds() {
+    let r = fedavg_50_rounds(FeatureConfig::sentence());
+    assert!(r.final_accuracy >= 0.885, "accuracy {}", r.final_accuracy);
+}
+
+fn fedavg_50_rounds(features: FeatureConfig) -> SimReport {
     let test = read_intent_csv(&data("test.csv")).unwrap();
     let cfg = SimConfig::plain(
-        FeatureConfig::sentence(),
+        features,
         50,
         LocalTraining::Plain {
             epochs: 5,
@@ -126,7 +119,7 @@ fn fedavg_non_private_sentence_features_50_rounds() {
     );
     let r = simulate(&nodes(), &test, &cfg, None).unwrap();
     print(&r);
-    assert!(r.final_accuracy >= 0.885, "accuracy {}", r.final_accuracy);
+    r
 }
 
 /// The DP-FedAvg settings chosen on a validation split carved from train (every 5th row held
