@@ -317,9 +317,10 @@ pub fn run_train(cmd: TrainCommand, out: &Output) -> Result<ExitCode> {
             bar.finish_and_clear();
             out.report(&report, || {
                 format!(
-                    "accuracy {:.2} %  macro-F1 {:.3}  {}\n{} classes, {} train / {} test examples; {:.2} s training ({:.3} s per epoch)",
+                    "accuracy {:.2} %  macro-F1 {:.3}  calibration error {:.3}  {}\n{} classes, {} train / {} test examples; {:.1} s featurising, {:.2} s training ({:.3} s per epoch)",
                     100.0 * report.accuracy,
                     report.macro_f1,
+                    report.calibration_error,
                     report
                         .guarantee
                         .clone()
@@ -327,6 +328,7 @@ pub fn run_train(cmd: TrainCommand, out: &Output) -> Result<ExitCode> {
                     report.classes,
                     report.train_examples,
                     report.test_examples,
+                    report.featurise_seconds,
                     report.train_seconds,
                     report.seconds_per_epoch
                 )

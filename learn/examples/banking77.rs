@@ -56,10 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Privacy::None(s)
         }
         _ => {
-            let mut d = DpIntentConfig {
-                epsilon: mode.parse()?,
-                ..DpIntentConfig::default()
-            };
+            let mut d = DpIntentConfig::for_features(&features, mode.parse()?);
             if let Some(v) = args.get(3) {
                 d.sample_rate = v.parse()?;
             }

@@ -230,6 +230,11 @@ pub struct IntentReport {
     pub accuracy: f64,
     /// Test macro-F1 (mean over classes of per-class F1).
     pub macro_f1: f64,
+    /// Expected calibration error of the top intent's probability on test (15 equal-width
+    /// bins; 0 = the stated confidence is the observed accuracy). Routing by confidence relies
+    /// on it.
+    #[serde(default)]
+    pub calibration_error: f64,
     /// ε spent (None for non-private training).
     pub epsilon: Option<f64>,
     /// δ the ε is stated at.
@@ -391,8 +396,11 @@ pub fn fit_and_evaluate(
     let k = model.labels().len();
     let mut confusion = vec![[0u64; 3]; k]; // tp, fp, fn
     let mut right = 0usize;
+    let mut calibration = Calibration::default();
     for (n, e) in test_ex.iter().enumerate() {
-        let pred = argmax(&model.softmax().probabilities(&e.x)?);
+        let p = model.softmax().probabilities(&e.x)?;
+        let pred = argmax(&p);
+        calibration.add(p[pred], pred == e.label);
         if pred == e.label {
             right += 1;
             confusion[pred][0] += 1;
@@ -419,6 +427,7 @@ pub fn fit_and_evaluate(
     let report = IntentReport {
         accuracy: right as f64 / test_ex.len() as f64,
         macro_f1,
+        calibration_error: calibration.error(),
         epsilon,
         delta,
         guarantee,
@@ -433,6 +442,38 @@ pub fn fit_and_evaluate(
         classes: k,
     };
     Ok(report)
+}
+
+/// Expected calibration error (Guo et al. 2017): predictions binned by confidence into 15
+/// equal-width bins, the mean |accuracy − confidence| of the bins weighted by their size.
+#[derive(Debug, Clone, Default)]
+pub struct Calibration {
+    bins: [(u64, f64, u64); 15],
+}
+
+impl Calibration {
+    /// Adds one prediction: its confidence and whether it was right.
+    pub fn add(&mut self, confidence: f32, correct: bool) {
+        let c = f64::from(confidence).clamp(0.0, 1.0);
+        let b = ((c * 15.0) as usize).min(14);
+        let bin = &mut self.bins[b];
+        bin.0 += 1;
+        bin.1 += c;
+        bin.2 += u64::from(correct);
+    }
+
+    /// The error (0 with no predictions).
+    pub fn error(&self) -> f64 {
+        let n: u64 = self.bins.iter().map(|b| b.0).sum();
+        if n == 0 {
+            return 0.0;
+        }
+        self.bins
+            .iter()
+            .filter(|b| b.0 > 0)
+            .map(|&(count, conf, right)| (right as f64 - conf).abs() / n as f64)
+            .sum()
+    }
 }
 
 /// Configuration of [`train_needs_helpdesk`].
@@ -707,4 +748,25 @@ pub fn train_needs_synthetic(
         train_seconds,
     };
     Ok((model, report))
+}
+
+#[cfg(test)]
+mod calibration_tests {
+    use super::Calibration;
+
+    #[test]
+    fn calibration_error_is_zero_when_confidence_matches_accuracy_and_grows_when_it_does_not() {
+        let mut honest = Calibration::default();
+        // 75 % confident, right 3 times in 4.
+        for i in 0..1000 {
+            honest.add(0.75, i % 4 < 3);
+        }
+        assert!(honest.error() < 1e-9);
+        let mut over = Calibration::default();
+        for i in 0..1000 {
+            over.add(0.95, i % 2 == 0);
+        }
+        assert!((over.error() - 0.45).abs() < 1e-6);
+        assert_eq!(Calibration::default().error(), 0.0);
+    }
 }
