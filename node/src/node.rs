@@ -511,6 +511,15 @@ impl Node {
         })
     }
 
+    /// How many training texts' embeddings the node holds in memory (a count, for tests and
+    /// monitoring; see [`Node::embeddings`]).
+    pub fn cached_embeddings(&self) -> usize {
+        self.embeddings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     /// Empties the in-memory embedding cache (see [`Node::embeddings`]).
     pub(crate) fn forget_embeddings(&self) {
         // A poisoned lock still holds the map; clearing it is what matters.

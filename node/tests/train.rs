@@ -160,3 +160,94 @@ fn ledger_refuses_an_over_budget_run_and_survives_restart() {
             .is_err()
     );
 }
+
+/// A federated round on sentence features keeps the embeddings of the texts it read, in
+/// memory, for the next round — and only those: a withdrawal or an erasure empties the cache,
+/// and the next round holds only the people it was allowed to read.
+#[test]
+fn cached_embeddings_never_outlive_consent_or_erasure() {
+    use amble_learn::featurise::FeatureConfig;
+    use amble_learn::federated::LocalTraining;
+    use amble_learn::intent::IntentModel;
+    use amble_node::RoundTask;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::init(dir.path(), None).unwrap();
+    let people = 6;
+    let mut items = Vec::new();
+    for i in 0..people {
+        let (text, intent) = TEXTS[i % TEXTS.len()];
+        let serde_json::Value::Object(data) = serde_json::json!({
+            "channel": "chat",
+            // Letters, not digits: the train.intent projection masks digits.
+            "text": format!("{text} (case {})", (b'a' + i as u8) as char),
+            "intent": intent
+        }) else {
+            unreachable!()
+        };
+        items.push((
+            person(i),
+            NewRecord {
+                collection: Collection::Interactions,
+                time: time::OffsetDateTime::now_utc() - time::Duration::hours(1),
+                data,
+            },
+        ));
+    }
+    node.append_batch(&op(), &items).unwrap();
+    let consent = |i: usize, change: ConsentChange| {
+        node.change_consent(&op(), &person(i), "train.intent", change)
+            .unwrap();
+    };
+    for i in 0..people {
+        consent(
+            i,
+            ConsentChange::Give {
+                valid_until: None,
+                explicit: false,
+            },
+        );
+    }
+    let global = IntentModel::initial(
+        vec!["card_arrival".into(), "lost_or_stolen_card".into()],
+        FeatureConfig::sentence(),
+        0.0,
+    )
+    .unwrap();
+    let round = |n: u64| {
+        let task = RoundTask {
+            round: n,
+            base_version: n - 1,
+            training: LocalTraining::Plain {
+                epochs: 1,
+                learning_rate: 0.5,
+                decay: 0.0,
+                l2: 0.0,
+            },
+            clip_bound: 100.0,
+        };
+        node.train_round(&trainer(), &global, &task, budget(8.0))
+            .unwrap()
+            .1
+    };
+    assert_eq!(node.cached_embeddings(), 0);
+    assert_eq!(round(1).examples, people);
+    assert_eq!(node.cached_embeddings(), people);
+    // Round 2 reads the same texts: served from the cache, nothing new kept.
+    round(2);
+    assert_eq!(node.cached_embeddings(), people);
+
+    consent(0, ConsentChange::Withdraw);
+    assert_eq!(
+        node.cached_embeddings(),
+        0,
+        "a withdrawal empties the cache"
+    );
+    assert_eq!(round(3).examples, people - 1);
+    assert_eq!(node.cached_embeddings(), people - 1);
+
+    node.erase(&op(), &person(1)).unwrap();
+    assert_eq!(node.cached_embeddings(), 0, "an erasure empties the cache");
+    assert_eq!(round(4).examples, people - 2);
+    assert_eq!(node.cached_embeddings(), people - 2);
+}
