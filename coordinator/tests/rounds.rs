@@ -326,6 +326,31 @@ fn the_example_config_resolves_to_a_private_plan() {
         panic!("the example trains privately")
     };
     assert!(dp.noise_multiplier > 0.5);
+    // The example reads texts through the built-in sentence encoder, named by its weights.
+    let enc = plan.features.sentence.as_ref().expect("sentence features");
+    assert_eq!(
+        enc.encoder,
+        amble_learn::encoder::SentenceEncoder::builtin_id()
+    );
+    assert_eq!(plan.features.dim(), 384);
+    let both = text.replace("features = \"sentence\"", "features = \"both\"");
+    std::fs::write(&p, &both).unwrap();
+    let plan = CoordinatorConfig::load(&p).unwrap().plan().unwrap();
+    assert_eq!(plan.features.dim(), (1 << 14) + 384);
+    std::fs::write(
+        &p,
+        both.replace("# sentence_share = 0.85", "sentence_share = 1.5"),
+    )
+    .unwrap();
+    let e = CoordinatorConfig::load(&p).unwrap_err().to_string();
+    assert!(e.contains("[model]") && e.contains("share"), "{e}");
+    std::fs::write(
+        &p,
+        text.replace("features = \"sentence\"", "features = \"words\""),
+    )
+    .unwrap();
+    let e = CoordinatorConfig::load(&p).unwrap_err().to_string();
+    assert!(e.contains("sentence") && e.contains("hashed"), "{e}");
     // Bad values are refused with the field named.
     std::fs::write(&p, text.replace("min_nodes = 5", "min_nodes = 50")).unwrap();
     let e = CoordinatorConfig::load(&p).unwrap_err().to_string();

@@ -312,6 +312,12 @@ pub fn train_intent(
     let mut labels: Vec<String> = train.iter().map(|r| r.label.clone()).collect();
     labels.sort();
     labels.dedup();
+    if labels.len() < 2 {
+        return Err(LearnError::InvalidConfig(format!(
+            "the training data has only one intent ({}); a classifier needs at least two",
+            labels.first().map_or("none", String::as_str)
+        )));
+    }
     let mut model = IntentModel::new(labels, cfg.features.clone())?;
 
     let t0 = Instant::now();
