@@ -477,7 +477,7 @@ impl Calibration {
         self.bins
             .iter()
             .filter(|b| b.0 > 0)
-            .map(|&(count, conf, right)| (right as f64 - conf).abs() / n as f64)
+            .map(|&(_, conf, right)| (right as f64 - conf).abs() / n as f64)
             .sum()
     }
 }
