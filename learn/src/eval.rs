@@ -154,19 +154,7 @@ impl DpIntentConfig {
         } else {
             (0.3, 20.0)
         };
-        DpIntentConfig {
-            epsilon,
-            delta: 1e-5,
-            sample_rate,
-            epochs,
-            clip_norm: 0.3,
-            learning_rate: 1000.0,
-            average_tail: 0.7,
-            final_lr_fraction: 0.2,
-            fit_bias: false,
-            label_prior: 0.0,
-            threads: 2,
-        }
+        DpIntentConfig::schedule(epsilon, sample_rate, epochs, 1000.0, 0.0)
     }
 
     /// Settings for hashed n-gram features (2^14), chosen on a held-out fifth of Banking77's
@@ -180,17 +168,29 @@ impl DpIntentConfig {
         } else {
             (0.3, 20.0)
         };
+        DpIntentConfig::schedule(epsilon, sample_rate, epochs, 500.0, 10.0)
+    }
+
+    /// What both presets share: δ = 1e-5, clip 0.3, 70 % tail averaging, decay to a fifth,
+    /// no bias, two noise threads.
+    fn schedule(
+        epsilon: f64,
+        sample_rate: f64,
+        epochs: f64,
+        learning_rate: f32,
+        label_prior: f32,
+    ) -> Self {
         DpIntentConfig {
             epsilon,
             delta: 1e-5,
             sample_rate,
             epochs,
             clip_norm: 0.3,
-            learning_rate: 500.0,
+            learning_rate,
             average_tail: 0.7,
             final_lr_fraction: 0.2,
             fit_bias: false,
-            label_prior: 10.0,
+            label_prior,
             threads: 2,
         }
     }

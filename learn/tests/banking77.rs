@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use amble_learn::eval::{
-    DpIntentConfig, IntentTrainConfig, Privacy, read_intent_csv, train_intent, train_intent_csv,
+    DpIntentConfig, IntentTrainConfig, Privacy, TextRow, read_intent_csv, train_intent,
+    train_intent_csv,
 };
 use amble_learn::featurise::FeatureConfig;
 use amble_learn::softmax::SgdConfig;
@@ -16,20 +17,23 @@ fn data(file: &str) -> PathBuf {
         .join(file)
 }
 
+/// 2,000 training rows (every 5th) and 308 test rows (every 10th).
+fn subset() -> (Vec<TextRow>, Vec<TextRow>) {
+    let every = |file: &str, n: usize| -> Vec<TextRow> {
+        read_intent_csv(&data(file))
+            .unwrap()
+            .into_iter()
+            .step_by(n)
+            .collect()
+    };
+    (every("train.csv", 5), every("test.csv", 10))
+}
+
 /// 2,000 training rows (every 5th), 308 test rows (every 10th), 2^14 features, 4 epochs:
 /// chance is 1/77 ≈ 1.3 %; the model must clear 60 %.
 #[test]
 fn classifier_on_a_small_banking77_subset_beats_chance_by_far() {
-    let train: Vec<_> = read_intent_csv(&data("train.csv"))
-        .unwrap()
-        .into_iter()
-        .step_by(5)
-        .collect();
-    let test: Vec<_> = read_intent_csv(&data("test.csv"))
-        .unwrap()
-        .into_iter()
-        .step_by(10)
-        .collect();
+    let (train, test) = subset();
     let cfg = IntentTrainConfig {
         features: FeatureConfig {
             dim_log2: 14,
@@ -53,16 +57,7 @@ fn classifier_on_a_small_banking77_subset_beats_chance_by_far() {
 /// clear 65 % (measured: 77 %; the margin covers the noise's run-to-run spread).
 #[test]
 fn private_sentence_classifier_on_a_banking77_subset_learns_well() {
-    let train: Vec<_> = read_intent_csv(&data("train.csv"))
-        .unwrap()
-        .into_iter()
-        .step_by(5)
-        .collect();
-    let test: Vec<_> = read_intent_csv(&data("test.csv"))
-        .unwrap()
-        .into_iter()
-        .step_by(10)
-        .collect();
+    let (train, test) = subset();
     let cfg = IntentTrainConfig {
         features: FeatureConfig::sentence(),
         privacy: Privacy::Dp(DpIntentConfig::sentence(8.0)),
