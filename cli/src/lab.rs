@@ -42,8 +42,8 @@ pub struct LabSpec {
     /// …or at its deadline with at least this many.
     pub min_nodes: usize,
     pub round_deadline_secs: u64,
-    /// `[model] features`: `sentence`, `hashed` or `both`.
-    pub features: String,
+    /// `[model] features`.
+    pub features: amble_learn::featurise::FeatureKind,
     /// n-gram buckets (2^dim_log2) for `hashed` and `both`.
     pub dim_log2: u8,
     pub label_prior: f32,
@@ -83,7 +83,7 @@ impl LabSpec {
             nodes_per_round: nodes,
             min_nodes: nodes.div_ceil(2).max(1),
             round_deadline_secs: 120,
-            features: "sentence".into(),
+            features: amble_learn::featurise::FeatureKind::Sentence,
             dim_log2: 14,
             label_prior: 5.0,
             local_epochs: 1,
@@ -296,7 +296,7 @@ impl Lab {
             s.server_learning_rate,
             s.server_final_lr_fraction,
             s.dir.join("labels.json"),
-            s.features,
+            s.features.as_str(),
             s.dim_log2,
             s.label_prior,
         );

@@ -10,7 +10,7 @@ use amble_learn::eval::{
     DpIntentConfig, IntentTrainConfig, NeedTrainConfig, Privacy, read_intent_csv, train_intent_csv,
     train_needs_helpdesk,
 };
-use amble_learn::featurise::FeatureConfig;
+use amble_learn::featurise::FeatureKind;
 use amble_learn::ledger::Budget;
 use amble_learn::softmax::{Progress, SgdConfig};
 use amble_node::NeedsTrainConfig;
@@ -41,16 +41,12 @@ pub enum Features {
     Both,
 }
 
-impl Features {
-    /// The featuriser configuration; `log2` sizes the n-gram block.
-    pub fn config(self, log2: u8) -> FeatureConfig {
-        match self {
-            Features::Sentence => FeatureConfig::sentence(),
-            Features::Hashed => FeatureConfig {
-                dim_log2: log2,
-                ..FeatureConfig::default()
-            },
-            Features::Both => FeatureConfig::combined(log2, 0.85),
+impl From<Features> for FeatureKind {
+    fn from(f: Features) -> Self {
+        match f {
+            Features::Sentence => FeatureKind::Sentence,
+            Features::Hashed => FeatureKind::Hashed,
+            Features::Both => FeatureKind::Both,
         }
     }
 }
@@ -250,9 +246,10 @@ pub fn run_privacy(cmd: PrivacyCommand, out: &Output) -> Result<ExitCode> {
 
 fn intent_config(args: &IntentArgs) -> IntentTrainConfig {
     let private = args.epsilon.is_some();
-    let features = args
-        .features
-        .config(args.features_log2.unwrap_or(if private { 14 } else { 16 }));
+    let features = FeatureKind::from(args.features).config(
+        args.features_log2.unwrap_or(if private { 14 } else { 16 }),
+        0.85,
+    );
     let privacy = match args.epsilon {
         Some(e) => Privacy::Dp(DpIntentConfig {
             delta: args.delta,

@@ -80,40 +80,24 @@ fn train_intent_on_a_small_csv_reports_accuracy_and_epsilon() {
     let f = dir.path().join("small.csv");
     std::fs::write(&f, small).unwrap();
     let f = f.to_str().unwrap();
-    let o = amble(&["--json", "train", "intent", "--train", f, "--test", f]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // `amble --json train intent` on the small file, with `extra` flags; its JSON report.
+    let train = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--json", "train", "intent", "--train", f, "--test", f];
+        args.extend_from_slice(extra);
+        let o = amble(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let r = train(&[]);
     assert_eq!(r["classes"], 3);
     assert!(r["accuracy"].as_f64().unwrap() > 0.9, "{r}");
     assert!(r["epsilon"].is_null(), "non-private run spends nothing");
-    let o = amble(&[
-        "--json",
-        "train",
-        "intent",
-        "--train",
-        f,
-        "--test",
-        f,
-        "--epsilon",
-        "4",
-    ]);
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = train(&["--epsilon", "4"]);
     let eps = r["epsilon"].as_f64().unwrap();
     assert!(eps <= 4.0 + 1e-6 && eps > 3.9, "spent {eps}");
     assert!(r["accuracy"].as_f64().unwrap() > 0.9, "{r}");
     // The n-gram featuriser is one flag away; an unknown one is a usage error naming the choices.
-    let o = amble(&[
-        "--json",
-        "train",
-        "intent",
-        "--train",
-        f,
-        "--test",
-        f,
-        "--features",
-        "hashed",
-    ]);
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = train(&["--features", "hashed"]);
     assert!(r["accuracy"].as_f64().unwrap() > 0.9, "{r}");
     let o = amble(&["train", "intent", "--features", "bogus"]);
     assert_eq!(o.status.code(), Some(2));

@@ -3,7 +3,7 @@
 
 use crate::CoordinatorError;
 use amble_learn::aggregate::Rule;
-use amble_learn::featurise::FeatureConfig;
+use amble_learn::featurise::{FeatureConfig, FeatureKind};
 use amble_learn::federated::{FederatedDp, LocalTraining};
 use amble_net::TlsFiles;
 use serde::{Deserialize, Serialize};
@@ -97,30 +97,10 @@ fn default_share() -> f32 {
     0.85
 }
 
-/// `[model] features`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FeatureKind {
-    /// The built-in sentence encoder alone.
-    #[default]
-    Sentence,
-    /// Hashed n-grams alone.
-    Hashed,
-    /// Both blocks.
-    Both,
-}
-
 impl ModelSection {
     /// The featuriser every participant uses.
     pub fn feature_config(&self) -> FeatureConfig {
-        match self.features {
-            FeatureKind::Sentence => FeatureConfig::sentence(),
-            FeatureKind::Hashed => FeatureConfig {
-                dim_log2: self.dim_log2,
-                ..FeatureConfig::default()
-            },
-            FeatureKind::Both => FeatureConfig::combined(self.dim_log2, self.sentence_share),
-        }
+        self.features.config(self.dim_log2, self.sentence_share)
     }
 }
 

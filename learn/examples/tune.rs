@@ -87,13 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     continue;
                 }
                 let dp: DpIntentConfig = serde_json::from_str(&line)?;
-                let mut m = base.clone();
-                if dp.label_prior > 0.0 {
-                    m.add_label_name_prior(dp.label_prior)?;
-                }
-                let mut no_prior = dp.clone();
-                no_prior.label_prior = 0.0;
-                let r = fit_and_evaluate(&mut m, &tr, &te, &Privacy::Dp(no_prior), 0.0, None)?;
+                // fit_and_evaluate adds the configuration's label prior itself.
+                let r = fit_and_evaluate(&mut base.clone(), &tr, &te, &Privacy::Dp(dp), 0.0, None)?;
                 println!(
                     "{{\"accuracy\":{:.4},\"sigma\":{:.4},\"steps\":{},\"config\":{}}}",
                     r.accuracy,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{EmbeddingCache, EncoderId, SentenceEncoder};
+use crate::encoder::{EmbeddingCache, EncoderId, SentenceEncoder, Ticket};
 use crate::error::{LearnError, Result};
 use crate::softmax::ProgressFn;
 
@@ -86,6 +86,44 @@ pub struct FeatureConfig {
     /// existed, which therefore read unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentence: Option<SentenceFeatures>,
+}
+
+/// The three featurisers by name — what `amble train intent --features` and the coordinator's
+/// `[model] features` choose between.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// [`FeatureConfig::sentence`]: the built-in sentence encoder alone.
+    #[default]
+    Sentence,
+    /// Hashed n-grams alone ([`FeatureConfig::default`] in `2^dim_log2` buckets).
+    Hashed,
+    /// [`FeatureConfig::combined`]: both blocks.
+    Both,
+}
+
+impl FeatureKind {
+    /// The configuration: `dim_log2` sizes the n-gram block, `share` is the sentence block's
+    /// part of the norm when there are both.
+    pub fn config(self, dim_log2: u8, share: f32) -> FeatureConfig {
+        match self {
+            FeatureKind::Sentence => FeatureConfig::sentence(),
+            FeatureKind::Hashed => FeatureConfig {
+                dim_log2,
+                ..FeatureConfig::default()
+            },
+            FeatureKind::Both => FeatureConfig::combined(dim_log2, share),
+        }
+    }
+
+    /// The name used in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureKind::Sentence => "sentence",
+            FeatureKind::Hashed => "hashed",
+            FeatureKind::Both => "both",
+        }
+    }
 }
 
 /// The sentence-embedding block of a [`FeatureConfig`].
@@ -298,36 +336,19 @@ impl Featuriser {
     /// Validates `config`. Sentence features use the built-in encoder, which must be the one
     /// the configuration names.
     pub fn new(config: FeatureConfig) -> Result<Self> {
-        let encoder = match &config.sentence {
-            Some(_) => Some(SentenceEncoder::builtin()?),
-            None => None,
-        };
-        Featuriser::build(config, encoder)
-    }
-
-    /// Like [`Featuriser::new`] with an encoder loaded elsewhere (e.g. from a directory).
-    pub fn with_encoder(config: FeatureConfig, encoder: Arc<SentenceEncoder>) -> Result<Self> {
-        Featuriser::build(config, Some(encoder))
-    }
-
-    fn build(config: FeatureConfig, encoder: Option<Arc<SentenceEncoder>>) -> Result<Self> {
         config.validate()?;
-        let encoder = match (&config.sentence, encoder) {
-            (None, _) => None,
-            (Some(_), None) => {
-                return Err(LearnError::InvalidConfig(
-                    "sentence features need an encoder".into(),
-                ));
-            }
-            (Some(want), Some(enc)) => {
-                if &want.encoder != enc.id() {
+        let encoder = match &config.sentence {
+            None => None,
+            Some(want) => {
+                let builtin = SentenceEncoder::builtin_id();
+                if want.encoder != builtin {
                     return Err(LearnError::InvalidConfig(format!(
-                        "the model's features come from encoder {}, but the encoder here is {}; \
+                        "the model's features come from encoder {}, but the encoder here is {builtin}; \
                          load the model with the encoder it was trained with",
-                        want.encoder,
-                        enc.id()
+                        want.encoder
                     )));
                 }
+                let enc = SentenceEncoder::builtin()?;
                 if enc.dim() != SENTENCE_DIM_HINT {
                     return Err(LearnError::InvalidConfig(format!(
                         "encoder {} gives {} values; amble's sentence block is {SENTENCE_DIM_HINT} wide",
@@ -348,20 +369,9 @@ impl Featuriser {
         })
     }
 
-    /// Threads the encoder may use in [`Featuriser::featurise_all`] (default: the machine's
-    /// parallelism, at most 8).
-    pub fn set_threads(&mut self, threads: usize) {
-        self.threads = threads.max(1);
-    }
-
     /// The encoder, if the configuration has sentence features.
     pub fn encoder(&self) -> Option<&Arc<SentenceEncoder>> {
         self.encoder.as_ref()
-    }
-
-    /// The raw (uncentred) embedding of `text`, if there is an encoder.
-    pub fn raw_embedding(&self, text: &str) -> Result<Option<Vec<f32>>> {
-        self.encoder.as_ref().map(|e| e.embed_one(text)).transpose()
     }
 
     /// Sets the sentence block's centre (see [`SentenceFeatures::center`]).
@@ -393,7 +403,11 @@ impl Featuriser {
     /// Featurises one text (see the module documentation). Without sentence features, empty or
     /// whitespace-only text gives the zero vector.
     pub fn featurise(&self, text: &str) -> Result<SparseVec> {
-        let sentence = self.raw_embedding(text)?;
+        let sentence = self
+            .encoder
+            .as_ref()
+            .map(|e| e.embed_one(text))
+            .transpose()?;
         Ok(self.assemble(self.hashed(text), sentence.as_deref()))
     }
 
@@ -411,16 +425,17 @@ impl Featuriser {
         Ok(self.assemble_all(texts, sentences.as_deref()))
     }
 
-    /// [`Featuriser::featurise_all`], taking embeddings from `cache` where it has them and
-    /// adding the rest (see [`EmbeddingCache`] for how long its owner may keep them).
+    /// [`Featuriser::featurise_all`] through `cache` (see [`EmbeddingCache::embed`]; `ticket`
+    /// was taken before the texts were read).
     pub fn featurise_all_cached(
         &self,
         texts: &[&str],
-        cache: &mut EmbeddingCache,
+        cache: &EmbeddingCache,
+        ticket: Ticket,
         progress: ProgressFn<'_>,
     ) -> Result<Vec<SparseVec>> {
         let sentences = match &self.encoder {
-            Some(e) => Some(e.embed_cached(texts, self.threads, cache, progress)?),
+            Some(e) => Some(cache.embed(e, texts, self.threads, ticket, progress)?),
             None => None,
         };
         Ok(self.assemble_all(texts, sentences.as_deref()))

@@ -536,14 +536,13 @@ pub fn simulate_examples(
         ));
     }
     cfg.validate()?;
-    let nodes = node_ex;
 
     let mut master = match cfg.seed {
         Some(s) => NoiseSource::seeded_for_tests(s),
         None => NoiseSource::from_os()?,
     };
-    let mut sources: Vec<NoiseSource> = nodes.iter().map(|_| master.fork()).collect();
-    let mut ledgers: Vec<RdpAccountant> = nodes
+    let mut sources: Vec<NoiseSource> = node_ex.iter().map(|_| master.fork()).collect();
+    let mut ledgers: Vec<RdpAccountant> = node_ex
         .iter()
         .map(|_| RdpAccountant::with_orders(orders_dp_accounting()))
         .collect();
@@ -551,7 +550,7 @@ pub fn simulate_examples(
     let mut velocity = vec![0.0f32; if cfg.server_momentum > 0.0 { len } else { 0 }];
     let tail = cfg.average_last_rounds.clamp(1, cfg.rounds);
     let mut tail_sum: Option<(Vec<f64>, u64)> = None;
-    let threads = cfg.threads.clamp(1, nodes.len());
+    let threads = cfg.threads.clamp(1, node_ex.len());
     let mut rounds = Vec::new();
 
     for round in 1..=cfg.rounds {
@@ -610,7 +609,7 @@ pub fn simulate_examples(
         rounds.push(RoundReport {
             round,
             accuracy: global.softmax().accuracy(test_ex)?,
-            mean_raw_norm: norms / nodes.len() as f64,
+            mean_raw_norm: norms / node_ex.len() as f64,
             clipped,
             seconds: tr.elapsed().as_secs_f64(),
         });

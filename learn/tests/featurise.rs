@@ -204,20 +204,32 @@ mod sentence {
         let f = Featuriser::new(FeatureConfig::sentence()).unwrap();
         let texts = ["first text", "second text", "first text"];
         let plain = f.featurise_all(&texts, None).unwrap();
-        let mut cache = EmbeddingCache::new();
+        let cache = EmbeddingCache::new();
         assert_eq!(
-            f.featurise_all_cached(&texts, &mut cache, None).unwrap(),
+            f.featurise_all_cached(&texts, &cache, cache.ticket(), None)
+                .unwrap(),
             plain
         );
         assert_eq!(cache.len(), 2);
         // A second pass is served from the cache and gives the same features.
         assert_eq!(
-            f.featurise_all_cached(&texts, &mut cache, None).unwrap(),
+            f.featurise_all_cached(&texts, &cache, cache.ticket(), None)
+                .unwrap(),
             plain
         );
-        cache.retain_texts(&["second text"]);
+        // A call keeps only its own texts.
+        f.featurise_all_cached(&["second text"], &cache, cache.ticket(), None)
+            .unwrap();
         assert_eq!(cache.len(), 1);
         cache.clear();
+        assert!(cache.is_empty());
+        // A call whose ticket predates a clear returns its features but stores nothing.
+        let stale = cache.ticket();
+        cache.clear();
+        assert_eq!(
+            f.featurise_all_cached(&texts, &cache, stale, None).unwrap(),
+            plain
+        );
         assert!(cache.is_empty());
     }
 }

@@ -112,9 +112,9 @@ pub struct Node {
     /// left out) or wholly after it (the run's entries precede the withdrawal in the log).
     pub(crate) consent_gate: std::sync::Mutex<()>,
     /// Sentence embeddings of training texts, kept between federated rounds so each text is
-    /// encoded once. Memory only; emptied when anyone's consent is withdrawn or anyone is
-    /// erased, and trimmed after every round to the texts that round read.
-    pub(crate) embeddings: std::sync::Mutex<amble_learn::encoder::EmbeddingCache>,
+    /// encoded once. Memory only; holds only the texts the latest round read, and is emptied
+    /// (voiding any round in flight) when anyone's consent is withdrawn or anyone is erased.
+    pub(crate) embeddings: amble_learn::encoder::EmbeddingCache,
 }
 
 impl std::fmt::Debug for Node {
@@ -165,7 +165,7 @@ impl Node {
             signer,
             origin,
             consent_gate: std::sync::Mutex::new(()),
-            embeddings: std::sync::Mutex::new(amble_learn::encoder::EmbeddingCache::new()),
+            embeddings: amble_learn::encoder::EmbeddingCache::new(),
             controller: Controller {
                 pii_controller: "the organisation operating this amble node".into(),
                 contact: "its data protection officer".into(),
@@ -435,7 +435,9 @@ impl Node {
             ),
             ConsentChange::Withdraw => (
                 {
-                    self.forget_embeddings();
+                    // Under the consent gate: a round that read this person before now cannot
+                    // store their embeddings afterwards (its ticket is void).
+                    self.embeddings.clear();
                     history.withdraw(&issuer, &subject, &info, rec)?
                 },
                 "withdrawn",
@@ -514,25 +516,11 @@ impl Node {
     /// How many training texts' embeddings the node holds in memory (a count, for tests and
     /// monitoring; see [`Node::embeddings`]).
     pub fn cached_embeddings(&self) -> usize {
-        self.embeddings
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
-    }
-
-    /// Empties the in-memory embedding cache (see [`Node::embeddings`]).
-    pub(crate) fn forget_embeddings(&self) {
-        // A poisoned lock still holds the map; clearing it is what matters.
-        let mut cache = self
-            .embeddings
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.clear();
+        self.embeddings.len()
     }
 
     /// Erases a subject (crypto-shredding; see `docs/ARCHITECTURE.md` on rotating afterwards).
     pub fn erase(&self, actor: &Actor, r: &ExternalRef) -> Result<EraseReport> {
-        self.forget_embeddings();
         let subject = self.archive.subject_of(r)?;
         let n = self.archive.count(&subject, None) as u64;
         self.audit.append_durable(
@@ -541,7 +529,11 @@ impl Node {
                 .subject(subject)
                 .count("records", n),
         )?;
-        self.archive.erase_subject(&subject)
+        let erased = self.archive.erase_subject(&subject);
+        // After the records are gone (whether or not all of them went): a round that read the
+        // person before now cannot store their embeddings, and no later round can read them.
+        self.embeddings.clear();
+        erased
     }
 
     pub fn rotate_key(&mut self, actor: &Actor) -> Result<RotateReport> {

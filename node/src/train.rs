@@ -261,6 +261,8 @@ impl Node {
     ) -> Result<(Vec<f32>, RoundRun)> {
         let (round, base_version) = (task.round, task.base_version);
         let gate = self.consent_gate();
+        // Before the read: a withdrawal or erasure from here on voids what this round caches.
+        let ticket = self.embeddings.ticket();
         let (rows, used, refused) = self.intent_rows(actor)?;
         let known: Vec<(&TextRow, usize)> = rows
             .iter()
@@ -326,19 +328,11 @@ impl Node {
         drop(gate);
 
         let texts: Vec<&str> = known.iter().map(|(r, _)| r.text.as_str()).collect();
-        let features = {
-            let mut cache = self
-                .embeddings
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let f = global
+        // The cache keeps only what this round read: a person left out of it is gone.
+        let features =
+            global
                 .featuriser()
-                .featurise_all_cached(&texts, &mut cache, None)?;
-            // Keep only what this round read: a person who withdrew or was erased since
-            // the last round is gone from the cache as well.
-            cache.retain_texts(&texts);
-            f
-        };
+                .featurise_all_cached(&texts, &self.embeddings, ticket, None)?;
         let examples: Vec<Example> = known
             .iter()
             .zip(features)

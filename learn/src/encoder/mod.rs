@@ -274,24 +274,39 @@ impl SentenceEncoder {
     }
 }
 
-/// Embeddings already computed, keyed by the SHA-256 of their text, for a process that
-/// featurises the same texts round after round (a node in a federation).
+/// The embeddings of the texts of the latest [`EmbeddingCache::embed`] call, keyed by the
+/// SHA-256 of each text, for a process that featurises (nearly) the same texts round after
+/// round — a node in a federation.
 ///
-/// It lives in memory only and holds embeddings — data derived from people's text — so its
-/// owner must keep it no longer than the data it came from: [`EmbeddingCache::retain_texts`]
-/// after every run drops what the run no longer read (a withdrawn or erased person's texts),
-/// and [`EmbeddingCache::clear`] empties it. Entries from a different encoder are never
-/// returned: the cache resets itself when the encoder changes.
+/// It lives in memory only and holds data derived from people's text, so it keeps no more
+/// than the latest call read: each call serves what it can from the previous call's entries
+/// and keeps exactly its own texts (a person left out of a round is gone from the cache when
+/// the round is). [`EmbeddingCache::clear`] empties it at once and voids every call begun
+/// before it: such a call still returns its embeddings but does not store them. Take the
+/// [`Ticket`] *before* reading the data the texts come from, so that a withdrawal or an
+/// erasure that lands between the read and the end of the call is honoured. Safe to share
+/// between threads; the lock is never held while the encoder runs.
 #[derive(Default)]
 pub struct EmbeddingCache {
+    inner: std::sync::Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
     encoder: Option<EncoderId>,
+    /// Bumped by every clear.
+    generation: u64,
     map: std::collections::HashMap<[u8; 32], Vec<f32>>,
 }
+
+/// A call's right to store into an [`EmbeddingCache`]: void once the cache is cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
 
 impl std::fmt::Debug for EmbeddingCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddingCache")
-            .field("entries", &self.map.len())
+            .field("entries", &self.len())
             .finish()
     }
 }
@@ -308,78 +323,90 @@ impl EmbeddingCache {
         EmbeddingCache::default()
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        // A panic elsewhere cannot leave the map half-written in a way that matters: at worst
+        // it holds fewer entries. Keep serving (and clearing) it.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Number of cached embeddings.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.state().map.len()
     }
 
     /// True if nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
-    /// Forgets everything.
-    pub fn clear(&mut self) {
-        self.map.clear();
+    /// The right to store the results of a call that starts reading its data now.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.state().generation)
     }
 
-    /// Keeps only the embeddings of `texts`.
-    pub fn retain_texts(&mut self, texts: &[&str]) {
-        let keep: std::collections::HashSet<[u8; 32]> = texts.iter().map(|t| text_key(t)).collect();
-        self.map.retain(|k, _| keep.contains(k));
+    /// Forgets everything, and voids every ticket issued so far.
+    pub fn clear(&self) {
+        let mut s = self.state();
+        s.map.clear();
+        s.generation += 1;
     }
-}
 
-impl SentenceEncoder {
-    /// [`SentenceEncoder::embed`], computing only the texts `cache` does not hold yet and
-    /// adding them to it.
-    pub fn embed_cached(
+    /// Embeds `texts` with `encoder` (see [`SentenceEncoder::embed`]), computing only those the
+    /// previous call did not; afterwards the cache holds exactly these texts — unless it was
+    /// cleared since `ticket` was taken, in which case it stays empty.
+    pub fn embed(
         &self,
+        encoder: &SentenceEncoder,
         texts: &[&str],
         threads: usize,
-        cache: &mut EmbeddingCache,
+        ticket: Ticket,
         progress: ProgressFn<'_>,
     ) -> Result<Vec<Vec<f32>>> {
-        if cache.encoder.as_ref() != Some(&self.id) {
-            cache.map.clear();
-            cache.encoder = Some(self.id.clone());
-        }
         let keys: Vec<[u8; 32]> = texts.iter().map(|t| text_key(t)).collect();
+        // Take the previous call's entries out: what this call does not need is dropped now.
+        let mut have = {
+            let mut s = self.state();
+            let previous = std::mem::take(&mut s.map);
+            if s.encoder.as_ref() == Some(encoder.id()) && s.generation == ticket.0 {
+                previous
+            } else {
+                std::collections::HashMap::new()
+            }
+        };
+        let wanted: std::collections::HashSet<[u8; 32]> = keys.iter().copied().collect();
+        have.retain(|k, _| wanted.contains(k));
         let mut missing: Vec<usize> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut queued = std::collections::HashSet::new();
         for (i, k) in keys.iter().enumerate() {
-            if !cache.map.contains_key(k) && seen.insert(*k) {
+            if !have.contains_key(k) && queued.insert(*k) {
                 missing.push(i);
             }
         }
         let todo: Vec<&str> = missing.iter().map(|&i| texts[i]).collect();
-        let fresh = self.embed(&todo, threads, progress)?;
+        let fresh = encoder.embed(&todo, threads, progress)?;
         for (&i, v) in missing.iter().zip(fresh) {
-            cache.map.insert(keys[i], v);
+            have.insert(keys[i], v);
         }
-        keys.iter()
+        let out = keys
+            .iter()
             .map(|k| {
-                cache
-                    .map
-                    .get(k)
+                have.get(k)
                     .cloned()
                     .ok_or_else(|| LearnError::Shape("embedding cache lost an entry".into()))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let mut s = self.state();
+        if s.generation == ticket.0 {
+            s.map = have;
+            s.encoder = Some(encoder.id().clone());
+        }
+        Ok(out)
     }
 }
 
 /// Lower-case hex SHA-256.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex_lower(digest::digest(&digest::SHA256, bytes).as_ref())
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 15)] as char);
-    }
-    s
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
 }
