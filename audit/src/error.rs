@@ -150,6 +150,12 @@ pub enum VerifyError {
     Witnessed(NoteError),
     #[error("witnessed-checkpoint at size {size} does not fit this export: {reason}")]
     WitnessMismatch { size: u64, reason: String },
+    #[error(
+        "no checkpoint in the export carries a cosignature by {0}: a witness was required \
+         (--cosigner) but the export shows none, so its history cannot be checked against the \
+         witness; fetch the log again with its witnessed-checkpoint"
+    )]
+    NotWitnessed(String),
     #[error("old checkpoint is for origin {old:?}, this log is {new:?}")]
     SinceOrigin { old: String, new: String },
     #[error("prefix.json is malformed: {0}")]

@@ -225,7 +225,7 @@ impl fmt::Display for VerifyReport {
             )?,
             Some(w) => writeln!(
                 f,
-                "witnessed  the first {} entries, cosigned by {} — NOT checked: pass the witness key with --trust",
+                "witnessed  the first {} entries, cosigned by {} — NOT checked: pass the witness key with --cosigner",
                 w.size,
                 if w.unknown_cosigners.is_empty() {
                     "nobody".to_owned()
@@ -507,6 +507,25 @@ pub fn verify_dir(
         (None, _) => None,
     };
 
+    // A witness the caller names must have cosigned something here: an export stripped of its
+    // witnessed checkpoint (or re-signed with another key) must not pass as witnessed.
+    if !trusted.is_empty() {
+        let trusted_names: Vec<&str> = trusted
+            .iter()
+            .filter(|k| **k != log_key)
+            .map(NoteVerifier::name)
+            .collect();
+        let cosigned_main = opened
+            .verified_by
+            .iter()
+            .any(|k| *k != log_key && trusted_names.contains(&k.name()));
+        let cosigned_witnessed = witnessed
+            .as_ref()
+            .is_some_and(|(_, w, _)| w.iter().any(|name| trusted_names.contains(&name.as_str())));
+        if !trusted_names.is_empty() && !cosigned_main && !cosigned_witnessed {
+            return Err(VerifyError::NotWitnessed(trusted_names.join(", ")));
+        }
+    }
     let witnessed = match witnessed {
         None => None,
         Some((w, witnesses, unknown_cosigners)) => {

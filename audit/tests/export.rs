@@ -314,6 +314,27 @@ fn witness_cosignatures_are_checked_and_unknown_ones_ignored() {
 }
 
 #[test]
+fn a_named_witness_whose_cosignature_is_missing_fails_verification() {
+    let witness = NoteSigner::from_key("coordinator.example", &key(2)).unwrap();
+    // A genuine export whose witnessed checkpoint was deleted.
+    let f = fixture(5);
+    export_dir(&f.log, &key(1), ORIGIN, f.out.path()).unwrap();
+    let err = verify_dir(f.out.path(), None, &[witness.verifier()]).unwrap_err();
+    assert!(matches!(err, VerifyError::NotWitnessed(_)), "{err}");
+    assert!(err.to_string().contains("coordinator.example"), "{err}");
+    // A log forged under a new key, with its own log.pub: the same.
+    let forged = fixture(3);
+    export_dir(&forged.log, &key(9), ORIGIN, forged.out.path()).unwrap();
+    let err = verify_dir(forged.out.path(), None, &[witness.verifier()]).unwrap_err();
+    assert!(matches!(err, VerifyError::NotWitnessed(_)), "{err}");
+    // Once the witness has cosigned, it passes.
+    let cp_path = f.out.path().join("checkpoint");
+    let note = std::fs::read_to_string(&cp_path).unwrap();
+    std::fs::write(&cp_path, witness.add_signature(&note).unwrap()).unwrap();
+    assert!(verify_dir(f.out.path(), None, &[witness.verifier()]).is_ok());
+}
+
+#[test]
 fn a_pruned_log_exports_and_verifies_with_its_prefix_hashes() {
     let f = fixture(40);
     let old = f.log.checkpoint(&key(1), ORIGIN).unwrap();
