@@ -37,13 +37,30 @@ pub struct TrainRun {
 }
 
 impl Node {
-    /// The persisted privacy budget ledger (a new one with `default` if none is stored).
-    pub fn ledger(&self, default: Budget) -> Result<BudgetLedger> {
-        match self.archive.store().meta.get(LEDGER_KEY)? {
-            Some(b) => serde_json::from_slice(&b)
-                .map_err(|e| NodeError::Corrupt(format!("privacy ledger: {e}"))),
-            None => Ok(BudgetLedger::new(default)),
+    /// The persisted privacy budget ledger, held to the `configured` budget: what was spent is
+    /// kept, and the budget in force is always the one configured now (`epsilon_budget`,
+    /// `--budget`), so lowering it takes effect at the next run.
+    pub fn ledger(&self, configured: Budget) -> Result<BudgetLedger> {
+        match self.stored_ledger()? {
+            Some(mut l) => {
+                l.set_budget(configured);
+                Ok(l)
+            }
+            None => Ok(BudgetLedger::new(configured)),
         }
+    }
+
+    /// The ledger as last saved (with the budget that was in force then), if any.
+    pub fn stored_ledger(&self) -> Result<Option<BudgetLedger>> {
+        self.archive
+            .store()
+            .meta
+            .get(LEDGER_KEY)?
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| NodeError::Corrupt(format!("privacy ledger: {e}")))
+            })
+            .transpose()
     }
 
     pub(crate) fn save_ledger(&self, ledger: &BudgetLedger) -> Result<()> {
@@ -55,8 +72,7 @@ impl Node {
 
     /// Sets the node's budget (spent ε is kept).
     pub fn set_budget(&self, budget: Budget) -> Result<BudgetLedger> {
-        let mut l = self.ledger(budget.clone())?;
-        l.set_budget(budget);
+        let l = self.ledger(budget)?;
         self.save_ledger(&l)?;
         Ok(l)
     }

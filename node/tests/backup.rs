@@ -137,12 +137,8 @@ fn restored_node_has_every_record_consent_ledger_and_the_same_audit_root() {
         assert_eq!(archive_of(&m, p), archive, "records of {p}");
         assert_eq!(consent_of(&m, p), consent, "consent of {p}");
     }
-    let ledger = m.ledger(Budget {
-        model_epsilon: Epsilon::new(1.0).unwrap(),
-        subject_epsilon: Epsilon::new(1.0).unwrap(),
-        delta: Delta::new(1e-5).unwrap(),
-    });
-    assert_eq!(ledger.unwrap().budget(), &budget());
+    let ledger = m.stored_ledger().unwrap().expect("the ledger was restored");
+    assert_eq!(ledger.budget(), &budget());
 }
 
 #[test]

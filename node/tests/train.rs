@@ -161,6 +161,34 @@ fn ledger_refuses_an_over_budget_run_and_survives_restart() {
     );
 }
 
+#[test]
+fn a_lowered_budget_holds_once_a_ledger_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let dp = IntentTrainConfig {
+        privacy: Privacy::Dp(DpIntentConfig {
+            epochs: 2.0,
+            ..DpIntentConfig::hashed(1.0)
+        }),
+        ..IntentTrainConfig::default()
+    };
+    let node = node(dir.path(), 10);
+    // One run of ε = 1 under a budget of 8: the ledger now exists with budget 8.
+    node.train_intent(&trainer(), &dp, budget(8.0), &test_rows(), None)
+        .unwrap();
+    // Lowered to 1.3, a second run (≈ 1.42 in all) must be refused, and the ledger says 1.3.
+    let err = node
+        .train_intent(&trainer(), &dp, budget(1.3), &test_rows(), None)
+        .unwrap_err();
+    assert!(matches!(err, NodeError::Learn(_)), "{err}");
+    let ledger = node.ledger(budget(1.3)).unwrap();
+    assert!((ledger.budget().model_epsilon.value() - 1.3).abs() < 1e-9);
+    let spent = ledger.model_spent("intent").unwrap().epsilon.value();
+    assert!(
+        (spent - 1.0).abs() < 0.02,
+        "the refused run charged nothing: {spent}"
+    );
+}
+
 /// A federated round on sentence features keeps the embeddings of the texts it read, in
 /// memory, for the next round — and only those: a withdrawal or an erasure empties the cache,
 /// and the next round holds only the people it was allowed to read.
