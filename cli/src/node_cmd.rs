@@ -524,20 +524,10 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a file readable by its owner only (exports hold personal data).
+/// Writes a file readable by its owner only (exports hold personal data): a new file put in
+/// place by rename, so an existing file's mode is not kept and a symlink at `path` is
+/// replaced, never followed.
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
+    amble_crypto::write_private(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -76,6 +76,55 @@ fn ingest_export_erase_round_trip() {
     assert!(stderr(&o).contains("no subject is known"), "{}", stderr(&o));
 }
 
+#[cfg(unix)]
+#[test]
+fn an_export_out_file_is_0600_and_a_symlink_there_is_replaced_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = init(dir.path());
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(&f, format!("{GOOD}\n")).unwrap();
+    assert!(
+        amble(&["node", "ingest", "--data-dir", &d, f.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // An existing world-readable file, and a symlink to another one.
+    let existing = dir.path().join("existing.json");
+    std::fs::write(&existing, "old").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let elsewhere = dir.path().join("elsewhere.json");
+    std::fs::write(&elsewhere, "untouched").unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    for out in [&existing, &link] {
+        let o = amble(&[
+            "node",
+            "export",
+            "--data-dir",
+            &d,
+            "--ref",
+            "phone:+15550001",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let meta = std::fs::symlink_metadata(out).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "{} is still a symlink",
+            out.display()
+        );
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            out.display()
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "untouched");
+}
+
 #[test]
 fn bad_lines_are_named_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
