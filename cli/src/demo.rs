@@ -273,13 +273,18 @@ pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     let witness = amble_audit::NoteVerifier::parse(lab.witness_key())
         .context("the coordinator's witness key")?;
     let mut audit = Vec::new();
-    let mut logs: Vec<(String, String)> = (0..nodes)
-        .map(|i| (lab.node_name(i), lab.node_url(i).to_owned()))
+    // Each node's log is fetched by its own organisation's auditor; the coordinator's by the
+    // federation's.
+    let mut logs: Vec<(String, String, Option<usize>)> = (0..nodes)
+        .map(|i| (lab.node_name(i), lab.node_url(i).to_owned(), Some(i)))
         .collect();
-    logs.push(("coordinator".into(), lab.coordinator_url().to_owned()));
-    for (name, url) in &logs {
+    logs.push(("coordinator".into(), lab.coordinator_url().to_owned(), None));
+    for (name, url, node) in &logs {
         let dir = base.join("audit").join(name);
-        let id = lab.identity("auditor")?;
+        let id = match node {
+            Some(i) => lab.org_identity(*i, "auditor")?,
+            None => lab.identity("auditor")?,
+        };
         let f = lab
             .block_on(async { amble_cli::fetch::fetch_log(id.connect(url).await?, &dir).await })?;
         let report = amble_audit::verify_dir(&dir, None, std::slice::from_ref(&witness));
@@ -419,7 +424,7 @@ fn render(s: &Summary, status: &FederationStatus) -> String {
 }
 
 fn set_consent(lab: &Lab, node: usize, who: &str, purpose: &str, give: bool) -> Result<()> {
-    let id = lab.identity("app")?;
+    let id = lab.org_identity(node, "app")?;
     let url = lab.node_url(node).to_owned();
     lab.block_on(async {
         pb::subject_client::SubjectClient::new(id.connect(&url).await?)
@@ -436,7 +441,7 @@ fn set_consent(lab: &Lab, node: usize, who: &str, purpose: &str, give: bool) -> 
 }
 
 fn access_log(lab: &Lab, node: usize, who: &str) -> Result<Vec<serde_json::Value>> {
-    let id = lab.identity("app")?;
+    let id = lab.org_identity(node, "app")?;
     let url = lab.node_url(node).to_owned();
     lab.block_on(async {
         let r = pb::subject_client::SubjectClient::new(id.connect(&url).await?)
@@ -454,7 +459,7 @@ fn access_log(lab: &Lab, node: usize, who: &str) -> Result<Vec<serde_json::Value
 }
 
 fn export_and_erase(lab: &Lab, node: usize, who: &str) -> Result<(u64, u64, bool)> {
-    let id = lab.identity("admin")?;
+    let id = lab.org_identity(node, "admin")?;
     let url = lab.node_url(node).to_owned();
     lab.block_on(async {
         let mut c = pb::subject_client::SubjectClient::new(id.connect(&url).await?);

@@ -173,7 +173,7 @@ impl Lab {
         };
         let ca_dir = spec.dir.join("ca");
         let ca = amble_crypto::pki::Ca::init(&ca_dir, &spec.federation)?;
-        let local = |name: &str, role: &str| -> Result<()> {
+        let issue = |ca: &amble_crypto::pki::Ca, name: &str, role: &str| -> Result<()> {
             let mut req = amble_crypto::pki::IssueRequest::new(name, role);
             req.ips = vec!["127.0.0.1".parse()?];
             if let Some(ip) = netns.as_ref().and_then(|n| n.address(name)) {
@@ -182,13 +182,13 @@ impl Lab {
             ca.issue(&req)?;
             Ok(())
         };
-        local("coordinator", "coordinator")?;
-        for name in ["admin", "auditor", "app", "rogue-app"] {
-            let role = if name == "rogue-app" { "app" } else { name };
-            local(name, role)?;
+        issue(&ca, "coordinator", "coordinator")?;
+        for name in ["admin", "auditor"] {
+            issue(&ca, name, name)?;
         }
         say(&format!(
-            "federation CA {:?} created; certificates for the coordinator, {} nodes, an app, an admin and an auditor",
+            "federation CA {:?} created: certificates for the coordinator, {} nodes, the federation's admin and auditor; \
+             each organisation has a CA of its own for its app, admin and auditor",
             spec.federation, spec.nodes
         ));
 
@@ -201,8 +201,16 @@ impl Lab {
         let mut node_configs = Vec::new();
         for (i, d) in data.iter().enumerate() {
             let name = format!("node-{}", (b'a' + i as u8) as char);
-            local(&name, "node")?;
+            issue(&ca, &name, "node")?;
             let dir = spec.dir.join(&name);
+            let org = amble_crypto::pki::Ca::init_organisation(
+                &dir.join("org-ca"),
+                &spec.federation,
+                &format!("org-{}", (b'a' + i as u8) as char),
+            )?;
+            for role in ["app", "admin", "auditor"] {
+                issue(&org, role, role)?;
+            }
             load_node(&dir.join("data"), i, d, &spec)?;
             node_configs.push(dir.join("node.toml"));
             say(&format!(
@@ -261,10 +269,30 @@ impl Lab {
         self.spec.dir.join("coordinator-data")
     }
 
-    /// The PEM certificate and key of a participant the lab issued.
+    /// The PEM certificate and key of a federation participant the lab issued (the
+    /// coordinator, a node, the federation's `admin` and `auditor`), and the CA to trust.
     pub fn identity_files(&self, name: &str) -> (PathBuf, PathBuf, PathBuf) {
         let (c, k) = cert(&self.ca_dir, name);
         (c, k, self.ca_dir.join("ca.pem"))
+    }
+
+    /// The organisation CA of node `i` (its apps, admin and auditor).
+    pub fn org_ca_dir(&self, i: usize) -> PathBuf {
+        self.spec.dir.join(self.node_name(i)).join("org-ca")
+    }
+
+    /// The certificate and key of `name` (`app`, `admin`, `auditor`) of node `i`'s
+    /// organisation, and the CA to trust for the node (the federation CA signed its
+    /// certificate).
+    pub fn org_identity_files(&self, i: usize, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let (c, k) = cert(&self.org_ca_dir(i), name);
+        (c, k, self.ca_dir.join("ca.pem"))
+    }
+
+    /// A client identity of node `i`'s organisation (`app`, `admin`, `auditor`).
+    pub fn org_identity(&self, i: usize, name: &str) -> Result<ClientIdentity> {
+        let (c, k, ca) = self.org_identity_files(i, name);
+        Ok(ClientIdentity::load(&c, &k, &ca)?)
     }
 
     fn write_coordinator_config(&self, port: u16) -> Result<()> {
@@ -310,10 +338,12 @@ impl Lab {
         let budget = self.spec.epsilon.unwrap_or(1.0);
         let host = self.listen_host(&name);
         let text = format!(
-            "listen = \"{host}:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\n\n[federation]\ncoordinator = {:?}\nepsilon_budget = {}\ndelta = {}\n",
+            "listen = \"{host}:{port}\"\ndata_dir = {:?}\n\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ncrl = {:?}\nfederation_ca = {:?}\nfederation_crl = {:?}\n\n[federation]\ncoordinator = {:?}\nepsilon_budget = {}\ndelta = {}\n",
             self.node_data_dir(i),
             c,
             k,
+            self.org_ca_dir(i).join("ca.pem"),
+            self.org_ca_dir(i).join("crl.pem"),
             self.ca_dir.join("ca.pem"),
             self.ca_dir.join("crl.pem"),
             self.coordinator_url,
@@ -471,7 +501,7 @@ impl Lab {
         Ok(())
     }
 
-    /// A client identity the lab issued (`admin`, `auditor`, `app`, `node-a`, …).
+    /// A federation identity the lab issued (`admin`, `auditor`, `node-a`, …).
     pub fn identity(&self, name: &str) -> Result<ClientIdentity> {
         let (c, k, ca) = self.identity_files(name);
         Ok(ClientIdentity::load(&c, &k, &ca)?)

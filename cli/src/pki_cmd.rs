@@ -1,5 +1,7 @@
-//! `amble pki …`: the federation operator's certificate authority. Private keys are written
-//! mode 0600 and never printed; only their paths are.
+//! `amble pki …`: certificate authorities. The federation operator keeps the federation CA
+//! (nodes, the coordinator, the federation's admins and auditors); each organisation keeps its
+//! own CA (`--organisation`) for its apps, agents, admins, auditors and portal front end.
+//! Private keys are written mode 0600 and never printed; only their paths are.
 
 use crate::output::Output;
 use amble_crypto::pki::{Ca, IssueRequest, ROLES};
@@ -11,13 +13,22 @@ use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub enum PkiCommand {
-    /// Create a federation CA (ECDSA P-256) in --dir, with an empty CRL (crl.pem).
+    /// Create a CA (ECDSA P-256) in --dir, with an empty CRL (crl.pem).
+    ///
+    /// Without --organisation: the federation CA, run by the federation operator. It signs
+    /// nodes, the coordinator and the federation's own admins and auditors, and refuses app,
+    /// agent and subject-portal certificates. With --organisation ORG: ORG's own CA, the
+    /// trust root of ORG's node for its local principals (apps, agents, admins, auditors,
+    /// portal front end). Certificates of one never reach what the other guards.
     Init {
         #[arg(long)]
         dir: PathBuf,
         /// The federation's name; it becomes the trust domain of every spiffe:// identity.
         #[arg(long)]
         federation: String,
+        /// Make ORG's organisation CA instead of the federation CA.
+        #[arg(long, value_name = "ORG")]
+        organisation: Option<String>,
     },
     /// Issue a certificate for a participant: its SAN carries spiffe://FEDERATION/ROLE/NAME,
     /// so the role is read from the certificate. Writes DIR/certs/NAME.pem and NAME.key (0600).
@@ -57,17 +68,28 @@ pub enum PkiCommand {
 
 pub fn run(cmd: PkiCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
-        PkiCommand::Init { dir, federation } => {
-            let ca = Ca::init(&dir, &federation)?;
+        PkiCommand::Init {
+            dir,
+            federation,
+            organisation,
+        } => {
+            let ca = match &organisation {
+                None => Ca::init(&dir, &federation)?,
+                Some(org) => Ca::init_organisation(&dir, &federation, org)?,
+            };
             let v = serde_json::json!({
                 "federation": ca.federation(),
+                "organisation": ca.organisation(),
                 "ca_cert": ca.cert_path(),
                 "crl": ca.crl_path(),
             });
+            let what = match ca.organisation() {
+                None => format!("federation CA {}", ca.federation()),
+                Some(org) => format!("organisation CA of {org} (federation {})", ca.federation()),
+            };
             out.report(&v, || {
                 format!(
-                    "federation CA {} created in {}\n  certificate: {}\n  CRL:         {}\n  key:         {} (mode 0600; keep it offline)",
-                    ca.federation(),
+                    "{what} created in {}\n  certificate: {}\n  CRL:         {}\n  key:         {} (mode 0600; keep it offline)",
                     dir.display(),
                     ca.cert_path().display(),
                     ca.crl_path().display(),

@@ -3,7 +3,7 @@
 
 use crate::output::Output;
 use amble_node::server::client::{ClientIdentity, source_chain};
-use amble_node::server::{ServeConfig, Server};
+use amble_node::server::{ServeConfig, Server, ServerError};
 use amble_proto::v1 as pb;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -303,7 +303,18 @@ pub fn serve(config: &Path, out: &Output) -> Result<ExitCode> {
                 "listening on {addr} (mutual TLS 1.3); self-service page on https://{p} (TLS 1.3)"
             ),
         });
-        server.run_until_signalled().await?;
-        Ok(ExitCode::SUCCESS)
+        match server.run_until_signalled().await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e @ ServerError::StorageFault(_)) => {
+                // Workers may still wait on the failed store; dropping the runtime would wait
+                // with them. End now, for the supervisor to restart on known-good state.
+                eprintln!("error: {e}");
+                std::process::exit(STORAGE_FAULT_EXIT);
+            }
+            Err(e) => Err(e.into()),
+        }
     })
 }
+
+/// `node serve`'s exit status after a storage fault (EX_TEMPFAIL: restart and try again).
+pub const STORAGE_FAULT_EXIT: i32 = 75;

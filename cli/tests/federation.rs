@@ -171,7 +171,7 @@ fn private_rounds_charge_each_ledger_exactly_the_accountant_value_and_are_witnes
     .unwrap();
     // A person at node-a, in round 1's training, withdraws before round 2 exists.
     let early = person_ref(0, 3);
-    let id = lab.identity("app").unwrap();
+    let id = lab.org_identity(0, "app").unwrap();
     let url = lab.node_url(0).to_owned();
     lab.block_on(async {
         pb::subject_client::SubjectClient::new(id.connect(&url).await.unwrap())
@@ -242,7 +242,7 @@ fn private_rounds_charge_each_ledger_exactly_the_accountant_value_and_are_witnes
     // coordinator's witness key: the cosigned checkpoint must check out.
     let witness = tmp.path().join("witness.pub");
     std::fs::write(&witness, lab.witness_key()).unwrap();
-    let (c, k, ca) = lab.identity_files("auditor");
+    let (c, k, ca) = lab.org_identity_files(0, "auditor");
     let out = tmp.path().join("audit-a");
     let o = common::amble(&[
         "audit",
@@ -333,12 +333,14 @@ fn only_valid_unrevoked_node_certificates_can_join() {
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
         })
     };
-    // An app certificate from the right CA: authenticated, but not a node.
-    let app = join(lab.identity("app").unwrap()).unwrap_err();
+    // A federation certificate that is not a node's: authenticated, but refused.
+    let auditor = join(lab.identity("auditor").unwrap()).unwrap_err();
     assert!(
-        app.contains("PermissionDenied") && app.contains("role app"),
-        "{app}"
+        auditor.contains("PermissionDenied") && auditor.contains("role auditor"),
+        "{auditor}"
     );
+    // An organisation's app: its CA is not the federation's, so the handshake fails.
+    assert!(join(lab.org_identity(0, "app").unwrap()).is_err());
     // A revoked node certificate: the TLS handshake fails.
     assert!(join(lab.identity("revoked-node").unwrap()).is_err());
     // A certificate from another CA: the TLS handshake fails.
@@ -354,13 +356,13 @@ fn only_valid_unrevoked_node_certificates_can_join() {
     )
     .unwrap();
     assert!(join(forged).is_err());
-    // The refusal of the app is in the coordinator's audit log.
+    // The refusal of the federation's auditor is in the coordinator's audit log.
     lab.stop_coordinator().unwrap();
     let audit = tmp.path().join("coord-audit");
     let log = coordinator_log(&lab, &audit);
     assert!(
         log.iter()
-            .any(|e| e["action"] == "denied_call" && e["actor"] == "app"),
+            .any(|e| e["action"] == "denied_call" && e["actor"] == "auditor"),
         "denied call not logged"
     );
     // A valid node joins (the key must be a real verifier key).

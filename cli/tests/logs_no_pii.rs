@@ -100,9 +100,9 @@ fn search(dir: &Path, needles: &[Needle]) -> Vec<(PathBuf, usize)> {
 }
 
 fn grpc_calls(lab: &Lab) {
-    let app = lab.identity("app").unwrap();
-    let admin = lab.identity("admin").unwrap();
-    let auditor = lab.identity("auditor").unwrap();
+    let app = lab.org_identity(0, "app").unwrap();
+    let admin = lab.org_identity(1, "admin").unwrap();
+    let auditor = lab.org_identity(1, "auditor").unwrap();
     let (url0, url1) = (lab.node_url(0).to_owned(), lab.node_url(1).to_owned());
     lab.block_on(async {
         let mut archive = ArchiveClient::new(app.connect(&url0).await.unwrap());

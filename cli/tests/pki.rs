@@ -25,7 +25,16 @@ fn pki_init_issue_revoke_writes_private_keys_0600_and_never_prints_them() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("pki");
     let d = dir.to_str().unwrap();
-    let mut printed = ok(&amble(&["pki", "init", "--dir", d, "--federation", "acme"]));
+    let mut printed = ok(&amble(&[
+        "pki",
+        "init",
+        "--dir",
+        d,
+        "--federation",
+        "acme",
+        "--organisation",
+        "acme-bank",
+    ]));
     printed += &ok(&amble(&[
         "pki",
         "issue",
@@ -87,4 +96,17 @@ fn pki_refuses_unknown_roles_and_a_missing_ca_with_a_next_step() {
     let o = amble(&["pki", "issue", "--dir", d, "--name", "x", "--role", "root"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!Path::new(d).join("certs/x.key").exists());
+}
+
+#[test]
+fn the_federation_ca_refuses_an_app_and_says_where_it_comes_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("fed");
+    let d = d.to_str().unwrap();
+    ok(&amble(&["pki", "init", "--dir", d, "--federation", "acme"]));
+    let o = amble(&["pki", "issue", "--dir", d, "--name", "crm", "--role", "app"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--organisation"), "{err}");
+    assert!(!Path::new(d).join("certs/crm.key").exists());
 }

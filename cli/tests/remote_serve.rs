@@ -35,7 +35,16 @@ fn setup() -> Setup {
     let data = tmp.path().join("data");
     let p = pki.to_str().unwrap();
     ok(amble()
-        .args(["pki", "init", "--dir", p, "--federation", "t"])
+        .args([
+            "pki",
+            "init",
+            "--dir",
+            p,
+            "--federation",
+            "t",
+            "--organisation",
+            "org-1",
+        ])
         .output()
         .unwrap());
     ok(amble()

@@ -15,8 +15,8 @@ use amble_net::{ConnLimits, mtls_incoming, server_config};
 use amble_proto::v1 as pb;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,7 +28,7 @@ const MAX_MESSAGE: usize = 8 << 20;
 pub struct CoordinatorServer {
     coordinator: Arc<Coordinator>,
     listener: TcpListener,
-    tls: amble_net::TlsSlot,
+    tls: Arc<amble_net::TlsSlot>,
     tls_files: amble_net::TlsFiles,
     listen: SocketAddr,
     metrics: Option<metrics::Endpoint>,
@@ -38,19 +38,9 @@ pub struct CoordinatorServer {
 
 /// Every method path the coordinator serves, for the metrics' `method` label.
 fn method_paths() -> Vec<String> {
-    use tonic::server::NamedService;
-    let federation =
-        <pb::federation_server::FederationServer<FederationService> as NamedService>::NAME;
-    let audit = <pb::audit_server::AuditServer<FederationService> as NamedService>::NAME;
-    crate::service::METHOD_ROLES
+    crate::service::METHODS
         .iter()
-        .map(|(m, _)| {
-            let service = match *m {
-                "Checkpoint" | "Entries" | "InclusionProof" | "ConsistencyProof" => audit,
-                _ => federation,
-            };
-            format!("/{service}/{m}")
-        })
+        .map(|m| m.path.to_owned())
         .collect()
 }
 
@@ -67,6 +57,13 @@ impl CoordinatorServer {
     /// The coordinator's federation and id come from its own certificate.
     pub async fn bind(config: CoordinatorConfig) -> Result<CoordinatorServer> {
         let plan = config.plan()?;
+        if config.tls.federation_ca.is_some() || config.tls.federation_crl.is_some() {
+            return Err(CoordinatorError::Config(
+                "tls.federation_ca and tls.federation_crl are for nodes; the coordinator's \
+                 tls.client_ca is the federation CA itself"
+                    .into(),
+            ));
+        }
         let tls = server_config(&config.tls)?;
         let cert_pem =
             std::fs::read_to_string(&config.tls.cert).map_err(|source| CoordinatorError::Io {
@@ -104,7 +101,7 @@ impl CoordinatorServer {
         Ok(CoordinatorServer {
             coordinator: Arc::new(coordinator),
             listener,
-            tls: Arc::new(RwLock::new(tls)),
+            tls: amble_net::TlsSlot::new(tls),
             tls_files: config.tls.clone(),
             listen: config.listen,
             metrics,
@@ -142,6 +139,8 @@ impl CoordinatorServer {
             ConnLimits {
                 max_connections: 1024,
                 handshake_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(300),
+                max_lifetime: Duration::from_secs(3600),
             },
             stop_rx,
         );
@@ -179,6 +178,10 @@ impl CoordinatorServer {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(metrics::GrpcMetricsLayer::new(Arc::clone(&self.grpc_stats)))
+            .layer(amble_net::AuthLayer::new(
+                crate::service::METHODS,
+                Arc::clone(&self.coordinator),
+            ))
             .add_service(
                 pb::federation_server::FederationServer::new(svc.clone())
                     .max_decoding_message_size(MAX_MESSAGE)
@@ -256,10 +259,6 @@ impl CoordinatorServer {
 }
 
 fn reload(slot: &amble_net::TlsSlot, files: &amble_net::TlsFiles) -> Result<()> {
-    let fresh = server_config(files)?;
-    match slot.write() {
-        Ok(mut t) => *t = fresh,
-        Err(poisoned) => *poisoned.into_inner() = fresh,
-    }
+    slot.replace(server_config(files)?);
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! The gRPC face of the coordinator: `Federation` for nodes, and `Audit` so an auditor can
 //! fetch and verify the coordinator's own log exactly like a node's.
 //!
-//! Who calls is read from the verified client certificate, never from a request field;
-//! [`authorize`] checks the method's roles ([`METHOD_ROLES`]) and logs a refusal.
+//! Who calls is read from the verified client certificate, never from a request field: the
+//! shared auth layer of `amble-net` checks each call against [`METHODS`] and the federation
+//! name, logs a refusal, and hands the handler the admitted [`Caller`].
 
 use crate::state::{Coordinator, TaskFor};
 use crate::{Caller, CoordinatorError, TrainingRecord};
+use amble_net::{Gatekeeper, MethodAccess};
 use amble_proto::v1 as pb;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,20 +15,66 @@ use std::time::Duration;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-/// Which roles may call each method; anything else is refused for everyone.
-pub const METHOD_ROLES: &[(&str, &[&str])] = &[
-    ("Join", &["node"]),
-    ("NextTask", &["node"]),
-    ("FetchModel", &["node", "auditor", "admin"]),
-    ("SubmitUpdate", &["node"]),
-    ("Decline", &["node"]),
-    ("Cosign", &["node"]),
-    ("Status", &["node", "auditor", "admin"]),
-    ("Checkpoint", &["auditor", "admin", "node"]),
-    ("Entries", &["auditor", "admin"]),
-    ("InclusionProof", &["auditor", "admin", "node"]),
-    ("ConsistencyProof", &["auditor", "admin", "node"]),
+const fn access(path: &'static str, roles: &'static [&'static str]) -> MethodAccess {
+    MethodAccess {
+        path,
+        local: roles,
+        // The coordinator's own root is the federation CA: there is no second one.
+        federation: &[],
+    }
+}
+
+/// Which roles may call each method; anything else is refused for everyone. The shared auth
+/// layer of `amble-net` applies it to every call before a handler runs.
+pub const METHODS: &[MethodAccess] = &[
+    access("/amble.v1.Federation/Join", &["node"]),
+    access("/amble.v1.Federation/NextTask", &["node"]),
+    access(
+        "/amble.v1.Federation/FetchModel",
+        &["node", "auditor", "admin"],
+    ),
+    access("/amble.v1.Federation/SubmitUpdate", &["node"]),
+    access("/amble.v1.Federation/Decline", &["node"]),
+    access("/amble.v1.Federation/Cosign", &["node"]),
+    access("/amble.v1.Federation/Status", &["node", "auditor", "admin"]),
+    access("/amble.v1.Audit/Checkpoint", &["auditor", "admin", "node"]),
+    access("/amble.v1.Audit/Entries", &["auditor", "admin"]),
+    access(
+        "/amble.v1.Audit/InclusionProof",
+        &["auditor", "admin", "node"],
+    ),
+    access(
+        "/amble.v1.Audit/ConsistencyProof",
+        &["auditor", "admin", "node"],
+    ),
 ];
+
+impl Gatekeeper for Coordinator {
+    fn federation(&self) -> &str {
+        Coordinator::federation(self)
+    }
+
+    fn log_refusal(&self, caller: &amble_net::Caller, path: &str) -> Result<(), String> {
+        let reason = if caller.federation != Coordinator::federation(self) {
+            format!(
+                "certificate for federation {:?} may not call {path}",
+                caller.federation
+            )
+        } else {
+            format!("role {} may not call {path}", caller.role)
+        };
+        self.log_denied(&to_caller(caller), path, &reason)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn to_caller(c: &amble_net::Caller) -> Caller {
+    Caller {
+        id: c.id.clone(),
+        role: c.role.clone(),
+        request_id: c.request_id.clone(),
+    }
+}
 
 /// Largest model chunk sent, and largest long poll granted.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -55,52 +103,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(status)
 }
 
-/// The caller of `req`, if its certificate's role may call `method`; a refusal is logged.
-async fn authorize<T>(
-    coord: &Arc<Coordinator>,
-    req: &Request<T>,
-    method: &'static str,
-) -> Result<Caller, Status> {
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    let id = amble_crypto::pki::identity_of(leaf.as_ref())
-        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-    let mut rid = [0u8; 8];
-    amble_crypto::random_bytes(&mut rid).map_err(|e| Status::internal(e.to_string()))?;
-    let caller = Caller {
-        id: id.id,
-        role: id.role,
-        request_id: rid.iter().map(|b| format!("{b:02x}")).collect(),
-    };
-    let roles = METHOD_ROLES
-        .iter()
-        .find(|(m, _)| *m == method)
-        .map(|(_, r)| *r)
-        .unwrap_or(&[]);
-    if id.federation != coord.federation() {
-        return Err(Status::permission_denied(format!(
-            "certificate is for federation {:?}, this coordinator runs {:?}",
-            id.federation,
-            coord.federation()
-        )));
-    }
-    if roles.contains(&caller.role.as_str()) {
-        return Ok(caller);
-    }
-    tracing::warn!(caller = %caller.id, role = %caller.role, method, "refused call");
-    let msg = format!(
-        "role {} may not call {method}; it is open to: {}",
-        caller.role,
-        roles.join(", ")
-    );
-    let c = Arc::clone(coord);
-    let logged = caller.clone();
-    blocking(move || c.log_denied(&logged, method)).await?;
-    Err(Status::permission_denied(msg))
+/// The caller the auth layer admitted for `req`.
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions()
+        .get::<amble_net::Caller>()
+        .map(to_caller)
+        .ok_or_else(|| {
+            Status::internal("request reached a service without an authenticated caller")
+        })
 }
 
 /// `Federation` and `Audit` over one coordinator.
@@ -115,7 +125,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        let caller = authorize(&self.0, &req, "Join").await?;
+        let caller = caller(&req)?;
         let log_key = req.into_inner().log_key;
         let c = Arc::clone(&self.0);
         let who = caller.clone();
@@ -135,7 +145,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         req: Request<pb::NextTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let caller = authorize(&self.0, &req, "NextTask").await?;
+        let caller = caller(&req)?;
         let wait = Duration::from_millis(u64::from(req.into_inner().wait_ms)).min(MAX_WAIT);
         let mut changed = self.0.subscribe();
         let plan = self.0.plan();
@@ -184,7 +194,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         req: Request<pb::FetchModelRequest>,
     ) -> Result<Response<Self::FetchModelStream>, Status> {
-        let caller = authorize(&self.0, &req, "FetchModel").await?;
+        let caller = caller(&req)?;
         let r = req.into_inner();
         if r.model != self.0.plan().model {
             return Err(Status::not_found(format!(
@@ -218,7 +228,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         req: Request<Streaming<pb::UpdateChunk>>,
     ) -> Result<Response<pb::UpdateReceipt>, Status> {
-        let caller = authorize(&self.0, &req, "SubmitUpdate").await?;
+        let caller = caller(&req)?;
         let mut stream = req.into_inner();
         let header = match stream.next().await {
             Some(Ok(pb::UpdateChunk {
@@ -299,7 +309,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         req: Request<pb::DeclineRequest>,
     ) -> Result<Response<pb::DeclineResponse>, Status> {
-        let caller = authorize(&self.0, &req, "Decline").await?;
+        let caller = caller(&req)?;
         let r = req.into_inner();
         let c = Arc::clone(&self.0);
         blocking(move || c.decline(&caller, r.round, &r.reason)).await?;
@@ -310,7 +320,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         req: Request<pb::CosignRequest>,
     ) -> Result<Response<pb::CosignResponse>, Status> {
-        let caller = authorize(&self.0, &req, "Cosign").await?;
+        let caller = caller(&req)?;
         let r = req.into_inner();
         let c = Arc::clone(&self.0);
         let (cosigned, previous_size) =
@@ -325,7 +335,7 @@ impl pb::federation_server::Federation for FederationService {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        authorize(&self.0, &req, "Status").await?;
+        caller(&req)?;
         let c = Arc::clone(&self.0);
         let s = blocking(move || c.status()).await?;
         let status_json = serde_json::to_string(&s).map_err(|e| Status::internal(e.to_string()))?;
@@ -339,7 +349,7 @@ impl pb::audit_server::Audit for FederationService {
         &self,
         req: Request<pb::CheckpointRequest>,
     ) -> Result<Response<pb::CheckpointResponse>, Status> {
-        authorize(&self.0, &req, "Checkpoint").await?;
+        caller(&req)?;
         let c = Arc::clone(&self.0);
         blocking(move || {
             let checkpoint = c.checkpoint()?;
@@ -359,7 +369,7 @@ impl pb::audit_server::Audit for FederationService {
         &self,
         req: Request<pb::EntriesRequest>,
     ) -> Result<Response<pb::EntriesResponse>, Status> {
-        authorize(&self.0, &req, "Entries").await?;
+        caller(&req)?;
         let r = req.into_inner();
         if r.end <= r.start || r.end - r.start > MAX_ENTRIES_PER_CALL {
             return Err(Status::invalid_argument(format!(
@@ -391,7 +401,7 @@ impl pb::audit_server::Audit for FederationService {
         &self,
         req: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::ProofResponse>, Status> {
-        authorize(&self.0, &req, "InclusionProof").await?;
+        caller(&req)?;
         let r = req.into_inner();
         let c = Arc::clone(&self.0);
         blocking(move || {
@@ -412,7 +422,7 @@ impl pb::audit_server::Audit for FederationService {
         &self,
         req: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ProofResponse>, Status> {
-        authorize(&self.0, &req, "ConsistencyProof").await?;
+        caller(&req)?;
         let r = req.into_inner();
         let c = Arc::clone(&self.0);
         blocking(move || {

@@ -490,7 +490,7 @@ impl Coordinator {
     }
 
     /// Logs a call refused for the caller's role.
-    pub fn log_denied(&self, caller: &Caller, method: &str) -> Result<()> {
+    pub fn log_denied(&self, caller: &Caller, method: &str, reason: &str) -> Result<()> {
         let mut d = EntryDraft::new(
             caller.id.clone(),
             caller.role.clone(),
@@ -498,7 +498,7 @@ impl Coordinator {
             caller.request_id.clone(),
         )
         .decision(Decision::Deny)
-        .reason(format!("role {} may not call {method}", caller.role));
+        .reason(reason.to_owned());
         d.purpose = Some(method.to_owned());
         self.log(d)
     }

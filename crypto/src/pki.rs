@@ -1,7 +1,17 @@
-//! The federation PKI: a certificate authority that says who each participant is and what
-//! role it plays, and a revocation list that takes that back.
+//! The PKI: certificate authorities that say who each participant is and what role it plays,
+//! and revocation lists that take that back.
 //!
-//! A CA directory holds `ca.pem`, `ca.key` (mode 0600), `federation` (its name), `index.json`
+//! There are two kinds of CA, and a deployment keeps them apart (docs/THREAT_MODEL.md):
+//! - the **federation CA** ([`Ca::init`]) signs the federation's participants — nodes, the
+//!   coordinator, and the federation operator's admins and auditors — and nothing an
+//!   organisation runs locally (it refuses `app`, `agent` and `subject-portal`);
+//! - each **organisation CA** ([`Ca::init_organisation`]) signs that organisation's local
+//!   principals — apps, agents, admins, auditors, its portal front end — and never a
+//!   coordinator. A node serves its archive, subject, admin, assist and audit services only to
+//!   certificates of its own organisation CA.
+//!
+//! A CA directory holds `ca.pem`, `ca.key` (mode 0600), `federation` (its name),
+//! `organisation` (an organisation CA's name; absent for the federation CA), `index.json`
 //! (every certificate issued: name, role, serial, expiry, revocation) and `crl.pem`, which is
 //! rewritten on every revocation and which servers load. Issued certificates land in
 //! `certs/NAME.pem` and `certs/NAME.key` (0600). Keys are ECDSA P-256.
@@ -37,6 +47,14 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca.key";
 pub const CRL_FILE: &str = "crl.pem";
 const FEDERATION_FILE: &str = "federation";
+const ORGANISATION_FILE: &str = "organisation";
+/// The organisational unit that marks a CA certificate's kind.
+const FEDERATION_CA_UNIT: &str = "amble federation CA";
+const ORGANISATION_CA_UNIT: &str = "amble organisation CA";
+/// Roles only an organisation CA issues: principals local to one organisation.
+pub const LOCAL_ONLY_ROLES: [&str; 3] = ["app", "agent", "subject-portal"];
+/// Roles only the federation CA issues.
+pub const FEDERATION_ONLY_ROLES: [&str; 1] = ["coordinator"];
 const INDEX_FILE: &str = "index.json";
 const CERTS_DIR: &str = "certs";
 const SPIFFE: &str = "spiffe://";
@@ -82,6 +100,56 @@ pub enum PkiError {
     Generate(#[from] rcgen::Error),
     #[error("not a certificate amble can use: {0}")]
     BadCertificate(String),
+    #[error("{kind} issues no {role:?} certificates: {hint}")]
+    WrongCa {
+        kind: CaKind,
+        role: String,
+        hint: &'static str,
+    },
+}
+
+/// Which trust root a CA is: the federation's, or one organisation's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CaKind {
+    /// Signs the federation's participants (nodes, coordinator, federation admins/auditors).
+    Federation,
+    /// Signs one organisation's local principals (apps, agents, admins, auditors, portal).
+    Organisation,
+}
+
+impl std::fmt::Display for CaKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CaKind::Federation => "the federation CA",
+            CaKind::Organisation => "an organisation CA",
+        })
+    }
+}
+
+/// The kind of the CA certificate `der`, read from the marks `amble pki init` puts in its
+/// subject (CAs made before organisation CAs existed are federation CAs by their common
+/// name). `None` for a CA amble did not make.
+pub fn ca_kind_of(der: &[u8]) -> Result<Option<CaKind>, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    let subject = cert.subject();
+    let text = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
+        it.filter_map(|a| a.as_str().ok().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let units = text(&mut subject.iter_organizational_unit());
+    if units.iter().any(|u| u == ORGANISATION_CA_UNIT) {
+        return Ok(Some(CaKind::Organisation));
+    }
+    if units.iter().any(|u| u == FEDERATION_CA_UNIT) {
+        return Ok(Some(CaKind::Federation));
+    }
+    let names = text(&mut subject.iter_common_name());
+    Ok(names
+        .iter()
+        .any(|n| n.starts_with("amble federation CA "))
+        .then_some(CaKind::Federation))
 }
 
 /// Who a certificate says its holder is.
@@ -215,10 +283,12 @@ pub struct Issued {
     pub uri: String,
 }
 
-/// A federation CA on disk.
+/// A CA on disk: the federation's, or an organisation's.
 pub struct Ca {
     dir: PathBuf,
     federation: String,
+    /// The organisation an organisation CA belongs to; `None` for the federation CA.
+    organisation: Option<String>,
     cert_pem: String,
     key: KeyPair,
 }
@@ -228,6 +298,7 @@ impl std::fmt::Debug for Ca {
         f.debug_struct("Ca")
             .field("dir", &self.dir)
             .field("federation", &self.federation)
+            .field("organisation", &self.organisation)
             .field("key", &"[redacted]")
             .finish()
     }
@@ -249,8 +320,24 @@ fn random_serial() -> Result<SerialNumber, PkiError> {
 }
 
 impl Ca {
-    /// Creates a CA for `federation` in `dir` (created if needed) and an empty CRL.
+    /// Creates the federation CA for `federation` in `dir` (created if needed) and an empty
+    /// CRL. It signs federation participants only; see the module doc.
     pub fn init(dir: &Path, federation: &str) -> Result<Ca, PkiError> {
+        Self::create(dir, federation, None)
+    }
+
+    /// Creates the CA of `organisation`, a member of `federation`, in `dir`: the trust root
+    /// of the organisation's local principals (apps, agents, admins, auditors, portal).
+    pub fn init_organisation(
+        dir: &Path,
+        federation: &str,
+        organisation: &str,
+    ) -> Result<Ca, PkiError> {
+        valid_name(organisation)?;
+        Self::create(dir, federation, Some(organisation))
+    }
+
+    fn create(dir: &Path, federation: &str, organisation: Option<&str>) -> Result<Ca, PkiError> {
         valid_name(federation)?;
         let key_path = dir.join(CA_KEY_FILE);
         if key_path.exists() {
@@ -260,10 +347,22 @@ impl Ca {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            format!("amble federation CA {federation}"),
-        );
+        match organisation {
+            None => {
+                dn.push(
+                    DnType::CommonName,
+                    format!("amble federation CA {federation}"),
+                );
+                dn.push(DnType::OrganizationalUnitName, FEDERATION_CA_UNIT);
+            }
+            Some(org) => {
+                dn.push(
+                    DnType::CommonName,
+                    format!("amble organisation CA {org} ({federation})"),
+                );
+                dn.push(DnType::OrganizationalUnitName, ORGANISATION_CA_UNIT);
+            }
+        }
         dn.push(DnType::OrganizationName, federation);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -285,9 +384,14 @@ impl Ca {
         std::fs::write(&cert_path, cert.pem()).map_err(io_err(&cert_path))?;
         let fed_path = dir.join(FEDERATION_FILE);
         std::fs::write(&fed_path, format!("{federation}\n")).map_err(io_err(&fed_path))?;
+        if let Some(org) = organisation {
+            let org_path = dir.join(ORGANISATION_FILE);
+            std::fs::write(&org_path, format!("{org}\n")).map_err(io_err(&org_path))?;
+        }
         let ca = Ca {
             dir: dir.to_owned(),
             federation: federation.to_owned(),
+            organisation: organisation.map(str::to_owned),
             cert_pem: cert.pem(),
             key,
         };
@@ -313,9 +417,16 @@ impl Ca {
             .map_err(io_err(&fed_path))?
             .trim()
             .to_owned();
+        let org_path = dir.join(ORGANISATION_FILE);
+        let organisation = match std::fs::read_to_string(&org_path) {
+            Ok(s) => Some(s.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&org_path)(e)),
+        };
         Ok(Ca {
             dir: dir.to_owned(),
             federation,
+            organisation,
             cert_pem,
             key,
         })
@@ -323,6 +434,18 @@ impl Ca {
 
     pub fn federation(&self) -> &str {
         &self.federation
+    }
+
+    /// The organisation of an organisation CA; `None` for the federation CA.
+    pub fn organisation(&self) -> Option<&str> {
+        self.organisation.as_deref()
+    }
+
+    pub fn kind(&self) -> CaKind {
+        match self.organisation {
+            Some(_) => CaKind::Organisation,
+            None => CaKind::Federation,
+        }
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -377,6 +500,22 @@ impl Ca {
         if !ROLES.contains(&req.role.as_str()) {
             return Err(PkiError::BadRole {
                 given: req.role.clone(),
+            });
+        }
+        let kind = self.kind();
+        if kind == CaKind::Federation && LOCAL_ONLY_ROLES.contains(&req.role.as_str()) {
+            return Err(PkiError::WrongCa {
+                kind,
+                role: req.role.clone(),
+                hint: "an organisation's local principals come from its own CA \
+                       (`amble pki init --dir ORG-PKI --federation FED --organisation ORG`)",
+            });
+        }
+        if kind == CaKind::Organisation && FEDERATION_ONLY_ROLES.contains(&req.role.as_str()) {
+            return Err(PkiError::WrongCa {
+                kind,
+                role: req.role.clone(),
+                hint: "the coordinator's certificate comes from the federation CA",
             });
         }
         if !(1..=3650).contains(&req.days) {
@@ -536,7 +675,7 @@ mod tests {
     #[test]
     fn issued_certificate_carries_role_and_id_in_its_san_uri() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::init(dir.path(), "acme-fed").unwrap();
+        let ca = Ca::init_organisation(dir.path(), "acme-fed", "acme").unwrap();
         let mut req = IssueRequest::new("crm-1", "app");
         req.dns.push("localhost".into());
         req.ips.push("127.0.0.1".parse().unwrap());
@@ -570,7 +709,7 @@ mod tests {
     #[test]
     fn unknown_role_and_bad_names_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::init(dir.path(), "f").unwrap();
+        let ca = Ca::init_organisation(dir.path(), "f", "org").unwrap();
         assert!(matches!(
             ca.issue(&IssueRequest::new("x", "root")),
             Err(PkiError::BadRole { .. })
@@ -586,7 +725,7 @@ mod tests {
     #[test]
     fn a_name_holds_one_valid_certificate_until_revoked() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::init(dir.path(), "f").unwrap();
+        let ca = Ca::init_organisation(dir.path(), "f", "org").unwrap();
         ca.issue(&IssueRequest::new("a", "app")).unwrap();
         assert!(matches!(
             ca.issue(&IssueRequest::new("a", "app")),
@@ -601,7 +740,7 @@ mod tests {
     #[test]
     fn revocation_lists_the_serial_in_the_crl() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::init(dir.path(), "f").unwrap();
+        let ca = Ca::init_organisation(dir.path(), "f", "org").unwrap();
         let issued = ca.issue(&IssueRequest::new("a", "app")).unwrap();
         let before = std::fs::read_to_string(ca.crl_path()).unwrap();
         ca.revoke("a").unwrap();
@@ -642,5 +781,34 @@ mod tests {
             Ca::init(dir.path(), "f"),
             Err(PkiError::AlreadyInitialised(_))
         ));
+    }
+
+    #[test]
+    fn federation_ca_refuses_local_roles_and_organisation_ca_refuses_the_coordinator() {
+        let fed_dir = tempfile::tempdir().unwrap();
+        let fed = Ca::init(fed_dir.path(), "f").unwrap();
+        for role in LOCAL_ONLY_ROLES {
+            assert!(matches!(
+                fed.issue(&IssueRequest::new("x", role)),
+                Err(PkiError::WrongCa { .. })
+            ));
+        }
+        fed.issue(&IssueRequest::new("n", "node")).unwrap();
+        let org_dir = tempfile::tempdir().unwrap();
+        let org = Ca::init_organisation(org_dir.path(), "f", "acme").unwrap();
+        assert!(matches!(
+            org.issue(&IssueRequest::new("c", "coordinator")),
+            Err(PkiError::WrongCa { .. })
+        ));
+        org.issue(&IssueRequest::new("crm", "app")).unwrap();
+        // The kind survives a reopen and is readable from the CA certificate alone.
+        assert_eq!(
+            Ca::open(org_dir.path()).unwrap().kind(),
+            CaKind::Organisation
+        );
+        assert_eq!(Ca::open(fed_dir.path()).unwrap().kind(), CaKind::Federation);
+        let der = |ca: &Ca| first_cert_der(ca.cert_pem()).unwrap();
+        assert_eq!(ca_kind_of(&der(&org)).unwrap(), Some(CaKind::Organisation));
+        assert_eq!(ca_kind_of(&der(&fed)).unwrap(), Some(CaKind::Federation));
     }
 }

@@ -4,20 +4,25 @@
 //! (`amble coordinator serve`) — and every client of theirs (the CLI, the node's federation
 //! client, the tests and benchmarks) build their TLS here, so there is one place that decides
 //! what a connection must prove: TLS 1.3 only, the ring provider, a client certificate that
-//! chains to the federation CA, is within its validity and is not on the CRL. No plaintext or
-//! server-only mode can be built from this crate.
+//! chains to a configured CA, is within its validity and is not on the CRL. No plaintext or
+//! server-only mode can be built from this crate. It also holds the one [auth layer](AuthLayer)
+//! that turns the verified certificate into a [`Caller`] and checks it against a service's
+//! per-method table, by trust root (the organisation's own CA or the federation's) and
+//! federation name.
 //!
 //! On the map in `docs/ARCHITECTURE.md` this crate sits beside `proto`, below `node` and
 //! `coordinator`.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod client;
 mod incoming;
 mod tls;
 
+pub use auth::{Auth, AuthLayer, Caller, Gatekeeper, MethodAccess, access_of, caller_of, refusal};
 pub use client::{ClientIdentity, source_chain};
-pub use incoming::{Conn, ConnLimits, TlsSlot, mtls_incoming};
-pub use tls::{TlsFiles, server_config};
+pub use incoming::{Activity, Conn, ConnLimits, InFlight, PeerInfo, TlsSlot, mtls_incoming};
+pub use tls::{ServerTls, TlsFiles, TrustRoot, server_config};
 
 use std::path::PathBuf;
 

@@ -260,11 +260,11 @@ impl Archive {
         let mut out = Vec::new();
         for k in self.store.all_record_keys() {
             let k = k?;
-            if let Some(keep) = retention(k.collection) {
-                let cutoff = to_ms(now - keep);
-                if k.time_ms < cutoff {
-                    out.push(k);
-                }
+            // A retention longer than the calendar reaches back (P20000Y) expires nothing.
+            if let Some(cutoff) = retention(k.collection).and_then(|keep| now.checked_sub(keep))
+                && k.time_ms < to_ms(cutoff)
+            {
+                out.push(k);
             }
         }
         Ok(out)

@@ -16,7 +16,7 @@ pub enum NodeError {
     #[error(transparent)]
     Crypto(#[from] amble_crypto::CryptoError),
     #[error("storage error: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
     #[error("storage transaction failed: {0}")]
     Transaction(String),
     #[error("i/o error on {path}: {source}")]
@@ -28,7 +28,7 @@ pub enum NodeError {
     #[error(transparent)]
     UnknownName(#[from] amble_policy::UnknownName),
     #[error(transparent)]
-    Audit(#[from] amble_audit::AuditError),
+    Audit(amble_audit::AuditError),
     #[error(transparent)]
     Consent(#[from] amble_consent::ConsentError),
     #[error(transparent)]
@@ -57,13 +57,40 @@ pub enum NodeError {
     Corrupt(String),
     #[error("time {0} is out of the supported range")]
     TimeOutOfRange(String),
+    #[error(
+        "the policy file changed but declares version {version}, not above the {current} in \
+         force; raise `version` so every decision can be traced to one policy"
+    )]
+    PolicyNotNewer { version: u64, current: u64 },
+}
+
+/// Every storage error becomes a `NodeError` here, and a fault of the storage itself trips
+/// the [fault latch](crate::fault) on the way.
+impl From<sled::Error> for NodeError {
+    fn from(e: sled::Error) -> Self {
+        if crate::fault::is_storage_fault(&e) {
+            crate::fault::trip(&format!("storage: {e}"));
+        }
+        NodeError::Storage(e)
+    }
+}
+
+impl From<amble_audit::AuditError> for NodeError {
+    fn from(e: amble_audit::AuditError) -> Self {
+        if let amble_audit::AuditError::Storage(s) = &e
+            && crate::fault::is_storage_fault(s)
+        {
+            crate::fault::trip(&format!("audit log storage: {s}"));
+        }
+        NodeError::Audit(e)
+    }
 }
 
 impl From<sled::transaction::TransactionError<NodeError>> for NodeError {
     fn from(e: sled::transaction::TransactionError<NodeError>) -> Self {
         match e {
             sled::transaction::TransactionError::Abort(inner) => inner,
-            sled::transaction::TransactionError::Storage(s) => NodeError::Storage(s),
+            sled::transaction::TransactionError::Storage(s) => NodeError::from(s),
         }
     }
 }

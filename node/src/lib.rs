@@ -20,6 +20,7 @@ pub mod assist;
 mod backup;
 mod collection;
 mod error;
+pub mod fault;
 pub mod ingest;
 pub mod needs;
 mod node;

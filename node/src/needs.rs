@@ -108,13 +108,13 @@ impl From<amble_learn::LearnError> for NeedsError {
 
 impl From<sled::Error> for NeedsError {
     fn from(e: sled::Error) -> Self {
-        NeedsError::Node(NodeError::Storage(e))
+        NeedsError::Node(NodeError::from(e))
     }
 }
 
 impl From<amble_audit::AuditError> for NeedsError {
     fn from(e: amble_audit::AuditError) -> Self {
-        NeedsError::Node(NodeError::Audit(e))
+        NeedsError::Node(NodeError::from(e))
     }
 }
 

@@ -56,6 +56,16 @@ impl Actor {
     }
 }
 
+/// Reads and checks the policy file, with the SHA-256 of its text.
+fn load_policy(path: &Path) -> Result<(Policy, [u8; 32])> {
+    let text = std::fs::read_to_string(path).map_err(|source| NodeError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let policy = Policy::from_toml_str(&text, &path.display().to_string())?;
+    Ok((policy, amble_crypto::sha256(text.as_bytes())))
+}
+
 fn hex_id(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -103,6 +113,9 @@ pub struct Node {
     pub(crate) archive: Archive,
     pub(crate) audit: AuditLog,
     policy: RwLock<Arc<Policy>>,
+    /// SHA-256 of the policy file's text in force: a reload with changed grants must carry a
+    /// higher `version`.
+    policy_digest: std::sync::Mutex<[u8; 32]>,
     policy_path: PathBuf,
     signer: SigningKey,
     origin: String,
@@ -150,7 +163,7 @@ impl Node {
     }
 
     fn with_archive(archive: Archive, policy_path: PathBuf) -> Result<Self> {
-        let policy = Policy::load(&policy_path)?;
+        let (policy, digest) = load_policy(&policy_path)?;
         let audit = AuditLog::open(archive.store().db())?;
         let signer = archive.keyring().signing_key()?;
         let origin = format!(
@@ -161,6 +174,7 @@ impl Node {
             archive,
             audit,
             policy: RwLock::new(Arc::new(policy)),
+            policy_digest: std::sync::Mutex::new(digest),
             policy_path,
             signer,
             origin,
@@ -186,9 +200,24 @@ impl Node {
     }
 
     /// Loads the policy file again; an invalid file is rejected whole and the old policy stays.
+    ///
+    /// A policy whose text changed must declare a higher `version` than the one in force, so
+    /// that every decision can be traced to one version; the same text reloads as a no-op.
     pub fn reload_policy(&self, actor: &Actor) -> Result<u64> {
-        let new = Policy::load(&self.policy_path)?;
+        let (new, digest) = load_policy(&self.policy_path)?;
         let version = new.version();
+        let mut in_force = match self.policy_digest.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if *in_force == digest {
+            return Ok(version);
+        }
+        let current = self.policy().version();
+        if version <= current {
+            return Err(NodeError::PolicyNotNewer { version, current });
+        }
+        *in_force = digest;
         self.audit.append_durable(
             actor
                 .draft(Action::PolicyReload)
@@ -616,12 +645,12 @@ impl Node {
     }
 
     /// Logs a call the caller's role may not make (refused before it touched anything).
-    pub fn log_denied_call(&self, actor: &Actor, method: &str) -> Result<u64> {
+    pub fn log_denied_call(&self, actor: &Actor, reason: &str) -> Result<u64> {
         Ok(self.audit.append_durable(
             actor
                 .draft(Action::DeniedCall)
                 .decision(Logged::Deny)
-                .reason(format!("role {} may not call {method}", actor.role)),
+                .reason(reason.to_owned()),
         )?)
     }
 

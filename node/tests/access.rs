@@ -226,6 +226,71 @@ fn retention_sweep_removes_old_records_and_keeps_young_ones() {
 }
 
 #[test]
+fn a_retention_longer_than_the_calendar_expires_nothing_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::init(dir.path(), None).unwrap();
+    let op = actor(Role::Admin);
+    let path = dir.path().join("policy.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let v = node.policy().version();
+    let long = good
+        .replacen("events = \"P6Y\"", "events = \"P20000Y\"", 1)
+        .replacen(
+            &format!("version = {v}"),
+            &format!("version = {}", v + 1),
+            1,
+        );
+    assert_ne!(long, good);
+    std::fs::write(&path, long).unwrap();
+    node.reload_policy(&op).unwrap();
+    let p = r("phone:+1");
+    node.append_batch(
+        &op,
+        &[(
+            p.clone(),
+            rec(Collection::Events, 4000, serde_json::json!({"kind": "old"})),
+        )],
+    )
+    .unwrap();
+    let rep = node
+        .sweep_retention(&op, OffsetDateTime::now_utc())
+        .unwrap();
+    assert_eq!(rep.removed.get("events"), None);
+    let s = node.subject_of(&p).unwrap();
+    assert_eq!(node.count(&s, Some(Collection::Events)), 1);
+}
+
+#[test]
+fn a_changed_policy_must_declare_a_higher_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::init(dir.path(), None).unwrap();
+    let op = actor(Role::Admin);
+    let path = dir.path().join("policy.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let v = node.policy().version();
+    let before = node.policy().retention(Collection::Interactions);
+    // The same text reloads (SIGHUP for a new CRL leaves the policy as it is).
+    assert_eq!(node.reload_policy(&op).unwrap(), v);
+    let changed = good.replacen("interactions = \"P2Y\"", "interactions = \"P9Y\"", 1);
+    assert_ne!(changed, good);
+    std::fs::write(&path, &changed).unwrap();
+    let err = node.reload_policy(&op).unwrap_err().to_string();
+    assert!(err.contains("version"), "{err}");
+    assert_eq!(node.policy().retention(Collection::Interactions), before);
+    let lower = changed.replacen(&format!("version = {v}"), "version = 0", 1);
+    std::fs::write(&path, lower).unwrap();
+    assert!(node.reload_policy(&op).is_err());
+    let bumped = changed.replacen(
+        &format!("version = {v}"),
+        &format!("version = {}", v + 1),
+        1,
+    );
+    std::fs::write(&path, bumped).unwrap();
+    assert_eq!(node.reload_policy(&op).unwrap(), v + 1);
+    assert_ne!(node.policy().retention(Collection::Interactions), before);
+}
+
+#[test]
 fn receipts_verify_with_the_node_key_and_not_after_a_change() {
     let (_d, node, p) = node_with_person();
     let receipt = node

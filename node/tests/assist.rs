@@ -143,6 +143,8 @@ impl Prepared {
                 key: certs.join("node-1.key"),
                 client_ca: fx.ca.cert_path(),
                 crl: fx.ca.crl_path(),
+                federation_ca: None,
+                federation_crl: None,
             },
             limits: Limits {
                 max_message_bytes: MAX_MESSAGE,

@@ -17,6 +17,8 @@ use server_support::Fixture;
 use std::sync::Arc;
 
 const REF: &str = "phone:+15550001";
+/// The actor of what a person does through a link the node's operator issued.
+const OPERATOR_LINK: &str = "portal-link/admin/node:portal";
 
 struct Reply {
     status: StatusCode,
@@ -60,7 +62,7 @@ async fn request(
         .uri(path)
         .header(header::HOST, format!("127.0.0.1:{}", addr.port()));
     if let Some(c) = cookie {
-        req = req.header(header::COOKIE, format!("amble_portal={c}"));
+        req = req.header(header::COOKIE, format!("__Host-amble_portal={c}"));
     }
     if form.is_some() {
         req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
@@ -91,7 +93,7 @@ fn session_cookie(r: &Reply) -> String {
     c.split(';')
         .next()
         .unwrap()
-        .strip_prefix("amble_portal=")
+        .strip_prefix("__Host-amble_portal=")
         .unwrap()
         .to_owned()
 }
@@ -228,7 +230,7 @@ async fn consent_changes_need_the_csrf_token_and_reach_the_node_and_the_audit_lo
     let changes: Vec<(String, String)> = audit_entries(&fx)
         .await
         .into_iter()
-        .filter(|e| e["action"] == "consent_change" && e["actor"] == "subject-portal")
+        .filter(|e| e["action"] == "consent_change" && e["actor"] == OPERATOR_LINK)
         .map(|e| {
             assert_eq!(e["role"], "subject-portal");
             (
@@ -283,12 +285,12 @@ async fn the_export_downloads_as_json_and_erasure_needs_confirmation_and_ends_th
     assert!(
         entries
             .iter()
-            .any(|e| e["action"] == "erase" && e["actor"] == "subject-portal")
+            .any(|e| e["action"] == "erase" && e["actor"] == OPERATOR_LINK)
     );
     assert!(
         entries
             .iter()
-            .any(|e| e["action"] == "export" && e["actor"] == "subject-portal")
+            .any(|e| e["action"] == "export" && e["actor"] == OPERATOR_LINK)
     );
     fx.stop().await;
 }
@@ -414,5 +416,185 @@ async fn an_unused_link_expires() {
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     let late = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
     assert_eq!(late.status, StatusCode::FORBIDDEN);
+    fx.stop().await;
+}
+
+async fn app_link(fx: &Fixture, issuer: &str) -> String {
+    SubjectClient::new(fx.channel(issuer))
+        .issue_portal_link(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_an_app_issued_cannot_export_or_erase_and_the_log_names_the_app() {
+    let fx = start_with_subject().await;
+    let open = request(&fx, Method::GET, &app_link(&fx, "crm").await, None, None).await;
+    assert_eq!(open.status, StatusCode::OK);
+    assert!(!open.body.contains("id=\"export\""), "{}", open.body);
+    assert!(!open.body.contains("action=\"/erase\""), "{}", open.body);
+    assert!(open.body.contains("id=\"verify\""), "{}", open.body);
+    let sid = session_cookie(&open);
+    let token = csrf(&open.body);
+
+    // The app may not export or erase over gRPC; its link may not either.
+    let x = request(&fx, Method::GET, "/export", Some(&sid), None).await;
+    assert_eq!(x.status, StatusCode::FORBIDDEN);
+    assert!(!x.body.contains("Ann"));
+    let confirmed = format!("csrf={token}&confirm=yes");
+    let r = request(&fx, Method::POST, "/erase", Some(&sid), Some(&confirmed)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The person is still there, and their consent choices still work through the link.
+    let give = format!("csrf={token}&purpose=personalisation&action=give");
+    let r = request(&fx, Method::POST, "/consent", Some(&sid), Some(&give)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let export = SubjectClient::new(fx.channel("ops"))
+        .export(pb::SubjectRef { r#ref: REF.into() })
+        .await;
+    assert!(
+        export.is_ok(),
+        "the person was erased through an app's link"
+    );
+
+    let entries = audit_entries(&fx).await;
+    let via_app: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["actor"] == "portal-link/app/crm")
+        .map(|e| e["action"].as_str().unwrap_or_default())
+        .collect();
+    assert!(via_app.contains(&"consent_change"), "{via_app:?}");
+    assert!(
+        !via_app.contains(&"export") && !via_app.contains(&"erase"),
+        "{via_app:?}"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["actor"] == "subject-portal" && e["action"] == "consent_change"),
+        "a portal action was attributed to the person rather than to the link's issuer"
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_from_the_identity_checking_front_end_unlocks_the_export() {
+    let fx = start_with_subject().await;
+    let open = request(&fx, Method::GET, &app_link(&fx, "portal").await, None, None).await;
+    assert!(open.body.contains("id=\"export\""), "{}", open.body);
+    let sid = session_cookie(&open);
+    let x = request(&fx, Method::GET, "/export", Some(&sid), None).await;
+    assert_eq!(x.status, StatusCode::OK);
+    assert!(x.body.contains("Ann"));
+    assert!(
+        audit_entries(&fx)
+            .await
+            .iter()
+            .any(|e| e["action"] == "export" && e["actor"] == "portal-link/subject-portal/portal")
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_issuer_cannot_fill_the_table_of_links_for_everyone() {
+    let fx = start_with_subject().await;
+    let mut crm = SubjectClient::new(fx.channel("crm"));
+    let mut refused = None;
+    for _ in 0..1_001 {
+        if let Err(e) = crm
+            .issue_portal_link(pb::SubjectRef { r#ref: REF.into() })
+            .await
+        {
+            refused = Some(e);
+            break;
+        }
+    }
+    let err = refused.expect("one app issued more than 1,000 open links");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("crm"), "{}", err.message());
+    assert!(
+        !err.message().contains("configuration"),
+        "{}",
+        err.message()
+    );
+    // Another issuer is not blocked by the first one's links.
+    SubjectClient::new(fx.channel("portal"))
+        .issue_portal_link(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap();
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_body_that_trickles_in_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = start_with_subject().await;
+    let open = request(&fx, Method::GET, &format!("/?t={}", link(&fx)), None, None).await;
+    let sid = session_cookie(&open);
+    let (addr, _) = fx.portal.as_ref().unwrap();
+    let ca = std::fs::read(fx.ca.cert_path()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    // Headers promise 100 bytes; 10 arrive, then nothing.
+    tls.write_all(
+        format!(
+            "POST /consent HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: __Host-amble_portal={sid}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncsrf=00000"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), tls.read(&mut answer))
+        .await
+        .expect("the portal waited for the rest of the body for 30 s")
+        .unwrap();
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_the_session() {
+    let fx = start_with_subject().await;
+    let open = request(&fx, Method::GET, &format!("/?t={}", link(&fx)), None, None).await;
+    let sid = session_cookie(&open);
+    let token = csrf(&open.body);
+    assert!(open.body.contains("id=\"logout\""));
+    let bad = request(&fx, Method::POST, "/logout", Some(&sid), Some("csrf=nope")).await;
+    assert_eq!(bad.status, StatusCode::FORBIDDEN);
+    let out = request(
+        &fx,
+        Method::POST,
+        "/logout",
+        Some(&sid),
+        Some(&format!("csrf={token}")),
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::OK);
+    let cleared = out.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("__Host-amble_portal=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    let after = request(&fx, Method::GET, "/", Some(&sid), None).await;
+    assert_eq!(after.status, StatusCode::FORBIDDEN);
     fx.stop().await;
 }

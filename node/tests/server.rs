@@ -78,7 +78,7 @@ async fn a_valid_certificate_gets_in_and_one_without_a_client_certificate_does_n
 async fn a_certificate_from_another_ca_is_refused_on_the_first_rpc() {
     let fx = Fixture::start().await;
     let other_dir = fx.tmp.path().join("other-pki");
-    let other = Ca::init(&other_dir, "test-fed").unwrap();
+    let other = Ca::init_organisation(&other_dir, "test-fed", "org-x").unwrap();
     other.issue(&IssueRequest::new("crm", "app")).unwrap();
     let certs = other_dir.join("certs");
     let intruder = ClientIdentity::load(
@@ -94,6 +94,28 @@ async fn a_certificate_from_another_ca_is_refused_on_the_first_rpc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_cannot_lock_other_clients_out() {
+    let fx = Fixture::start_with_limits(amble_node::server::Limits {
+        max_connections: 3,
+        idle_timeout_secs: 1,
+        ..Fixture::limits()
+    })
+    .await;
+    // Three clients finish the handshake and then say nothing.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(fx.identity("crm").connect(&fx.url()).await.unwrap());
+    }
+    // While they hold every slot, a fourth client is turned away...
+    assert!(health(fx.channel("ops")).await.is_err());
+    // ...until the idle limit closes them: then it gets in.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(health(fx.channel("ops")).await.is_ok());
+    drop(idle);
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_is_refused_on_the_first_rpc() {
     let fx = Fixture::start().await;
     let mut req = IssueRequest::new("old-app", "app");
@@ -102,6 +124,32 @@ async fn an_expired_certificate_is_refused_on_the_first_rpc() {
     fx.ca.issue(&req).unwrap();
     assert!(health(fx.channel("old-app")).await.is_err());
     assert!(health(fx.channel("crm")).await.is_ok());
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_connections_already_open() {
+    let fx = Fixture::start().await;
+    fx.ca.issue(&IssueRequest::new("soon-gone", "app")).unwrap();
+    fx.ca.issue(&IssueRequest::new("stays", "app")).unwrap();
+    // Both connect and keep their connection open across the reload.
+    let gone = fx.identity("soon-gone").connect(&fx.url()).await.unwrap();
+    let stays = fx.identity("stays").connect(&fx.url()).await.unwrap();
+    assert!(health(gone.clone()).await.is_ok());
+    assert!(health(stays.clone()).await.is_ok());
+    fx.ca.revoke("soon-gone").unwrap();
+    fx.reloader.reload().unwrap();
+    // The revoked one's open connection is closed (and a new handshake is refused).
+    let mut refused = false;
+    for _ in 0..50 {
+        if health(gone.clone()).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refused, "a revoked certificate kept its open connection");
+    assert!(health(stays).await.is_ok());
     fx.stop().await;
 }
 
@@ -491,9 +539,9 @@ fn every_method_of_every_service_has_an_allow_list() {
         "/amble.v1.Admin/Health",
     ];
     for m in methods {
-        assert!(amble_node::server::allowed_roles(m).is_some(), "{m}");
+        assert!(amble_node::server::method_access(m).is_some(), "{m}");
     }
-    assert!(amble_node::server::allowed_roles("/amble.v1.Archive/Drop").is_none());
+    assert!(amble_node::server::method_access("/amble.v1.Archive/Drop").is_none());
     let _ = pki_dir;
 }
 

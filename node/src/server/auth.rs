@@ -1,58 +1,83 @@
-//! The one place a caller becomes an [`Actor`]: a tower layer that reads id and role from the
-//! verified client certificate, checks the method's allowed roles, and either passes the
-//! request on with the `Actor` in its extensions or answers PERMISSION_DENIED and logs the
-//! refusal in the audit log. Handlers never look at certificates or request fields for this.
+//! Who may call each of the node's methods, and how the node answers the shared auth layer
+//! of `amble-net` ([`amble_net::AuthLayer`]): the node's federation, its refusal log, and a
+//! refusal of every call after a storage fault.
+//!
+//! Two trust roots reach a node (docs/THREAT_MODEL.md). Its **organisation's CA**
+//! (`tls.client_ca`) signs the local principals: apps, agents, admins, auditors and the
+//! portal front end. The **federation CA** (`tls.federation_ca`) signs every member's node and
+//! the coordinator: from it only the coordinator is admitted, and only to the audit methods
+//! a witness needs. Another organisation's node certificate reaches nothing here.
 
 use super::Shared;
 use crate::Actor;
 use amble_consent::Method;
+use amble_net::{Caller, Gatekeeper, MethodAccess, TrustRoot};
 use amble_policy::Role;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use tonic::Status;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use Role::{Admin, Agent, App, Auditor, Coordinator, Node, SubjectPortal};
+const EVERY_LOCAL_ROLE: &[&str] = &["app", "agent", "auditor", "admin", "subject-portal"];
 
-const EVERYONE: &[Role] = &[Coordinator, Node, App, Agent, Auditor, Admin, SubjectPortal];
+const fn local(path: &'static str, roles: &'static [&'static str]) -> MethodAccess {
+    MethodAccess {
+        path,
+        local: roles,
+        federation: &[],
+    }
+}
 
-/// Which roles may call each method; a method not listed here is refused for everyone.
-pub const METHOD_ROLES: &[(&str, &[Role])] = &[
-    ("/amble.v1.Archive/Append", &[App, Agent, Node]),
-    ("/amble.v1.Archive/Read", &[App, Agent, Node]),
-    ("/amble.v1.Archive/Link", &[App, Admin]),
-    ("/amble.v1.Archive/Unlink", &[App, Admin]),
-    ("/amble.v1.Subject/GetConsent", &[App, SubjectPortal, Admin]),
-    ("/amble.v1.Subject/SetConsent", &[App, SubjectPortal, Admin]),
-    ("/amble.v1.Subject/Export", &[SubjectPortal, Admin]),
-    ("/amble.v1.Subject/Erase", &[SubjectPortal, Admin]),
-    ("/amble.v1.Subject/AccessLog", &[App, SubjectPortal, Admin]),
-    ("/amble.v1.Subject/IssuePortalLink", &[App, SubjectPortal]),
-    ("/amble.v1.Audit/Checkpoint", &[Auditor, Admin, Coordinator]),
-    ("/amble.v1.Audit/Entries", &[Auditor, Admin]),
-    (
-        "/amble.v1.Audit/InclusionProof",
-        &[Auditor, Admin, Coordinator],
+const fn witnessed(path: &'static str, roles: &'static [&'static str]) -> MethodAccess {
+    MethodAccess {
+        path,
+        local: roles,
+        federation: &["coordinator"],
+    }
+}
+
+/// Which roles may call each method, by trust root; a method not listed is refused for
+/// everyone.
+pub const METHODS: &[MethodAccess] = &[
+    local("/amble.v1.Archive/Append", &["app", "agent"]),
+    local("/amble.v1.Archive/Read", &["app", "agent"]),
+    local("/amble.v1.Archive/Link", &["app", "admin"]),
+    local("/amble.v1.Archive/Unlink", &["app", "admin"]),
+    local(
+        "/amble.v1.Subject/GetConsent",
+        &["app", "subject-portal", "admin"],
     ),
-    (
-        "/amble.v1.Audit/ConsistencyProof",
-        &[Auditor, Admin, Coordinator],
+    local(
+        "/amble.v1.Subject/SetConsent",
+        &["app", "subject-portal", "admin"],
     ),
-    ("/amble.v1.Admin/ReloadPolicy", &[Admin]),
-    ("/amble.v1.Admin/RotateKey", &[Admin]),
-    ("/amble.v1.Admin/Health", EVERYONE),
-    ("/amble.v1.Assist/Classify", &[App, Agent]),
-    ("/amble.v1.Assist/PredictNeeds", &[App, Agent]),
+    local("/amble.v1.Subject/Export", &["subject-portal", "admin"]),
+    local("/amble.v1.Subject/Erase", &["subject-portal", "admin"]),
+    local(
+        "/amble.v1.Subject/AccessLog",
+        &["app", "subject-portal", "admin"],
+    ),
+    local(
+        "/amble.v1.Subject/IssuePortalLink",
+        &["app", "subject-portal", "admin"],
+    ),
+    witnessed("/amble.v1.Audit/Checkpoint", &["auditor", "admin"]),
+    local("/amble.v1.Audit/Entries", &["auditor", "admin"]),
+    witnessed("/amble.v1.Audit/InclusionProof", &["auditor", "admin"]),
+    witnessed("/amble.v1.Audit/ConsistencyProof", &["auditor", "admin"]),
+    local("/amble.v1.Admin/ReloadPolicy", &["admin"]),
+    local("/amble.v1.Admin/RotateKey", &["admin"]),
+    witnessed("/amble.v1.Admin/Health", EVERY_LOCAL_ROLE),
+    local("/amble.v1.Assist/Classify", &["app", "agent"]),
+    local("/amble.v1.Assist/PredictNeeds", &["app", "agent"]),
 ];
 
-/// The roles allowed to call `path` (`/package.Service/Method`), if it is a known method.
-pub fn allowed_roles(path: &str) -> Option<&'static [Role]> {
-    METHOD_ROLES
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map(|(_, roles)| *roles)
+/// The entry for `path` (`/package.Service/Method`), if it is a method of the node.
+pub fn method_access(path: &str) -> Option<&'static MethodAccess> {
+    amble_net::access_of(METHODS, path)
+}
+
+/// May a caller of `role` from the organisation's own CA call `path`? (The portal asks this
+/// of a link's issuer: a link unlocks nothing its issuer may not do.)
+pub fn local_role_may_call(role: Role, path: &str) -> bool {
+    method_access(path).is_some_and(|m| m.local.contains(&role.as_str()))
 }
 
 fn method_for(role: Role) -> Method {
@@ -64,112 +89,46 @@ fn method_for(role: Role) -> Method {
     }
 }
 
-/// The actor a verified certificate chain names, or why it names none.
-fn actor_from_certs<B>(req: &http::Request<B>) -> Result<Actor, Status> {
-    let certs = req
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(TlsConnectInfo::peer_certs)
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    let identity = amble_crypto::pki::identity_of(leaf.as_ref())
-        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-    let role: Role = identity.role.parse().map_err(|e| {
+/// The node's actor for an admitted (or refused) caller. A role the policy crate does not know
+/// cannot come from a certificate `identity_of` accepted; it is refused all the same.
+pub(crate) fn actor_of(caller: &Caller) -> Result<Actor, Status> {
+    let role: Role = caller.role.parse().map_err(|e| {
         Status::unauthenticated(format!("client certificate carries an unknown role: {e}"))
     })?;
-    Ok(Actor::new(identity.id, role, method_for(role)))
+    let mut actor = Actor::new(caller.id.clone(), role, method_for(role));
+    actor.request_id.clone_from(&caller.request_id);
+    Ok(actor)
 }
 
-/// The layer; see the module doc.
-#[derive(Clone)]
-pub struct AuthLayer {
-    shared: Arc<Shared>,
-}
-
-impl AuthLayer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        AuthLayer { shared }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for Auth<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+impl Gatekeeper for Shared {
+    fn federation(&self) -> &str {
+        &self.federation
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = req.uri().path().to_owned();
-        let actor = match actor_from_certs(&req) {
-            Ok(a) => a,
-            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+    fn log_refusal(&self, caller: &Caller, path: &str) -> Result<(), String> {
+        let actor = actor_of(caller).map_err(|s| s.message().to_owned())?;
+        let from = match caller.root {
+            TrustRoot::Local => String::new(),
+            TrustRoot::Federation => " with a federation certificate".to_owned(),
         };
-        let Some(roles) = allowed_roles(&path) else {
-            return Box::pin(async move {
-                Ok(Status::unimplemented(format!(
-                    "{path} is not a method of this node; see proto/amble/v1"
-                ))
-                .into_http())
-            });
+        let reason = if caller.federation != self.federation {
+            format!(
+                "certificate for federation {:?} may not call {path}",
+                caller.federation
+            )
+        } else {
+            format!("role {}{from} may not call {path}", caller.role)
         };
-        if roles.contains(&actor.role) {
-            req.extensions_mut().insert(actor);
-            return Box::pin(inner.call(req));
-        }
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
-            let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            let msg = format!(
-                "role {} may not call {path}; it is open to: {}",
-                actor.role,
-                allowed.join(", ")
-            );
-            tracing::warn!(caller = %actor.id, role = %actor.role, method = %path, "refused call");
-            let logged = tokio::task::spawn_blocking(move || {
-                shared.with_node(|node| node.log_denied_call(&actor, &path))
-            })
-            .await;
-            match logged {
-                Ok(Ok(_)) => Ok(Status::permission_denied(msg).into_http()),
-                // A refusal that cannot be logged is still a refusal; say the log failed.
-                _ => Ok(Status::internal(
-                    "call refused, and the refusal could not be logged; see the node's log",
-                )
-                .into_http()),
-            }
+        self.with_node(|node| node.log_denied_call(&actor, &reason))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn refuse_all(&self) -> Option<Status> {
+        crate::fault::tripped().map(|why| {
+            Status::unavailable(format!(
+                "the node stopped serving after a storage fault ({why}); it is restarting"
+            ))
         })
     }
 }

@@ -52,6 +52,12 @@ pub struct Limits {
     pub request_timeout_secs: u64,
     /// A TLS handshake taking longer is dropped.
     pub handshake_timeout_secs: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/2 pings do not
+    /// count), so idle connections cannot hold every slot under `max_connections`.
+    pub idle_timeout_secs: u64,
+    /// A connection older than this is closed at its first moment with no request in flight;
+    /// clients reconnect.
+    pub max_connection_secs: u64,
 }
 
 impl Default for Limits {
@@ -63,6 +69,8 @@ impl Default for Limits {
             max_streams_per_connection: 64,
             request_timeout_secs: 30,
             handshake_timeout_secs: 10,
+            idle_timeout_secs: 300,
+            max_connection_secs: 3600,
         }
     }
 }
@@ -101,6 +109,61 @@ impl Limits {
 }
 
 impl ServeConfig {
+    /// Who the node's own certificate says it is (its federation is the one callers must name).
+    pub fn own_identity(&self) -> Result<amble_crypto::pki::Identity, ServerError> {
+        let pem = std::fs::read_to_string(&self.tls.cert).map_err(|source| ServerError::Io {
+            path: self.tls.cert.clone(),
+            source,
+        })?;
+        amble_crypto::pki::first_cert_der(&pem)
+            .and_then(|der| amble_crypto::pki::identity_of(&der))
+            .map_err(|e| {
+                ServerError::Tls(format!(
+                    "{}: the node's certificate must carry its spiffe:// identity from `amble pki issue`: {e}",
+                    self.tls.cert.display()
+                ))
+            })
+    }
+
+    /// The CA that signed the coordinator's certificate: `tls.federation_ca`.
+    pub fn federation_ca(&self) -> Result<&Path, ServerError> {
+        self.tls.federation_ca.as_deref().ok_or_else(|| {
+            ServerError::Config(
+                "[federation] needs tls.federation_ca and tls.federation_crl: the federation \
+                 CA's certificate and CRL (the coordinator's certificate chains to it)"
+                    .into(),
+            )
+        })
+    }
+
+    /// The layout of docs/THREAT_MODEL.md: the node's local root (`tls.client_ca`) is its
+    /// organisation's CA, never the federation CA, which signs every member's node; and a
+    /// node in a federation names the federation CA separately.
+    pub fn check_trust_roots(&self) -> Result<(), ServerError> {
+        let pem =
+            std::fs::read_to_string(&self.tls.client_ca).map_err(|source| ServerError::Io {
+                path: self.tls.client_ca.clone(),
+                source,
+            })?;
+        let kind = amble_crypto::pki::first_cert_der(&pem)
+            .and_then(|der| amble_crypto::pki::ca_kind_of(&der))
+            .map_err(|e| ServerError::Tls(format!("{}: {e}", self.tls.client_ca.display())))?;
+        if kind == Some(amble_crypto::pki::CaKind::Federation) {
+            return Err(ServerError::Config(format!(
+                "tls.client_ca ({}) is a federation CA: it signs every member's certificates, so \
+                 other organisations could reach this node's archive. Create your \
+                 organisation's CA (`amble pki init --dir org-pki --federation FED \
+                 --organisation ORG`), issue your apps, agents, admins and auditors from it, \
+                 set tls.client_ca to it, and name the federation CA as tls.federation_ca",
+                self.tls.client_ca.display()
+            )));
+        }
+        if self.federation.is_some() {
+            self.federation_ca()?;
+        }
+        Ok(())
+    }
+
     /// Reads and checks a `node.toml`; relative paths are taken from the file's folder.
     pub fn load(path: &Path) -> Result<ServeConfig, ServerError> {
         let text = std::fs::read_to_string(path).map_err(|source| ServerError::Io {

@@ -28,22 +28,26 @@ pub mod client {
 }
 
 pub use amble_net::TlsFiles;
-pub use auth::{AuthLayer, METHOD_ROLES, allowed_roles};
+pub use auth::{METHODS, local_role_may_call, method_access};
 pub use config::{Limits, ServeConfig};
 pub use federation::FederationConfig;
 pub use metrics::MetricsConfig;
 pub use portal::{PortalConfig, PortalLinks};
 
 use crate::{Actor, Node, NodeError};
-use amble_net::{ConnLimits, NetError, TlsSlot, mtls_incoming, server_config};
+use amble_net::{AuthLayer, ConnLimits, NetError, TlsSlot, mtls_incoming, server_config};
 use amble_proto::v1 as pb;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// How long requests in flight get after a storage fault before the server stops.
+const FAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What stops the service from starting or running; each message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,13 @@ pub enum ServerError {
     Node(#[from] NodeError),
     #[error("the gRPC server stopped: {0}")]
     Serve(String),
+    #[error("too busy: {0}")]
+    Busy(String),
+    #[error(
+        "storage fault: {0}. The node stopped serving and must be restarted (its supervisor \
+         does this); check the data directory's disk, free space and permissions"
+    )]
+    StorageFault(String),
 }
 
 impl From<NetError> for ServerError {
@@ -84,6 +95,8 @@ impl From<NetError> for ServerError {
 /// node alone, so it takes the write side.
 pub(crate) struct Shared {
     node: RwLock<Node>,
+    /// The federation named by the node's own certificate; callers must name the same.
+    federation: String,
 }
 
 impl Shared {
@@ -106,7 +119,7 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: TlsSlot,
+    tls: Arc<TlsSlot>,
     config: ServeConfig,
     portal: Option<portal::Portal>,
     metrics: Option<metrics::Endpoint>,
@@ -118,7 +131,7 @@ pub struct Server {
 #[derive(Clone)]
 pub struct Reloader {
     shared: Arc<Shared>,
-    tls: TlsSlot,
+    tls: Arc<TlsSlot>,
     files: TlsFiles,
 }
 
@@ -139,10 +152,7 @@ impl Reloader {
             amble_consent::Method::Api,
         );
         let policy_version = self.shared.with_node(|n| n.reload_policy(&actor))?;
-        match self.tls.write() {
-            Ok(mut t) => *t = new_tls,
-            Err(poisoned) => *poisoned.into_inner() = new_tls,
-        }
+        self.tls.replace(new_tls);
         Ok(ReloadReport { policy_version })
     }
 }
@@ -150,7 +160,9 @@ impl Reloader {
 impl Server {
     /// Opens the node's data directory, loads the TLS files and binds the listen address.
     pub async fn bind(config: ServeConfig) -> Result<Server, ServerError> {
+        config.check_trust_roots()?;
         let tls = server_config(&config.tls)?;
+        let federation = config.own_identity()?.federation;
         let node = Node::open(
             &config.data_dir,
             config.key_file.as_deref(),
@@ -165,6 +177,7 @@ impl Server {
                 })?;
         let shared = Arc::new(Shared {
             node: RwLock::new(node),
+            federation,
         });
         let portal = match &config.portal {
             Some(p) => Some(portal::Portal::bind(p, Arc::clone(&shared)).await?),
@@ -177,13 +190,11 @@ impl Server {
         Ok(Server {
             shared,
             listener,
-            tls: Arc::new(RwLock::new(tls)),
+            tls: TlsSlot::new(tls),
             config,
             portal,
             metrics,
-            grpc_stats: Arc::new(metrics::GrpcStats::new(
-                METHOD_ROLES.iter().map(|(path, _)| *path),
-            )),
+            grpc_stats: Arc::new(metrics::GrpcStats::new(METHODS.iter().map(|m| m.path))),
         })
     }
 
@@ -223,7 +234,13 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting, lets requests in flight
     /// finish, and flushes the node. Every acknowledged append was already durable; the
     /// final flush covers the rest (e.g. consent state written without its own flush).
+    ///
+    /// A storage fault ([`crate::fault`]) also stops it: readiness turns false, new calls are
+    /// refused, requests in flight get a few seconds, and `run` returns
+    /// [`ServerError::StorageFault`] without the final flush (which would never finish). The
+    /// caller should then end the process at once.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        crate::fault::arm();
         let limits = self.config.limits.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         let (incoming, accept) = mtls_incoming(
@@ -232,6 +249,8 @@ impl Server {
             ConnLimits {
                 max_connections: limits.max_connections,
                 handshake_timeout: limits.handshake_timeout(),
+                idle_timeout: Duration::from_secs(limits.idle_timeout_secs.max(1)),
+                max_lifetime: Duration::from_secs(limits.max_connection_secs.max(1)),
             },
             stop_rx.clone(),
         );
@@ -240,7 +259,7 @@ impl Server {
                 let identity = amble_net::ClientIdentity::load(
                     &self.config.tls.cert,
                     &self.config.tls.key,
-                    &self.config.tls.client_ca,
+                    self.config.federation_ca()?,
                 )?;
                 Some(tokio::spawn(federation::run(
                     Arc::clone(&self.shared),
@@ -276,9 +295,20 @@ impl Server {
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 limits.max_concurrent_requests,
             ))
-            .layer(AuthLayer::new(Arc::clone(shared)))
+            .layer(AuthLayer::new(METHODS, Arc::clone(shared)))
             .into_inner();
-        let result = tonic::transport::Server::builder()
+        let ready_flag = Arc::clone(&ready);
+        let stop = async move {
+            let fault = tokio::select! {
+                _ = shutdown => None,
+                why = crate::fault::wait() => Some(why),
+            };
+            ready_flag.store(false, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+            fault
+        };
+        let (fault_tx, mut fault_rx) = watch::channel::<Option<&'static str>>(None);
+        let serve = tonic::transport::Server::builder()
             .timeout(limits.request_timeout())
             .max_concurrent_streams(limits.max_streams_per_connection)
             .concurrency_limit_per_connection(limits.max_streams_per_connection as usize)
@@ -315,13 +345,41 @@ impl Server {
                     .max_decoding_message_size(m)
                     .max_encoding_message_size(m),
             )
-            .serve_with_incoming_shutdown(incoming, async {
-                shutdown.await;
-                ready.store(false, Ordering::SeqCst);
-                let _ = stop_tx.send(true);
-            })
-            .await;
+            .serve_with_incoming_shutdown(incoming, async move {
+                let fault = stop.await;
+                let _ = fault_tx.send(fault);
+            });
+        tokio::pin!(serve);
+        // After a storage fault, requests in flight may wait forever on the storage engine:
+        // give them a bounded grace and stop without the final flush.
+        let result = loop {
+            tokio::select! {
+                r = &mut serve => break r,
+                changed = fault_rx.changed(), if fault_rx.borrow().is_none() => {
+                    if changed.is_err() { continue; }
+                    let Some(why) = *fault_rx.borrow() else { continue };
+                    let _ = tokio::time::timeout(FAULT_GRACE, &mut serve).await;
+                    accept.abort();
+                    if let Some(t) = portal_task { t.abort(); }
+                    if let Some(t) = metrics_task { t.abort(); }
+                    if let Some(t) = federation_task { t.abort(); }
+                    return Err(ServerError::StorageFault(why.to_owned()));
+                }
+            }
+        };
         accept.abort();
+        if let Some(why) = crate::fault::tripped() {
+            if let Some(t) = federation_task {
+                t.abort();
+            }
+            if let Some(t) = portal_task {
+                t.abort();
+            }
+            if let Some(t) = metrics_task {
+                t.abort();
+            }
+            return Err(ServerError::StorageFault(why.to_owned()));
+        }
         if let Some(t) = federation_task {
             // The client stops on the same signal; a training run in progress finishes first.
             let _ = t.await;

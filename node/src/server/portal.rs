@@ -27,10 +27,19 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-const COOKIE: &str = "amble_portal";
+/// `__Host-`: the browser keeps it only if it is `Secure`, has `Path=/` and no `Domain`, so no
+/// other host can set or shadow it.
+const COOKIE: &str = "__Host-amble_portal";
+/// The header that ends the session's cookie.
+const CLEAR_COOKIE: &str =
+    "__Host-amble_portal=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict";
 const MAX_FORM_BYTES: usize = 8 * 1024;
 const MAX_OPEN: usize = 10_000;
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Open links one issuer may hold at once, so that one app cannot use up the table.
+const MAX_OPEN_PER_ISSUER: usize = 1_000;
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Longest a form's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[portal]` in `node.toml`: where the self-service page listens and its certificate.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,13 +76,39 @@ impl PortalConfig {
     }
 }
 
+/// Who issued a link: what the link may unlock, and whom the audit log names for its use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Issuer {
+    id: String,
+    role: Role,
+}
+
+impl Issuer {
+    /// Whether the link's session may call the node's `method` (a `Subject` method).
+    fn may(&self, method: &str) -> bool {
+        super::auth::local_role_may_call(self.role, &format!("/amble.v1.Subject/{method}"))
+    }
+
+    /// The actor of every action taken through the link.
+    fn actor(&self) -> Actor {
+        Actor::new(
+            format!("portal-link/{}/{}", self.role, self.id),
+            Role::SubjectPortal,
+            amble_consent::Method::Web,
+        )
+    }
+}
+
 struct Pending {
     reference: ExternalRef,
+    issuer: Issuer,
     expires: Instant,
 }
 
+#[derive(Clone)]
 struct Session {
     reference: ExternalRef,
+    issuer: Issuer,
     csrf: String,
     expires: Instant,
 }
@@ -124,23 +159,48 @@ impl PortalLinks {
     /// Issues a link on behalf of `who` (the caller of `Subject.IssuePortalLink`); the
     /// issuance is audited as a read of the subject's consent (what the link opens).
     pub(crate) fn issue_for(&self, who: &Actor, r: &ExternalRef) -> Result<String, ServerError> {
+        let issuer = Issuer {
+            id: who.id.clone(),
+            role: who.role,
+        };
+        // Checked before the issuance is logged, so a refused link leaves no entry saying it
+        // was issued; concurrent issuers may pass it together, which only bends the bound.
+        self.room_for(&issuer)?;
         self.shared.with_node(|n| n.record_portal_link(who, r))?;
-        let r = r.clone();
         let t = token()?;
-        let now = Instant::now();
         let mut s = self.lock();
-        s.links.retain(|_, p| p.expires > now);
-        if s.links.len() >= MAX_OPEN {
-            return Err(ServerError::Config("too many open portal links".into()));
-        }
         s.links.insert(
             t.clone(),
             Pending {
-                reference: r,
-                expires: now + self.link_ttl,
+                reference: r.clone(),
+                issuer,
+                expires: Instant::now() + self.link_ttl,
             },
         );
         Ok(t)
+    }
+
+    /// Refuses a new link when `issuer` or the node holds as many open links as allowed.
+    fn room_for(&self, issuer: &Issuer) -> Result<(), ServerError> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.links.retain(|_, p| p.expires > now);
+        let mine = s.links.values().filter(|p| p.issuer == *issuer).count();
+        if mine >= MAX_OPEN_PER_ISSUER {
+            return Err(ServerError::Busy(format!(
+                "{} {} holds {mine} open portal links, the most one issuer may; links expire \
+                 after {} s",
+                issuer.role,
+                issuer.id,
+                self.link_ttl.as_secs()
+            )));
+        }
+        if s.links.len() >= MAX_OPEN {
+            return Err(ServerError::Busy(format!(
+                "the node holds {MAX_OPEN} open portal links; try again when some expire"
+            )));
+        }
+        Ok(())
     }
 
     /// Consumes a link token and opens a session: (session id, CSRF token).
@@ -161,6 +221,7 @@ impl PortalLinks {
             sid.clone(),
             Session {
                 reference: p.reference,
+                issuer: p.issuer,
                 csrf: csrf.clone(),
                 expires: now + self.session_ttl,
             },
@@ -168,10 +229,15 @@ impl PortalLinks {
         Some((sid, csrf))
     }
 
-    fn session(&self, sid: &str) -> Option<(ExternalRef, String)> {
+    fn session(&self, sid: &str) -> Option<Session> {
         let s = self.lock();
         let x = s.sessions.get(sid)?;
-        (x.expires > Instant::now()).then(|| (x.reference.clone(), x.csrf.clone()))
+        (x.expires > Instant::now()).then(|| x.clone())
+    }
+
+    /// Ends one session (the person signed out).
+    fn end_session(&self, sid: &str) {
+        self.lock().sessions.remove(sid);
     }
 
     /// Ends every session and link of the subject of `r` (after erasure nothing is left to see).
@@ -299,8 +365,22 @@ impl Portal {
 
 type Resp = Response<Full<Bytes>>;
 
-/// Runs `f` on the node on a blocking worker (the node does disk I/O).
+/// Runs `f` on the node on a blocking worker (the node does disk I/O), sharing the node with
+/// every other request: page views, consent changes and exports need no exclusive lock.
 async fn on_node<T: Send + 'static>(
+    links: &PortalLinks,
+    f: impl FnOnce(&crate::Node) -> crate::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let shared = Arc::clone(&links.shared);
+    match tokio::task::spawn_blocking(move || shared.with_node(f)).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("worker failed: {e}")),
+    }
+}
+
+/// As [`on_node`], with the node alone (erasure rotates the master key).
+async fn on_node_mut<T: Send + 'static>(
     links: &PortalLinks,
     f: impl FnOnce(&mut crate::Node) -> crate::Result<T> + Send + 'static,
 ) -> Result<T, String> {
@@ -457,20 +537,21 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn actor() -> Actor {
-    Actor::new(
-        "subject-portal",
-        Role::SubjectPortal,
-        amble_consent::Method::Web,
-    )
-}
+const NOT_THROUGH_THIS_LINK: &str = "<p id=\"verify\">To download or erase your data, please \
+     ask for a link through the organisation's identity check: the link you opened came from an \
+     app, which may show your choices but not hand out or erase your data.</p>";
 
-async fn consents_page(links: &PortalLinks, r: &ExternalRef, csrf: &str) -> Resp {
+async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
     let now = time::OffsetDateTime::now_utc();
-    let (r, csrf) = (r.clone(), csrf.to_owned());
+    let (r, csrf, issuer) = (
+        session.reference.clone(),
+        session.csrf.clone(),
+        session.issuer.clone(),
+    );
+    let (may_export, may_erase) = (issuer.may("Export"), issuer.may("Erase"));
     let result = on_node(links, move |n| {
         let csrf = csrf.as_str();
-        let history = n.consent_history(&actor(), &r)?;
+        let history = n.consent_history(&issuer.actor(), &r)?;
         let policy = n.policy();
         let items: Vec<String> = policy
             .purposes()
@@ -501,31 +582,56 @@ async fn consents_page(links: &PortalLinks, r: &ExternalRef, csrf: &str) -> Resp
     .await;
     match result {
         Err(e) => error_page(e),
-        Ok((items, csrf)) => html(
-            StatusCode::OK,
-            page(
-                "Your data and your choices",
-                &format!(
-                    "<h2>What you have agreed to</h2><ul id=\"consents\">{}</ul>\
-                     <h2>Your data</h2><p><a id=\"export\" href=\"/export\" download>Download everything we hold about you</a> (JSON)</p>\
-                     <h2>Erase your data</h2>\
+        Ok((items, csrf)) => {
+            let export = if may_export {
+                "<h2>Your data</h2><p><a id=\"export\" href=\"/export\" download>Download everything we hold about you</a> (JSON)</p>".to_owned()
+            } else {
+                String::new()
+            };
+            let erase = if may_erase {
+                format!(
+                    "<h2>Erase your data</h2>\
                      <form method=\"post\" action=\"/erase\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
                      <label><input type=\"checkbox\" name=\"confirm\" value=\"yes\"> I understand that this erases everything we hold about me and cannot be undone.</label>\
                      <p><button type=\"submit\">Erase my data</button></p></form>",
-                    items.concat(),
                     esc(&csrf)
+                )
+            } else {
+                String::new()
+            };
+            let verify = if may_export && may_erase {
+                ""
+            } else {
+                NOT_THROUGH_THIS_LINK
+            };
+            html(
+                StatusCode::OK,
+                page(
+                    "Your data and your choices",
+                    &format!(
+                        "<h2>What you have agreed to</h2><ul id=\"consents\">{}</ul>{export}{erase}{verify}\
+                         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                         <p><button id=\"logout\" type=\"submit\">Sign out</button></p></form>",
+                        items.concat(),
+                        esc(&csrf),
+                    ),
                 ),
-            ),
-        ),
+            )
+        }
     }
 }
 
 async fn read_form(req: Request<hyper::body::Incoming>) -> Option<HashMap<String, String>> {
-    let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
+    // A form is a few hundred bytes: a body that trickles in is cut off, so slow clients cannot
+    // hold the portal's connections.
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_FORM_BYTES).collect(),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .to_bytes();
     Some(form(std::str::from_utf8(&body).ok()?))
 }
 
@@ -539,13 +645,13 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             .map(form)
             .and_then(|q| q.get("t").cloned())
         {
-            let Some((sid, csrf)) = links.open(&t) else {
+            let Some((sid, _)) = links.open(&t) else {
                 return forbidden("This link has expired or was already used.");
             };
-            let Some((r, _)) = links.session(&sid) else {
+            let Some(session) = links.session(&sid) else {
                 return forbidden("This link has expired or was already used.");
             };
-            let mut resp = consents_page(links, &r, &csrf).await;
+            let mut resp = consents_page(links, &session).await;
             if let Ok(v) = http::HeaderValue::from_str(&format!(
                 "{COOKIE}={sid}; Path=/; HttpOnly; Secure; SameSite=Strict"
             )) {
@@ -557,25 +663,38 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
     let Some(sid) = cookie(&req) else {
         return forbidden("Please open the link from the app.");
     };
-    let Some((r, csrf)) = links.session(&sid) else {
+    let Some(session) = links.session(&sid) else {
         return forbidden("Your session has ended.");
     };
+    let (r, csrf, issuer) = (
+        session.reference.clone(),
+        session.csrf.clone(),
+        session.issuer.clone(),
+    );
     match (method, path.as_str()) {
-        (Method::GET, "/") => consents_page(links, &r, &csrf).await,
-        (Method::GET, "/export") => match on_node(links, move |n| n.export(&actor(), &r)).await {
-            Err(e) => error_page(e),
-            Ok(x) => match serde_json::to_vec_pretty(&x) {
+        (Method::GET, "/") => consents_page(links, &session).await,
+        (Method::GET, "/export") if !issuer.may("Export") => forbidden(
+            "This link cannot download your data; please verify your identity with the organisation.",
+        ),
+        (Method::POST, "/erase") if !issuer.may("Erase") => forbidden(
+            "This link cannot erase your data; please verify your identity with the organisation.",
+        ),
+        (Method::GET, "/export") => {
+            match on_node(links, move |n| n.export(&issuer.actor(), &r)).await {
                 Err(e) => error_page(e),
-                Ok(body) => {
-                    let mut resp = respond(StatusCode::OK, "application/json", body);
-                    resp.headers_mut().insert(
-                        header::CONTENT_DISPOSITION,
-                        http::HeaderValue::from_static("attachment; filename=\"my-data.json\""),
-                    );
-                    resp
-                }
-            },
-        },
+                Ok(x) => match serde_json::to_vec_pretty(&x) {
+                    Err(e) => error_page(e),
+                    Ok(body) => {
+                        let mut resp = respond(StatusCode::OK, "application/json", body);
+                        resp.headers_mut().insert(
+                            header::CONTENT_DISPOSITION,
+                            http::HeaderValue::from_static("attachment; filename=\"my-data.json\""),
+                        );
+                        resp
+                    }
+                },
+            }
+        }
         (Method::POST, "/consent") => {
             let Some(f) = read_form(req).await else {
                 return html(StatusCode::BAD_REQUEST, page("Bad request", ""));
@@ -602,7 +721,7 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             }
             let purpose = purpose.to_owned();
             match on_node(links, move |n| {
-                n.change_consent(&actor(), &r, &purpose, change)
+                n.change_consent(&issuer.actor(), &r, &purpose, change)
             })
             .await
             {
@@ -628,8 +747,8 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             }
             // As over gRPC: erase, then rotate the key so the shredded keys are gone for good.
             let erased_ref = r.clone();
-            let erased = on_node(links, move |n| {
-                let who = actor();
+            let erased = on_node_mut(links, move |n| {
+                let who = issuer.actor();
                 n.erase(&who, &erased_ref)?;
                 n.rotate_key(&who)
             })
@@ -647,13 +766,32 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                     );
                     resp.headers_mut().insert(
                         header::SET_COOKIE,
-                        http::HeaderValue::from_static(
-                            "amble_portal=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
-                        ),
+                        http::HeaderValue::from_static(CLEAR_COOKIE),
                     );
                     resp
                 }
             }
+        }
+        (Method::POST, "/logout") => {
+            let Some(f) = read_form(req).await else {
+                return html(StatusCode::BAD_REQUEST, page("Bad request", ""));
+            };
+            if !f.get("csrf").is_some_and(|c| same(c, &csrf)) {
+                return forbidden("The form was not sent from this page.");
+            }
+            links.end_session(&sid);
+            let mut resp = html(
+                StatusCode::OK,
+                page(
+                    "You are signed out",
+                    "<p id=\"signed-out\">This page is closed. Ask the app for a new link to come back.</p>",
+                ),
+            );
+            resp.headers_mut().insert(
+                header::SET_COOKIE,
+                http::HeaderValue::from_static(CLEAR_COOKIE),
+            );
+            resp
         }
         _ => html(StatusCode::NOT_FOUND, page("Not found", "")),
     }

@@ -32,9 +32,10 @@ pub fn status(e: NodeError) -> Status {
             Status::invalid_argument(e.to_string())
         }
         NodeError::RefAlreadyLinked(_) => Status::already_exists(e.to_string()),
-        NodeError::LastRef | NodeError::Consent(_) | NodeError::Policy(_) => {
-            Status::failed_precondition(e.to_string())
-        }
+        NodeError::LastRef
+        | NodeError::Consent(_)
+        | NodeError::Policy(_)
+        | NodeError::PolicyNotNewer { .. } => Status::failed_precondition(e.to_string()),
         NodeError::Audit(AuditError::Pruned(_)) => Status::failed_precondition(format!(
             "{e}; the entries were removed by retention, fetch from the first kept entry"
         )),
@@ -51,9 +52,10 @@ pub fn status(e: NodeError) -> Status {
 }
 
 fn actor<T>(req: &Request<T>) -> Result<Actor, Status> {
-    req.extensions().get::<Actor>().cloned().ok_or_else(|| {
+    let caller = req.extensions().get::<amble_net::Caller>().ok_or_else(|| {
         Status::internal("request reached a service without an authenticated caller")
-    })
+    })?;
+    super::auth::actor_of(caller)
 }
 
 fn parse_ref(field: &str, s: &str) -> Result<ExternalRef, Status> {

@@ -1,5 +1,10 @@
 //! A node service on 127.0.0.1 with an ephemeral port, its own PKI and a few client
 //! identities, started and stopped inside one test.
+//!
+//! The PKI has the layout of docs/THREAT_MODEL.md: the node's organisation CA (`pki/`) signs
+//! the node and its local clients ([`CLIENTS`]); a federation CA (`fed-pki/`) signs another
+//! organisation's node, the coordinator and a federation admin ([`FEDERATION_CLIENTS`]), and
+//! the node names it as `tls.federation_ca`.
 #![allow(dead_code)]
 
 use amble_crypto::pki::{Ca, IssueRequest};
@@ -27,9 +32,21 @@ pub const CLIENTS: [(&str, &str); 5] = [
     ("desk", "agent"),
 ];
 
+/// Federation participants the fixture has: name → role (all from the federation CA).
+pub const FEDERATION_CLIENTS: [(&str, &str); 3] = [
+    ("node-b", "node"),
+    ("coordinator", "coordinator"),
+    ("fed-ops", "admin"),
+];
+
+pub fn fed_pki_dir(tmp: &TempDir) -> PathBuf {
+    tmp.path().join("fed-pki")
+}
+
 pub struct Fixture {
     pub tmp: TempDir,
     pub ca: Ca,
+    pub fed_ca: Ca,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub reloader: Reloader,
@@ -47,22 +64,39 @@ pub fn pki_dir(tmp: &TempDir) -> PathBuf {
 
 impl Fixture {
     pub async fn start() -> Fixture {
-        Fixture::start_with(None).await
+        Fixture::start_with(None, Fixture::limits()).await
+    }
+
+    /// The limits every fixture has unless a test sets its own.
+    pub fn limits() -> Limits {
+        Limits {
+            max_message_bytes: MAX_MESSAGE,
+            ..Limits::default()
+        }
+    }
+
+    /// A fixture with these limits.
+    pub async fn start_with_limits(limits: Limits) -> Fixture {
+        Fixture::start_with(None, limits).await
     }
 
     /// Also serves the self-service page on 127.0.0.1 with the node's certificate.
     pub async fn start_with_portal() -> Fixture {
-        Fixture::start_with(Some(900)).await
+        Fixture::start_with(Some(900), Fixture::limits()).await
     }
 
     /// As `start_with_portal`, with links that expire after `link_ttl_secs`.
     pub async fn start_with_portal_ttl(link_ttl_secs: u64) -> Fixture {
-        Fixture::start_with(Some(link_ttl_secs)).await
+        Fixture::start_with(Some(link_ttl_secs), Fixture::limits()).await
     }
 
-    async fn start_with(portal_link_ttl: Option<u64>) -> Fixture {
+    async fn start_with(portal_link_ttl: Option<u64>, limits: Limits) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        let ca = Ca::init(&pki_dir(&tmp), "test-fed").unwrap();
+        let ca = Ca::init_organisation(&pki_dir(&tmp), "test-fed", "org-1").unwrap();
+        let fed_ca = Ca::init(&fed_pki_dir(&tmp), "test-fed").unwrap();
+        for (name, role) in FEDERATION_CLIENTS {
+            fed_ca.issue(&IssueRequest::new(name, role)).unwrap();
+        }
         let mut node_req = IssueRequest::new("node-1", "node");
         node_req.ips.push("127.0.0.1".parse().unwrap());
         node_req.dns.push("localhost".into());
@@ -83,11 +117,10 @@ impl Fixture {
                 key: certs.join("node-1.key"),
                 client_ca: ca.cert_path(),
                 crl: ca.crl_path(),
+                federation_ca: Some(fed_ca.cert_path()),
+                federation_crl: Some(fed_ca.crl_path()),
             },
-            limits: Limits {
-                max_message_bytes: MAX_MESSAGE,
-                ..Limits::default()
-            },
+            limits,
             portal: portal_link_ttl.map(|link_ttl_secs| PortalConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 cert: certs.join("node-1.pem"),
@@ -124,6 +157,7 @@ impl Fixture {
         Fixture {
             tmp,
             ca,
+            fed_ca,
             addr,
             data_dir,
             reloader,
@@ -146,6 +180,25 @@ impl Fixture {
             &self.ca.cert_path(),
         )
         .unwrap()
+    }
+
+    /// A federation participant's identity (see [`FEDERATION_CLIENTS`]).
+    pub fn fed_identity(&self, name: &str) -> ClientIdentity {
+        let certs = fed_pki_dir(&self.tmp).join("certs");
+        ClientIdentity::load(
+            &certs.join(format!("{name}.pem")),
+            &certs.join(format!("{name}.key")),
+            &self.ca.cert_path(),
+        )
+        .unwrap()
+    }
+
+    /// A channel of a federation participant, connecting on first use.
+    pub fn fed_channel(&self, name: &str) -> Channel {
+        self.fed_identity(name)
+            .endpoint(&self.url())
+            .unwrap()
+            .connect_lazy()
     }
 
     /// A channel that connects on first use, so a refused certificate shows on the first RPC.
