@@ -403,6 +403,12 @@ impl Node {
         self.archive.flush()
     }
 
+    /// Removes a `meta` value durably.
+    pub(crate) fn remove_meta(&self, key: &str) -> Result<()> {
+        self.archive.store().meta.remove(key)?;
+        self.archive.flush()
+    }
+
     /// Every federated round this node trained in, oldest first.
     pub fn round_runs(&self) -> Result<Vec<RoundRun>> {
         match self.archive.store().meta.get(TRAINING_RUNS_KEY)? {

@@ -4,9 +4,12 @@
 //! witness the node's audit checkpoint after every round.
 //!
 //! Failures never stop the node: the client reconnects with exponential backoff (1 s … 30 s).
-//! An update computed for a round is kept until the coordinator acknowledges it, so a
-//! coordinator restart makes the node upload the *same* update again rather than train (and
-//! spend privacy budget) twice; the coordinator refuses it if it had already counted it.
+//! An update computed for a round is kept — durably, in the node's store — until the
+//! coordinator acknowledges it, so a coordinator restart *or a node restart* makes the node
+//! upload the *same* update again rather than train (and spend privacy budget) twice; the
+//! coordinator refuses it if it had already counted it. Before training, the node records
+//! which round it is training: a node that restarts mid-training finds that mark without an
+//! update and declines the round instead of training it again ([`plan_round`]).
 //! A round the node's ε budget cannot afford is declined, and the coordinator is told why.
 
 use super::Shared;
@@ -26,6 +29,12 @@ use tonic::transport::Channel;
 const CHUNK_VALUES: usize = 1 << 18;
 const WITNESS_KEY: &str = "federation/witness_key";
 const COSIGNED_KEY: &str = "federation/cosigned_checkpoint";
+/// `ROUND:BASE_VERSION` of the round whose training started last (written before the charge).
+const TRAINING_KEY: &str = "federation/training_round";
+/// The pending update's header (JSON) and values (little-endian f32); the header is written
+/// last and removed first, so its presence means the values are whole.
+const PENDING_KEY: &str = "federation/pending";
+const PENDING_VALUES_KEY: &str = "federation/pending_values";
 
 /// `[federation]` in node.toml.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,11 +77,128 @@ enum ClientError {
 }
 
 /// An update computed but not yet acknowledged.
+#[derive(Debug, Clone, PartialEq)]
 struct Pending {
     round: u64,
     base_version: u64,
     delta: Vec<f32>,
     record: pb::TrainingRecord,
+}
+
+/// What the node does with a TRAIN task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoundPlan {
+    /// Upload the update already computed for this round (no new charge).
+    Resubmit,
+    /// Training of this round started before and left no update (the node restarted while
+    /// training): its ε may already be charged, so decline rather than train it again.
+    Decline,
+    /// A new round: mark it, then train.
+    Train,
+}
+
+/// The one rule for a TRAIN task of `round` on `base`, given the kept update and the mark of
+/// the round whose training started last.
+fn plan_round(
+    round: u64,
+    base: u64,
+    pending: Option<&Pending>,
+    training_mark: Option<(u64, u64)>,
+) -> RoundPlan {
+    if pending.is_some_and(|p| p.round == round && p.base_version == base) {
+        RoundPlan::Resubmit
+    } else if training_mark == Some((round, base)) {
+        RoundPlan::Decline
+    } else {
+        RoundPlan::Train
+    }
+}
+
+#[derive(serde::Serialize, Deserialize)]
+struct PendingHeader {
+    round: u64,
+    base_version: u64,
+    values: usize,
+    subjects: u64,
+    examples: u64,
+    consent_state_hash: String,
+    epsilon_round: f64,
+    epsilon_total: f64,
+    delta: f64,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> NodeError {
+    NodeError::Corrupt(format!("{what}: {e}"))
+}
+
+/// Keeps `p` durably (values first, then the header that says they are whole).
+fn save_pending(n: &crate::Node, p: &Pending) -> Result<(), NodeError> {
+    let header = PendingHeader {
+        round: p.round,
+        base_version: p.base_version,
+        values: p.delta.len(),
+        subjects: p.record.subjects,
+        examples: p.record.examples,
+        consent_state_hash: p.record.consent_state_hash.clone(),
+        epsilon_round: p.record.epsilon_round,
+        epsilon_total: p.record.epsilon_total,
+        delta: p.record.delta,
+    };
+    n.set_meta(
+        PENDING_VALUES_KEY,
+        &amble_learn::aggregate::f32_to_le(&p.delta),
+    )?;
+    let json = serde_json::to_vec(&header).map_err(|e| corrupt("pending update", e))?;
+    n.set_meta(PENDING_KEY, &json)
+}
+
+/// The update kept by [`save_pending`], if any.
+fn load_pending(n: &crate::Node) -> Result<Option<Pending>, NodeError> {
+    let Some(json) = n.meta(PENDING_KEY)? else {
+        return Ok(None);
+    };
+    let h: PendingHeader =
+        serde_json::from_slice(&json).map_err(|e| corrupt("pending update", e))?;
+    let bytes = n
+        .meta(PENDING_VALUES_KEY)?
+        .ok_or_else(|| corrupt("pending update", "its values are missing"))?;
+    if bytes.len() != h.values * 4 {
+        return Err(corrupt(
+            "pending update",
+            format!("{} bytes of values for {} values", bytes.len(), h.values),
+        ));
+    }
+    let delta = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Some(Pending {
+        round: h.round,
+        base_version: h.base_version,
+        delta,
+        record: pb::TrainingRecord {
+            subjects: h.subjects,
+            examples: h.examples,
+            consent_state_hash: h.consent_state_hash,
+            epsilon_round: h.epsilon_round,
+            epsilon_total: h.epsilon_total,
+            delta: h.delta,
+        },
+    }))
+}
+
+/// Forgets the kept update (the coordinator settled it).
+fn clear_pending(n: &crate::Node) -> Result<(), NodeError> {
+    n.remove_meta(PENDING_KEY)?;
+    n.remove_meta(PENDING_VALUES_KEY)
+}
+
+fn training_mark(n: &crate::Node) -> Result<Option<(u64, u64)>, NodeError> {
+    Ok(n.meta(TRAINING_KEY)?.and_then(|b| {
+        let s = String::from_utf8(b).ok()?;
+        let (r, v) = s.split_once(':')?;
+        Some((r.parse().ok()?, v.parse().ok()?))
+    }))
 }
 
 /// Runs the client until `stop` turns true or the federation is done.
@@ -185,10 +311,38 @@ async fn session(
                 )));
             }
         }
-        let reuse = pending
-            .as_ref()
-            .is_some_and(|p| p.round == task.round && p.base_version == task.model_version);
-        if !reuse {
+        if pending.is_none() {
+            let s = Arc::clone(shared);
+            *pending = blocking(move || s.with_node(load_pending)).await?;
+        }
+        let mark = {
+            let s = Arc::clone(shared);
+            blocking(move || s.with_node(training_mark)).await?
+        };
+        let plan = plan_round(task.round, task.model_version, pending.as_ref(), mark);
+        if plan == RoundPlan::Decline {
+            let reason = "the node restarted while training this round; its privacy budget \
+                          may already be charged, so it does not train the round again"
+                .to_owned();
+            tracing::warn!(
+                round = task.round,
+                "declining a round whose training was interrupted"
+            );
+            client
+                .decline(pb::DeclineRequest {
+                    round: task.round,
+                    reason,
+                })
+                .await?;
+            continue;
+        }
+        if plan == RoundPlan::Train {
+            {
+                let s = Arc::clone(shared);
+                let mark = format!("{}:{}", task.round, task.model_version);
+                blocking(move || s.with_node(|n| n.set_meta(TRAINING_KEY, mark.as_bytes())))
+                    .await?;
+            }
             let global = fetch(&mut client, &task.model, task.model_version).await?;
             let training: LocalTraining = serde_json::from_str(&task.training_json)
                 .map_err(|e| ClientError::Protocol(format!("task training settings: {e}")))?;
@@ -237,7 +391,7 @@ async fn session(
                 epsilon_total = ?run.epsilon_total,
                 "trained the round"
             );
-            *pending = Some(Pending {
+            let p = Pending {
                 round: task.round,
                 base_version: task.model_version,
                 delta,
@@ -249,7 +403,13 @@ async fn session(
                     epsilon_total: run.epsilon_total.unwrap_or(0.0),
                     delta: run.delta.unwrap_or(0.0),
                 },
-            });
+            };
+            {
+                let s = Arc::clone(shared);
+                let kept = p.clone();
+                blocking(move || s.with_node(|n| save_pending(n, &kept))).await?;
+            }
+            *pending = Some(p);
         }
         if let Some(p) = pending.as_ref() {
             match upload(&mut client, &task.model, p).await {
@@ -268,6 +428,8 @@ async fn session(
                 Err(s) => return Err(s.into()),
             }
             *pending = None;
+            let s = Arc::clone(shared);
+            blocking(move || s.with_node(clear_pending)).await?;
         }
         cosign(shared, &mut client).await?;
     }
@@ -449,5 +611,69 @@ impl crate::Node {
             .meta(WITNESS_KEY)?
             .and_then(|b| String::from_utf8(b).ok());
         Ok(note.zip(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(round: u64, base: u64) -> Pending {
+        Pending {
+            round,
+            base_version: base,
+            delta: vec![0.5, -1.25, f32::MIN_POSITIVE, 3.0e7],
+            record: pb::TrainingRecord {
+                subjects: 9,
+                examples: 27,
+                consent_state_hash: "ab".into(),
+                epsilon_round: 1.5,
+                epsilon_total: 3.0,
+                delta: 1e-5,
+            },
+        }
+    }
+
+    #[test]
+    fn a_kept_update_is_resubmitted_and_an_interrupted_round_is_declined_not_retrained() {
+        let p = pending(3, 2);
+        assert_eq!(
+            plan_round(3, 2, Some(&p), Some((3, 2))),
+            RoundPlan::Resubmit
+        );
+        // Training started (ε may be charged) but no update was kept: never train it again.
+        assert_eq!(plan_round(3, 2, None, Some((3, 2))), RoundPlan::Decline);
+        // A new round, or the same round on another base version, trains.
+        assert_eq!(plan_round(4, 3, Some(&p), Some((3, 2))), RoundPlan::Train);
+        assert_eq!(plan_round(3, 2, None, Some((2, 1))), RoundPlan::Train);
+        assert_eq!(plan_round(1, 0, None, None), RoundPlan::Train);
+    }
+
+    #[test]
+    fn the_pending_update_survives_a_restart_of_the_node_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pending(3, 2);
+        {
+            let node = crate::Node::init(dir.path(), None).unwrap();
+            assert_eq!(load_pending(&node).unwrap(), None);
+            save_pending(&node, &p).unwrap();
+            node.set_meta(TRAINING_KEY, b"3:2").unwrap();
+        }
+        let reopen = || loop {
+            match crate::Node::open(dir.path(), None, None) {
+                Ok(n) => break n,
+                Err(e) if crate::store::is_lock_busy(&e) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let node = reopen();
+        assert_eq!(load_pending(&node).unwrap(), Some(p.clone()));
+        assert_eq!(training_mark(&node).unwrap(), Some((3, 2)));
+        clear_pending(&node).unwrap();
+        drop(node);
+        let node = reopen();
+        assert_eq!(load_pending(&node).unwrap(), None);
     }
 }
