@@ -33,10 +33,38 @@ impl DataDirArgs {
     }
 }
 
-/// The person at the terminal, as the audit log names them.
+/// The person at the terminal, as the audit log names them: the account the process runs as,
+/// from the operating system — never `$USER`, which whoever runs the command can set.
 pub fn operator() -> Actor {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    Actor::new(format!("operator:{user}"), Role::Admin, Method::Cli)
+    Actor::new(
+        format!("operator:{}", os_account()),
+        Role::Admin,
+        Method::Cli,
+    )
+}
+
+/// The name of the account this process runs as (`uid-N` when it has no name).
+#[cfg(unix)]
+fn os_account() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    let named = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let (name, _, id) = (f.next()?, f.next()?, f.next()?);
+                (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        });
+    named.unwrap_or_else(|| format!("uid-{uid}"))
+}
+
+#[cfg(not(unix))]
+fn os_account() -> String {
+    "unknown".into()
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -145,3 +145,43 @@ fn export_verify_tamper_prove_and_subject_report() {
     assert_eq!(who[3]["reason"], "access log");
     assert!(!who.iter().any(|e| e.to_string().contains("phone:")));
 }
+
+#[test]
+fn the_offline_cli_logs_the_account_it_runs_as_not_what_user_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("n");
+    let d = d.to_str().unwrap();
+    ok(&amble(&["node", "init", "--data-dir", d]));
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(
+        &f,
+        "{\"ref\":\"phone:+1\",\"collection\":\"goals\",\"time\":\"2026-11-01T10:00:00Z\",\"data\":{\"goal\":\"g\"}}\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_amble"))
+        .env("USER", "mallory")
+        .env("LOGNAME", "mallory")
+        .args(["node", "ingest", "--data-dir", d, f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("audit");
+    ok(&amble(&[
+        "audit",
+        "export",
+        "--data-dir",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let entries = std::fs::read_to_string(out.join("entries.jsonl")).unwrap();
+    let actors: Vec<String> = entries
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["actor"].to_string())
+        .collect();
+    assert!(
+        actors.iter().any(|a| a.starts_with("\"operator:")),
+        "{actors:?}"
+    );
+    assert!(!entries.contains("mallory"), "{actors:?}");
+}

@@ -66,6 +66,18 @@ impl Gatekeeper for Coordinator {
         self.log_denied(&to_caller(caller), path, &reason)
             .map_err(|e| e.to_string())
     }
+
+    fn log_unidentified(&self, certificate: &str, path: &str, why: &str) -> Result<(), String> {
+        let mut rid = [0u8; 8];
+        let _ = amble_crypto::random_bytes(&mut rid);
+        let caller = Caller {
+            id: certificate.to_owned(),
+            role: "unidentified".into(),
+            request_id: hex::encode(rid),
+        };
+        self.log_denied(&caller, path, why)
+            .map_err(|e| e.to_string())
+    }
 }
 
 fn to_caller(c: &amble_net::Caller) -> Caller {

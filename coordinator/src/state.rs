@@ -241,7 +241,8 @@ impl Coordinator {
         federation: &str,
         id: &str,
     ) -> Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|source| CoordinatorError::Io {
+        // Owner-only: the spooled updates, receipts and audit log are not for other users.
+        amble_crypto::create_private_dir(data_dir).map_err(|source| CoordinatorError::Io {
             path: data_dir.to_owned(),
             source,
         })?;

@@ -85,6 +85,17 @@ fn flat(c: &Coordinator, version: u64) -> Vec<f32> {
         .to_flat()
 }
 
+#[cfg(unix)]
+#[test]
+fn the_data_directory_is_reachable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("coordinator-data");
+    let _c = open(&dir, plan(Rule::Mean, 2));
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+}
+
 #[test]
 fn a_round_publishes_the_mean_of_its_updates() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,7 @@ mod sign;
 
 pub use error::CryptoError;
 pub use keyring::{KEYRING_FORMAT, KekVersion, Keyring};
-pub use private_file::{check_private, write_private};
+pub use private_file::{check_private, create_private_dir, write_private};
 pub use pseudonym::{ExternalRef, SubjectId};
 pub use seal::{DataKey, RecordAad, SEAL_OVERHEAD, SEAL_VERSION, WrappedKey, open, seal};
 pub use secret::{Plaintext, Secret32};

@@ -31,6 +31,19 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// Creates `dir` (and its parents) if needed and makes it reachable by its owner only (mode
+/// 0700), so the files a storage engine creates inside with its own modes are not readable by
+/// anyone else. The one way amble makes a data directory (node, restore, coordinator).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` with mode 0600: into a sibling temporary file created 0600 (never
 /// a moment world-readable), synced, then renamed over `path`, and the directory synced.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -69,6 +69,10 @@ pub trait Gatekeeper: Send + Sync + 'static {
     /// Records a refused call (blocking: it runs on the blocking pool). An error means the
     /// refusal could not be recorded; the call is refused all the same.
     fn log_refusal(&self, caller: &Caller, path: &str) -> Result<(), String>;
+    /// Records a call refused because its verified certificate names no usable identity (no
+    /// or a malformed `spiffe://` URI, an unknown role). `certificate` is `cert:` and the first
+    /// 16 hex digits of the leaf's SHA-256, so the refusal can be traced to a certificate.
+    fn log_unidentified(&self, certificate: &str, path: &str, why: &str) -> Result<(), String>;
     /// A status that refuses every call before it is looked at (e.g. after a storage fault,
     /// while the process is ending); `None` in normal operation.
     fn refuse_all(&self) -> Option<Status> {
@@ -214,7 +218,28 @@ where
         let (caller, in_flight) = match req.extensions().get::<PeerInfo>() {
             Some(peer) => match caller_of(peer) {
                 Ok(c) => (c, peer.activity.begin()),
-                Err(status) => return answer(status),
+                Err(status) => {
+                    let certificate = peer.certs.first().map_or_else(
+                        || "cert:none".to_owned(),
+                        |leaf| format!("cert:{}", &hex::encode(amble_crypto::sha256(leaf))[..16]),
+                    );
+                    tracing::warn!(certificate = %certificate, method = %path, "refused a certificate without a usable identity");
+                    let gate = Arc::clone(&self.gate);
+                    return Box::pin(async move {
+                        let why = status.message().to_owned();
+                        let logged = tokio::task::spawn_blocking(move || {
+                            gate.log_unidentified(&certificate, &path, &why)
+                        })
+                        .await;
+                        Ok(match logged {
+                            Ok(Ok(())) => status.into_http(),
+                            _ => Status::internal(
+                                "call refused, and the refusal could not be logged; see the service's log",
+                            )
+                            .into_http(),
+                        })
+                    });
+                }
             },
             None => {
                 return answer(Status::unauthenticated("a client certificate is required"));

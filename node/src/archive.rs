@@ -144,11 +144,10 @@ impl Archive {
         if db_path.exists() {
             return Err(NodeError::AlreadyInitialised(data_dir.to_owned()));
         }
-        std::fs::create_dir_all(data_dir).map_err(|source| NodeError::Io {
+        amble_crypto::create_private_dir(data_dir).map_err(|source| NodeError::Io {
             path: data_dir.to_owned(),
             source,
         })?;
-        restrict_dir(data_dir)?;
         let key_path = key_file.map_or_else(|| default_key_file(data_dir), Path::to_owned);
         let keyring = Keyring::create(&key_path)?;
         let store = Store::open(&db_path)?;
@@ -610,20 +609,4 @@ fn consent_aad(subject: &SubjectId) -> RecordAad<'_> {
 fn pepper_check(keyring: &Keyring) -> Result<String> {
     let r = ExternalRef::parse(PEPPER_CHECK_REF)?;
     Ok(SubjectId::derive(keyring.pepper(), &r).to_hex())
-}
-
-#[cfg(unix)]
-fn restrict_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
-        NodeError::Io {
-            path: dir.to_owned(),
-            source,
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn restrict_dir(_dir: &Path) -> Result<()> {
-    Ok(())
 }

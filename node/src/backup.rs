@@ -744,8 +744,7 @@ fn write_and_verify(
     actor: &Actor,
     progress: &dyn Fn(Progress),
 ) -> Result<RestoreReport> {
-    std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-    restrict_dir(data_dir)?;
+    amble_crypto::create_private_dir(data_dir).map_err(io_err(data_dir))?;
     let policy_path = data_dir.join(POLICY_FILE);
     std::fs::write(&policy_path, &header.policy_toml).map_err(io_err(&policy_path))?;
     {
@@ -899,17 +898,6 @@ fn verify_audit(node: &Node, data_dir: &Path, header: &Header) -> Result<u64> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     checked
-}
-
-#[cfg(unix)]
-fn restrict_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
-}
-
-#[cfg(not(unix))]
-fn restrict_dir(_dir: &Path) -> Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]

@@ -654,6 +654,23 @@ impl Node {
         )?)
     }
 
+    /// Logs a call refused because the caller's certificate names no usable identity;
+    /// `certificate` is its fingerprint (`cert:HEX16`), and the role is `unidentified`.
+    pub fn log_unidentified_call(&self, certificate: &str, reason: &str) -> Result<u64> {
+        let mut rid = [0u8; 8];
+        let _ = amble_crypto::random_bytes(&mut rid);
+        Ok(self.audit.append_durable(
+            EntryDraft::new(
+                certificate,
+                "unidentified",
+                Action::DeniedCall,
+                hex_id(&rid),
+            )
+            .decision(Logged::Deny)
+            .reason(reason.to_owned()),
+        )?)
+    }
+
     /// Logs that `actor` issued a one-time self-service link for the subject of `r` (which
     /// must be known).
     pub fn record_portal_link(&self, actor: &Actor, r: &ExternalRef) -> Result<u64> {

@@ -236,3 +236,37 @@ async fn an_organisations_app_cannot_reach_another_organisations_node() {
     assert_ne!(err.code(), Code::NotFound, "{err:?}");
     fx.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_without_a_usable_identity_is_refused_and_logged() {
+    let fx = Fixture::start().await;
+    // Signed by the organisation's CA, but its identity names a role amble does not know.
+    let dir = pki_dir(&fx.tmp);
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(fx.ca.cert_pem(), &ca_key).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://test-fed/root/x".try_into().unwrap(),
+    ));
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (cert_path, key_path) = (fx.tmp.path().join("odd.pem"), fx.tmp.path().join("odd.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    amble_crypto::write_private(&key_path, key.serialize_pem().as_bytes()).unwrap();
+    let odd = ClientIdentity::load(&cert_path, &key_path, &fx.ca.cert_path()).unwrap();
+    let err = AdminClient::new(odd.endpoint(&fx.url()).unwrap().connect_lazy())
+        .health(pb::HealthRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let denied = denied_calls(&fx).await;
+    assert!(
+        denied
+            .iter()
+            .any(|(a, why)| a.starts_with("cert:") && why.contains("Admin/Health")),
+        "{denied:?}"
+    );
+    fx.stop().await;
+}

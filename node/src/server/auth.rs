@@ -124,6 +124,13 @@ impl Gatekeeper for Shared {
             .map_err(|e| e.to_string())
     }
 
+    fn log_unidentified(&self, certificate: &str, path: &str, why: &str) -> Result<(), String> {
+        let reason = format!("{path}: {why}");
+        self.with_node(|node| node.log_unidentified_call(certificate, &reason))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn refuse_all(&self) -> Option<Status> {
         crate::fault::tripped().map(|why| {
             Status::unavailable(format!(
