@@ -52,6 +52,16 @@ pub enum IngestError {
     },
     #[error("{} bad line(s); nothing was written. First: {}", .0.len(), .0.first().map(|e| e.to_string()).unwrap_or_default())]
     BadLines(Vec<LineError>),
+    #[error(
+        "{path} changed during the ingest: line {line}: {message}; the {written} records before \
+         it were stored durably, the rest were not — fix the file and ingest the rest"
+    )]
+    Changed {
+        path: String,
+        line: usize,
+        message: String,
+        written: usize,
+    },
     #[error("writing failed after {written} records were stored durably: {source}")]
     Write {
         written: usize,
@@ -100,28 +110,64 @@ fn kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// What one line of the file holds.
+enum Read {
+    Text(String),
+    /// A line that is not UTF-8: a bad line, reported with its number like any other.
+    NotUtf8,
+}
+
 fn lines(
     path: &Path,
-) -> Result<impl Iterator<Item = (usize, std::io::Result<String>)>, IngestError> {
+) -> Result<impl Iterator<Item = (usize, Result<Read, IngestError>)>, IngestError> {
     let f = std::fs::File::open(path).map_err(|source| IngestError::Read {
         path: path.display().to_string(),
         source,
     })?;
+    let name = path.display().to_string();
     Ok(std::io::BufReader::new(f)
-        .lines()
+        .split(b'\n')
         .enumerate()
-        .map(|(i, l)| (i + 1, l)))
+        .map(move |(i, l)| {
+            let read = match l {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(mut s) => {
+                        if s.ends_with('\r') {
+                            s.pop();
+                        }
+                        Ok(Read::Text(s))
+                    }
+                    Err(_) => Ok(Read::NotUtf8),
+                },
+                Err(source) => Err(IngestError::Read {
+                    path: name.clone(),
+                    source,
+                }),
+            };
+            (i + 1, read)
+        }))
 }
+
+const NOT_UTF8: &str = "is not valid UTF-8 (save the file as UTF-8)";
 
 /// Checks every line of `path`; returns the number of records, or the bad lines.
 pub fn validate_file(path: &Path) -> Result<usize, IngestError> {
     let mut errors = Vec::new();
     let mut count = 0;
     for (n, line) in lines(path)? {
-        let line = line.map_err(|source| IngestError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let line = match line? {
+            Read::Text(t) => t,
+            Read::NotUtf8 => {
+                errors.push(LineError {
+                    line: n,
+                    message: NOT_UTF8.into(),
+                });
+                if errors.len() >= MAX_REPORTED_ERRORS {
+                    break;
+                }
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -163,21 +209,23 @@ pub fn ingest_file(
         progress(*written);
         Ok::<(), IngestError>(())
     };
+    // The file was validated above; a line that fails now means it changed underneath, and
+    // the error says how much was already stored.
+    let changed = |line: usize, message: String, written: usize| IngestError::Changed {
+        path: path.display().to_string(),
+        line,
+        message,
+        written,
+    };
     for (n, line) in lines(path)? {
-        let line = line.map_err(|source| IngestError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let line = match line? {
+            Read::Text(t) => t,
+            Read::NotUtf8 => return Err(changed(n, NOT_UTF8.into(), written)),
+        };
         if line.trim().is_empty() {
             continue;
         }
-        // The file was validated above; a line that fails now means it changed underneath.
-        let item = parse_line(&line).map_err(|message| {
-            IngestError::BadLines(vec![LineError {
-                line: n,
-                message: format!("{message} (file changed during ingest)"),
-            }])
-        })?;
+        let item = parse_line(&line).map_err(|message| changed(n, message, written))?;
         batch.push(item);
         if batch.len() == BATCH {
             flush(&mut batch, &mut written)?;
@@ -187,4 +235,69 @@ pub fn ingest_file(
         flush(&mut batch, &mut written)?;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_a_bad_line_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("in.jsonl");
+        let good = br#"{"ref":"phone:+1","collection":"goals","time":"2026-11-01T10:00:00Z","data":{"goal":"g"}}"#;
+        let mut bytes = good.to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(b"{\"ref\":\"phone:+2\xff\"}\n");
+        bytes.extend_from_slice(good);
+        std::fs::write(&f, bytes).unwrap();
+        match validate_file(&f) {
+            Err(IngestError::BadLines(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].line, 2);
+                assert!(errors[0].message.contains("UTF-8"), "{errors:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_changes_during_ingest_says_how_much_was_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::init(&dir.path().join("n"), None).unwrap();
+        let actor = Actor::new(
+            "operator:test",
+            amble_policy::Role::Admin,
+            amble_consent::Method::Cli,
+        );
+        let f = dir.path().join("in.jsonl");
+        let line = |i: usize| {
+            format!(
+                "{{\"ref\":\"phone:+1{i:05}\",\"collection\":\"goals\",\"time\":\"2026-11-01T10:00:00Z\",\"data\":{{\"goal\":\"g\"}}}}\n"
+            )
+        };
+        let text: String = (0..2 * BATCH).map(line).collect();
+        std::fs::write(&f, &text).unwrap();
+        // After the first durable batch, the rest of the file turns into something else.
+        let rewrite = |written: usize| {
+            if written == BATCH {
+                std::fs::write(&f, "x".repeat(text.len())).unwrap();
+            }
+        };
+        let err = ingest_file(&node, &actor, &f, &rewrite).unwrap_err();
+        match &err {
+            IngestError::Changed { written, .. } => assert_eq!(*written, BATCH),
+            other => panic!("{other:?}"),
+        }
+        let m = err.to_string();
+        assert!(m.contains(&format!("{BATCH} records")), "{m}");
+        assert!(!m.contains("nothing was written"), "{m}");
+        let stored: usize = node
+            .subjects()
+            .unwrap()
+            .iter()
+            .map(|s| node.count(s, None))
+            .sum();
+        assert_eq!(stored, BATCH);
+    }
 }
