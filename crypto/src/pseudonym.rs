@@ -10,14 +10,56 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
 pub struct ExternalRef(String);
 
+/// Characters that render as nothing and would make one person several subjects.
+const INVISIBLE: [char; 6] = [
+    '\u{00AD}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}',
+];
+
+/// A phone number in E.164 form: `+` and 1 to 15 digits. Spaces, dashes, dots and brackets
+/// are dropped, full-width digits become ASCII (NFKC), and a leading `00` becomes `+`.
+fn canonical_phone(id: &str) -> Result<String, CryptoError> {
+    use unicode_normalization::UnicodeNormalization;
+    let compact: zeroize::Zeroizing<String> = zeroize::Zeroizing::new(
+        id.nfkc()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\u{00A0}'))
+            .collect(),
+    );
+    let digits = match compact.strip_prefix('+') {
+        Some(d) => d,
+        None => compact.strip_prefix("00").ok_or(CryptoError::BadExternalRef(
+            "a phone number starts with + and its country code (E.164), e.g. phone:+8613800138000",
+        ))?,
+    };
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CryptoError::BadExternalRef(
+            "a phone number is + and 1 to 15 digits (E.164); spaces, dashes, dots and brackets may separate them",
+        ));
+    }
+    Ok(format!("+{digits}"))
+}
+
 impl ExternalRef {
-    /// Parses `channel:id`. The channel is lowercase ASCII letters, digits, `_` or `-`; the
-    /// id is non-empty and has no control characters. Surrounding whitespace is trimmed.
+    /// Parses `channel:id` into its canonical form, so that every way of writing one
+    /// identifier gives one reference (and one pseudonym):
+    /// - invisible characters (zero-width spaces and joiners, soft hyphens, BOM) are dropped and
+    ///   surrounding whitespace is trimmed, around the whole and around the id;
+    /// - the channel is ASCII letters, digits, `_` or `-`, lower-cased;
+    /// - `phone:` ids are E.164 (`+` and up to 15 digits, see [`canonical_phone`]);
+    /// - `email:` ids are Unicode NFC and lower-cased (mail providers ignore case);
+    /// - other ids (`openid:…`, …) are opaque and case-sensitive, in Unicode NFC.
+    ///
+    /// The id is 1 to 512 bytes with no control characters.
     pub fn parse(s: &str) -> Result<Self, CryptoError> {
-        let s = s.trim();
+        use unicode_normalization::UnicodeNormalization;
+        // Intermediate copies of the identifier are wiped like the reference itself.
+        let cleaned: zeroize::Zeroizing<String> =
+            zeroize::Zeroizing::new(s.chars().filter(|c| !INVISIBLE.contains(c)).collect());
+        let s = cleaned.trim();
         let (channel, id) = s.split_once(':').ok_or(CryptoError::BadExternalRef(
             "missing `:` between channel and id",
         ))?;
+        let channel = channel.to_ascii_lowercase();
+        let id = id.trim();
         if channel.is_empty() || channel.len() > 32 {
             return Err(CryptoError::BadExternalRef(
                 "channel must be 1 to 32 characters",
@@ -39,7 +81,15 @@ impl ExternalRef {
                 "id contains control characters",
             ));
         }
-        Ok(ExternalRef(s.to_owned()))
+        let id = zeroize::Zeroizing::new(match channel.as_str() {
+            "phone" => canonical_phone(id)?,
+            "email" => zeroize::Zeroizing::new(id.nfc().collect::<String>()).to_lowercase(),
+            _ => id.nfc().collect(),
+        });
+        if id.len() > 512 {
+            return Err(CryptoError::BadExternalRef("id must be 1 to 512 bytes"));
+        }
+        Ok(ExternalRef(format!("{channel}:{}", id.as_str())))
     }
 
     pub fn channel(&self) -> &str {
@@ -142,10 +192,51 @@ mod tests {
             "phone:",
             "ph one:1",
             "phone:a\nb",
+            "phone:5550001",
+            "phone:+1234567890123456",
+            "phone:+1 555 CALL",
+            "phone:\u{200B}",
         ] {
             assert!(ExternalRef::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(ExternalRef::parse(" email:ann@example.org ").is_ok());
+    }
+
+    #[test]
+    fn every_way_of_writing_one_identifier_is_one_reference() {
+        let same = |forms: &[&str]| {
+            let first = ExternalRef::parse(forms[0]).unwrap();
+            for f in forms {
+                assert_eq!(ExternalRef::parse(f).unwrap(), first, "{f:?}");
+            }
+            first.expose().to_owned()
+        };
+        let phone = same(&[
+            "phone:+8613800138000",
+            "phone:+86 138 0013 8000",
+            "Phone: +86-138-0013-8000",
+            "phone:(+86) 138.0013.8000",
+            "phone:008613800138000",
+            "phone:＋８６１３８００１３８０００",
+            "phone:+86\u{200B}13800138000",
+        ]);
+        assert_eq!(phone, "phone:+8613800138000");
+        let email = same(&[
+            "email:ann@example.org",
+            "EMAIL:Ann@Example.ORG",
+            "email: ann@example.org\u{FEFF}",
+        ]);
+        assert_eq!(email, "email:ann@example.org");
+        // Opaque ids keep their case: `openid:Ab` and `openid:ab` are two people.
+        assert_ne!(
+            ExternalRef::parse("openid:Ab").unwrap(),
+            ExternalRef::parse("openid:ab").unwrap()
+        );
+        // NFC: a precomposed and a decomposed é are one id.
+        assert_eq!(
+            ExternalRef::parse("wechat:caf\u{e9}").unwrap(),
+            ExternalRef::parse("wechat:cafe\u{301}").unwrap()
+        );
     }
 
     #[test]
