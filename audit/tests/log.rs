@@ -10,6 +10,21 @@ use proptest::prelude::*;
 use std::sync::Arc;
 use time::macros::datetime;
 
+/// Reopens a database whose last handle was just dropped: sled's background thread can hold
+/// the directory's lock a moment longer, so a busy lock is waited for (bounded), not a failure.
+fn reopen(path: &std::path::Path) -> sled::Db {
+    for _ in 0..200 {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("{} stayed locked for 5 s", path.display());
+}
+
 fn temp_db() -> (tempfile::TempDir, sled::Db) {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path().join("db")).unwrap();
@@ -199,7 +214,7 @@ fn reopening_restores_size_root_and_continues_the_sequence() {
     let root = log.root().unwrap();
     drop(log);
     drop(db);
-    let db = sled::open(dir.path().join("db")).unwrap();
+    let db = reopen(&dir.path().join("db"));
     let log = AuditLog::open(&db).unwrap();
     assert_eq!(log.size(), 13);
     assert_eq!(log.root().unwrap(), root);

@@ -122,6 +122,21 @@ impl std::fmt::Debug for Archive {
     }
 }
 
+/// How far ahead of this node's clock a record's time may be (clocks of the systems that feed
+/// it differ a little).
+pub const MAX_FUTURE: time::Duration = time::Duration::days(1);
+
+/// A record's time is when it happened: one further ahead than [`MAX_FUTURE`] is refused, or
+/// it would be hidden from every read (reads and retention look back from now) and never swept.
+pub fn check_record_time(t: OffsetDateTime, now: OffsetDateTime) -> Result<()> {
+    match now.checked_add(MAX_FUTURE) {
+        Some(limit) if t > limit => Err(NodeError::TimeOutOfRange(format!(
+            "{t} is more than a day after now ({now}); a record's time is when it happened"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
     let ms = t.unix_timestamp_nanos() / 1_000_000;
     i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })

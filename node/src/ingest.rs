@@ -80,6 +80,8 @@ pub fn parse_line(text: &str) -> Result<(ExternalRef, NewRecord), String> {
         .map_err(|e: amble_policy::UnknownName| e.to_string())?;
     let time = OffsetDateTime::parse(&line.time, &Rfc3339)
         .map_err(|e| format!("`time` must be RFC 3339 (e.g. 2026-05-01T10:00:00Z): {e}"))?;
+    crate::archive::check_record_time(time, OffsetDateTime::now_utc())
+        .map_err(|e| format!("`time`: {e}"))?;
     let data = match line.data {
         serde_json::Value::Object(m) => m,
         other => {

@@ -293,6 +293,11 @@ impl Node {
         actor: &Actor,
         items: &[(ExternalRef, NewRecord)],
     ) -> Result<Vec<Appended>> {
+        // Checked whole before anything is written.
+        let now = OffsetDateTime::now_utc();
+        for (_, rec) in items {
+            crate::archive::check_record_time(rec.time, now)?;
+        }
         let mut per_subject: BTreeMap<SubjectId, (u64, std::collections::BTreeSet<Collection>)> =
             BTreeMap::new();
         // One lookup per distinct reference, not per record.

@@ -261,6 +261,31 @@ fn a_retention_longer_than_the_calendar_expires_nothing_instead_of_panicking() {
 }
 
 #[test]
+fn a_record_dated_far_in_the_future_is_refused_and_nothing_of_its_batch_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::init(dir.path(), None).unwrap();
+    let op = actor(Role::Admin);
+    let p = r("phone:+1");
+    let mut far = rec(Collection::Events, 1, serde_json::json!({"kind": "future"}));
+    far.time = time::macros::datetime!(9999-01-01 00:00 UTC);
+    let batch = [
+        (
+            p.clone(),
+            rec(Collection::Events, 1, serde_json::json!({"kind": "now"})),
+        ),
+        (p.clone(), far),
+    ];
+    let logged = node.audit_log().size();
+    let err = node.append_batch(&op, &batch).unwrap_err();
+    assert!(
+        matches!(err, amble_node::NodeError::TimeOutOfRange(_)),
+        "{err}"
+    );
+    assert!(node.subject_of(&p).is_err(), "the batch was partly written");
+    assert_eq!(node.audit_log().size(), logged, "an append was logged");
+}
+
+#[test]
 fn a_changed_policy_must_declare_a_higher_version() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::init(dir.path(), None).unwrap();
