@@ -33,7 +33,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -246,6 +246,9 @@ impl fmt::Display for VerifyReport {
     }
 }
 
+/// The longest line of `entries.jsonl` the verifier reads (an entry is a few hundred bytes).
+const MAX_ENTRY_LINE: u64 = 1 << 20;
+
 fn read_to_string(path: &Path) -> Result<String, VerifyError> {
     std::fs::read_to_string(path).map_err(|source| VerifyError::Io {
         path: path.to_owned(),
@@ -396,7 +399,9 @@ pub fn verify_dir(
     let mut by_action = BTreeMap::new();
     loop {
         buf.clear();
-        let n = reader
+        // At most one entry's worth is read into memory, whatever the file holds.
+        let n = (&mut reader)
+            .take(MAX_ENTRY_LINE + 1)
             .read_until(b'\n', &mut buf)
             .map_err(|source| VerifyError::Io {
                 path: path.clone(),
@@ -406,6 +411,15 @@ pub fn verify_dir(
             break;
         }
         line_no += 1;
+        if n as u64 > MAX_ENTRY_LINE {
+            return Err(VerifyError::BadLine {
+                line: line_no,
+                reason: format!(
+                    "longer than {MAX_ENTRY_LINE} bytes; an audit entry is a few hundred bytes, so \
+                     this is not an entry amble wrote"
+                ),
+            });
+        }
         let Some(line) = buf.strip_suffix(b"\n") else {
             return Err(VerifyError::BadLine {
                 line: line_no,

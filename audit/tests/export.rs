@@ -314,6 +314,20 @@ fn witness_cosignatures_are_checked_and_unknown_ones_ignored() {
 }
 
 #[test]
+fn an_overlong_line_is_refused_without_reading_it_whole() {
+    let f = fixture(3);
+    export_dir(&f.log, &key(1), ORIGIN, f.out.path()).unwrap();
+    let mut l = lines(f.out.path());
+    l.insert(1, "x".repeat(3 << 20));
+    write_lines(f.out.path(), &l);
+    let err = verify_dir(f.out.path(), None, &[]).unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::BadLine { line: 2, reason } if reason.contains("longer than")),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_named_witness_whose_cosignature_is_missing_fails_verification() {
     let witness = NoteSigner::from_key("coordinator.example", &key(2)).unwrap();
     // A genuine export whose witnessed checkpoint was deleted.
