@@ -586,13 +586,17 @@ pub fn read_event_log(path: &Path) -> Result<Vec<Case>> {
         .collect())
 }
 
-/// Every prefix of every case with the activity that follows it (or [`END_OF_CASE`]).
+/// Every prefix of every case with the activity that follows it (or [`END_OF_CASE`]), each
+/// holding at most the last [`MAX_CONTEXT_EVENTS`](crate::needs::MAX_CONTEXT_EVENTS) events
+/// (all the features look at), so memory grows linearly with the log, not with the square of
+/// its longest case.
 pub fn case_prefixes(cases: &[Case], resource_tag: bool) -> Vec<(NeedContext, String)> {
     let mut out = Vec::new();
     for c in cases {
         for i in 1..=c.events.len() {
+            let from = i.saturating_sub(crate::needs::MAX_CONTEXT_EVENTS);
             let ctx = NeedContext {
-                events: c.events[..i].iter().map(|(a, _)| a.clone()).collect(),
+                events: c.events[from..i].iter().map(|(a, _)| a.clone()).collect(),
                 tags: if resource_tag {
                     vec![format!("resource:{}", c.events[i - 1].1)]
                 } else {
@@ -774,5 +778,47 @@ mod calibration_tests {
         }
         assert!((over.error() - 0.45).abs() < 1e-6);
         assert_eq!(Calibration::default().error(), 0.0);
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::{Case, case_prefixes};
+    use crate::needs::{MAX_CONTEXT_EVENTS, NeedContext, feature_names};
+
+    #[test]
+    fn a_case_of_any_length_gives_bounded_prefixes_with_the_same_features() {
+        // One 5,000-event case: a log whose case ids are missing.
+        let case = Case {
+            id: "all".into(),
+            events: (0..5_000)
+                .map(|i| (format!("a{}", i % 37), "r".into()))
+                .collect(),
+        };
+        let prefixes = case_prefixes(std::slice::from_ref(&case), false);
+        assert_eq!(prefixes.len(), 5_000);
+        assert!(
+            prefixes
+                .iter()
+                .all(|(ctx, _)| ctx.events.len() <= MAX_CONTEXT_EVENTS)
+        );
+        // The features of a long history are those of its last MAX_CONTEXT_EVENTS events.
+        let full = NeedContext {
+            events: case.events.iter().map(|(a, _)| a.clone()).collect(),
+            tags: vec!["stage=student".into()],
+        };
+        let recent = NeedContext {
+            events: full.events[full.events.len() - MAX_CONTEXT_EVENTS..].to_vec(),
+            tags: full.tags.clone(),
+        };
+        assert_eq!(feature_names(&full, 3), feature_names(&recent, 3));
+        let untagged = NeedContext {
+            events: recent.events.clone(),
+            tags: Vec::new(),
+        };
+        assert_eq!(
+            feature_names(&prefixes[4_999].0, 3),
+            feature_names(&untagged, 3)
+        );
     }
 }

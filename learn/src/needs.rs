@@ -64,20 +64,27 @@ pub struct NeedPrediction {
     pub drivers: Vec<Driver>,
 }
 
-/// Names of the features of a context (before hashing).
+/// The most recent events of a context that its features look at. Older ones are dropped, so
+/// a context — and every prefix built for training — is bounded whatever an event log holds
+/// (a log without case ids is one case of every event).
+pub const MAX_CONTEXT_EVENTS: usize = 64;
+
+/// Names of the features of a context (before hashing); only its last
+/// [`MAX_CONTEXT_EVENTS`] events count.
 pub fn feature_names(ctx: &NeedContext, last_k: usize) -> Vec<String> {
     let mut f = Vec::new();
-    let n = ctx.events.len();
+    let events = &ctx.events[ctx.events.len().saturating_sub(MAX_CONTEXT_EVENTS)..];
+    let n = events.len();
     for k in 1..=last_k.min(n) {
-        f.push(format!("last{k}={}", ctx.events[n - k]));
+        f.push(format!("last{k}={}", events[n - k]));
     }
     if n >= 2 {
-        f.push(format!("pair={}>{}", ctx.events[n - 2], ctx.events[n - 1]));
+        f.push(format!("pair={}>{}", events[n - 2], events[n - 1]));
     }
     if n == 0 {
         f.push("empty-history".into());
     }
-    let mut seen: Vec<&String> = ctx.events.iter().collect();
+    let mut seen: Vec<&String> = events.iter().collect();
     seen.sort();
     seen.dedup();
     for e in seen {
@@ -91,7 +98,7 @@ pub fn feature_names(ctx: &NeedContext, last_k: usize) -> Vec<String> {
     f.push(format!("len={len_bucket}"));
     for t in &ctx.tags {
         f.push(format!("tag={t}"));
-        if let Some(last) = ctx.events.last() {
+        if let Some(last) = events.last() {
             f.push(format!("tag={t}&last1={last}"));
         }
     }
