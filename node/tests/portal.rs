@@ -26,14 +26,8 @@ struct Reply {
     body: String,
 }
 
-/// One HTTPS/1.1 request to the portal, trusting only the test CA.
-async fn request(
-    fx: &Fixture,
-    method: Method,
-    path: &str,
-    cookie: Option<&str>,
-    form: Option<&str>,
-) -> Reply {
+/// A TLS 1.3 connection to the portal, trusting only the test CA.
+async fn portal_tls(fx: &Fixture) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let (addr, _) = fx.portal.as_ref().unwrap();
     let ca = std::fs::read(fx.ca.cert_path()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
@@ -48,10 +42,22 @@ async fn request(
     .with_root_certificates(roots)
     .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// One HTTPS/1.1 request to the portal, trusting only the test CA.
+async fn request(
+    fx: &Fixture,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> Reply {
+    let (addr, _) = fx.portal.as_ref().unwrap();
+    let tls = portal_tls(fx).await;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
@@ -532,24 +538,7 @@ async fn a_form_body_that_trickles_in_is_cut_off() {
     let fx = start_with_subject().await;
     let open = request(&fx, Method::GET, &format!("/?t={}", link(&fx)), None, None).await;
     let sid = session_cookie(&open);
-    let (addr, _) = fx.portal.as_ref().unwrap();
-    let ca = std::fs::read(fx.ca.cert_path()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = portal_tls(&fx).await;
     // Headers promise 100 bytes; 10 arrive, then nothing.
     tls.write_all(
         format!(
