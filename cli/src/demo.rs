@@ -466,12 +466,13 @@ fn export_and_erase(lab: &Lab, node: usize, who: &str) -> Result<(u64, u64, bool
         let r = pb::SubjectRef {
             r#ref: who.to_owned(),
         };
-        let export = c
-            .export(r.clone())
-            .await
-            .map_err(|s| anyhow::anyhow!("Export: {}", s.message()))?
-            .into_inner();
-        let doc: serde_json::Value = serde_json::from_str(&export.export_json)?;
+        let export = async {
+            let stream = c.export(r.clone()).await?.into_inner();
+            amble_proto::chunks::join(stream, amble_proto::chunks::MAX_DOCUMENT_BYTES).await
+        }
+        .await
+        .map_err(|s| anyhow::anyhow!("Export: {}", s.message()))?;
+        let doc: serde_json::Value = serde_json::from_str(&export)?;
         let records = doc["document"]["archive"]["record_count"]
             .as_u64()
             .or_else(|| doc["archive"]["record_count"].as_u64())

@@ -189,11 +189,14 @@ async fn subject(cmd: SubjectCommand, out: &Output) -> Result<ExitCode> {
             out: path,
         } => {
             let mut c = SubjectClient::new(remote.channel().await?);
-            let r = c
+            let stream = c
                 .export(pb::SubjectRef { r#ref: reference })
                 .await
+                .map_err(|s| rpc_error("export", s))?
+                .into_inner();
+            let text = amble_proto::chunks::join(stream, amble_proto::chunks::MAX_DOCUMENT_BYTES)
+                .await
                 .map_err(|s| rpc_error("export", s))?;
-            let text = r.into_inner().export_json;
             match path {
                 Some(p) => {
                     amble_crypto::write_private(&p, text.as_bytes())

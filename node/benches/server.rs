@@ -1,6 +1,12 @@
 //! Appends/s and reads/s over mutual-TLS gRPC from 1, 8 and 64 concurrent clients, with p99
 //! latency, next to the same operations on an in-process `Node` — the cost of the wire.
 //!
+//! The last two rows are reads from 8 clients alone and then beside 16 tasks looping on one
+//! person's self-service page: the session's rate limit answers most of them 429 without
+//! touching the node, and the views served share the node with gRPC calls, so the second row's
+//! p50 should stay near the first's (it doubled while each view took the node alone and every
+//! view was served).
+//!
 //! Run: `cargo bench -p amble-node --bench server` (prints a table; no criterion, since the
 //! interesting numbers are throughput under concurrency and tail latency).
 
@@ -14,6 +20,7 @@ use amble_policy::{Collection, Role};
 use amble_proto::v1 as pb;
 use server_support::Fixture;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const LEVELS: [usize; 3] = [1, 8, 64];
@@ -39,7 +46,7 @@ fn record(i: usize) -> pb::NewRecord {
     }
 }
 
-async fn grpc(fx: &Fixture, clients: usize, per_client: usize, read: bool) {
+async fn grpc(fx: &Fixture, clients: usize, per_client: usize, read: bool, what: &str) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -51,13 +58,18 @@ async fn grpc(fx: &Fixture, clients: usize, per_client: usize, read: bool) {
             for i in 0..per_client {
                 let t = Instant::now();
                 if read {
-                    cl.read(pb::ReadRequest {
-                        r#ref: format!("phone:+1555{:07}", (c + i) % SUBJECTS),
-                        purpose: "support".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("read");
+                    let stream = cl
+                        .read(pb::ReadRequest {
+                            r#ref: format!("phone:+1555{:07}", (c + i) % SUBJECTS),
+                            purpose: "support".into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("read")
+                        .into_inner();
+                    amble_proto::chunks::join(stream, 1 << 20)
+                        .await
+                        .expect("read's chunks");
                 } else {
                     cl.append(pb::AppendRequest {
                         records: vec![record(c * per_client + i)],
@@ -74,12 +86,85 @@ async fn grpc(fx: &Fixture, clients: usize, per_client: usize, read: bool) {
     for t in tasks {
         lat.extend(t.await.expect("client task"));
     }
-    let what = if read {
-        "read  grpc+mTLS"
-    } else {
-        "append grpc+mTLS"
-    };
     row(what, clients, clients * per_client, started.elapsed(), lat);
+}
+
+/// Reads from 8 clients alone, then beside 16 tasks looping on one person's page.
+async fn reads_beside_page_views(fx: Arc<Fixture>, total: usize) {
+    const CLIENTS: usize = 8;
+    grpc(
+        &fx,
+        CLIENTS,
+        per_client(CLIENTS, total),
+        true,
+        "read, no page views",
+    )
+    .await;
+    let (_, links) = fx.portal.as_ref().expect("the fixture serves a portal");
+    let token = links.issue(&record(0).r#ref).expect("a link");
+    let opened =
+        server_support::portal_request(&fx, http::Method::GET, &format!("/?t={token}"), None, None)
+            .await;
+    let cookie = opened
+        .headers
+        .get(http::header::SET_COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .and_then(|c| c.split_once('='))
+        .map(|(_, sid)| sid.to_owned())
+        .expect("a session cookie");
+    let stop = Arc::new(AtomicBool::new(false));
+    let views = Arc::new(AtomicUsize::new(0));
+    let slowed = Arc::new(AtomicUsize::new(0));
+    let viewers: Vec<_> = (0..16)
+        .map(|_| {
+            let (fx, stop, views, slowed, cookie) = (
+                Arc::clone(&fx),
+                Arc::clone(&stop),
+                Arc::clone(&views),
+                Arc::clone(&slowed),
+                cookie.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = server_support::portal_request(
+                        &fx,
+                        http::Method::GET,
+                        "/",
+                        Some(&cookie),
+                        None,
+                    )
+                    .await;
+                    match r.status {
+                        http::StatusCode::OK => views.fetch_add(1, Ordering::Relaxed),
+                        http::StatusCode::TOO_MANY_REQUESTS => {
+                            slowed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        other => panic!("a page view answered {other}: {}", r.body),
+                    };
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    grpc(
+        &fx,
+        CLIENTS,
+        per_client(CLIENTS, total),
+        true,
+        "read, 16 page viewers",
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for v in viewers {
+        v.await.expect("viewer task");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "  (meanwhile page views served: {:.0}/s, answered 429: {:.0}/s)",
+        views.load(Ordering::Relaxed) as f64 / secs,
+        slowed.load(Ordering::Relaxed) as f64 / secs
+    );
 }
 
 fn in_process(node: &Arc<Node>, clients: usize, per_client: usize, read: bool) {
@@ -141,14 +226,17 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let fx = Fixture::start().await;
+        let fx = Arc::new(Fixture::start_with_portal().await);
         for &c in &LEVELS {
-            grpc(&fx, c, per_client(c, total), false).await;
+            grpc(&fx, c, per_client(c, total), false, "append grpc+mTLS").await;
         }
         for &c in &LEVELS {
-            grpc(&fx, c, per_client(c, total), true).await;
+            grpc(&fx, c, per_client(c, total), true, "read  grpc+mTLS").await;
         }
-        fx.stop().await;
+        reads_beside_page_views(Arc::clone(&fx), total).await;
+        if let Ok(fx) = Arc::try_unwrap(fx) {
+            fx.stop().await;
+        }
     });
 
     let tmp = tempfile::tempdir().expect("tempdir");

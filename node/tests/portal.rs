@@ -5,85 +5,15 @@
 mod server_support;
 
 use amble_proto::v1 as pb;
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::{Method, StatusCode, header};
 use pb::archive_client::ArchiveClient;
 use pb::audit_client::AuditClient;
 use pb::subject_client::SubjectClient;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use server_support::Fixture;
-use std::sync::Arc;
+use server_support::{Fixture, Reply, portal_request as request, portal_tls};
 
 const REF: &str = "phone:+15550001";
 /// The actor of what a person does through a link the node's operator issued.
 const OPERATOR_LINK: &str = "portal-link/admin/node:portal";
-
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-/// A TLS 1.3 connection to the portal, trusting only the test CA.
-async fn portal_tls(fx: &Fixture) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let (addr, _) = fx.portal.as_ref().unwrap();
-    let ca = std::fs::read(fx.ca.cert_path()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
-/// One HTTPS/1.1 request to the portal, trusting only the test CA.
-async fn request(
-    fx: &Fixture,
-    method: Method,
-    path: &str,
-    cookie: Option<&str>,
-    form: Option<&str>,
-) -> Reply {
-    let (addr, _) = fx.portal.as_ref().unwrap();
-    let tls = portal_tls(fx).await;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, format!("127.0.0.1:{}", addr.port()));
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, format!("__Host-amble_portal={c}"));
-    }
-    if form.is_some() {
-        req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-    }
-    let body = Full::new(Bytes::from(form.unwrap_or("").to_owned()));
-    let resp = sender.send_request(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8(bytes.to_vec()).unwrap(),
-    }
-}
 
 fn session_cookie(r: &Reply) -> String {
     let c = r
@@ -585,5 +515,41 @@ async fn signing_out_ends_the_session() {
     );
     let after = request(&fx, Method::GET, "/", Some(&sid), None).await;
     assert_eq!(after.status, StatusCode::FORBIDDEN);
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_looping_on_its_page_is_slowed_before_it_reaches_the_node() {
+    let fx = start_with_subject().await;
+    let t = link(&fx);
+    let open = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    let sid = session_cookie(&open);
+    let logged_before = audit_entries(&fx).await.len();
+
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..60 {
+        let r = request(&fx, Method::GET, "/", Some(&sid), None).await;
+        match r.status {
+            StatusCode::OK => served += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(r.headers.get(header::RETRY_AFTER).unwrap(), "1");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert!(refused > 0, "60 views in a row were all served");
+    assert!(
+        served >= 19,
+        "a person's burst of clicks was refused: {served}"
+    );
+    // Every view served is in the audit log; none refused is.
+    let logged = audit_entries(&fx).await.len() - logged_before;
+    assert_eq!(logged, served as usize, "{served} served, {refused} refused");
+
+    // A second later the person is served again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = request(&fx, Method::GET, "/", Some(&sid), None).await;
+    assert_eq!(r.status, StatusCode::OK);
     fx.stop().await;
 }

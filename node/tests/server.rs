@@ -5,6 +5,7 @@ mod server_support;
 
 use amble_crypto::pki::{Ca, IssueRequest};
 use amble_node::server::client::ClientIdentity;
+use amble_proto::chunks;
 use amble_proto::v1 as pb;
 use pb::admin_client::AdminClient;
 use pb::archive_client::ArchiveClient;
@@ -294,8 +295,9 @@ async fn a_subject_journey_over_the_wire_from_ingest_to_erasure() {
         })
         .await
         .unwrap();
+    let projection = read(&mut app).await.unwrap().into_inner();
     let projection: serde_json::Value =
-        serde_json::from_str(&read(&mut app).await.unwrap().into_inner().projection_json).unwrap();
+        serde_json::from_str(&chunks::join(projection, 1 << 20).await.unwrap()).unwrap();
     let text = projection.to_string();
     assert!(text.contains("buy a flat"), "{text}");
     assert!(
@@ -320,15 +322,13 @@ async fn a_subject_journey_over_the_wire_from_ingest_to_erasure() {
         err.message()
     );
 
-    let export: serde_json::Value = serde_json::from_str(
-        &portal
-            .export(pb::SubjectRef { r#ref: REF.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .export_json,
-    )
-    .unwrap();
+    let export = portal
+        .export(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let export: serde_json::Value =
+        serde_json::from_str(&chunks::join(export, 1 << 20).await.unwrap()).unwrap();
     let doc = &export["document"];
     assert_eq!(doc["archive"]["record_count"], 2, "{doc}");
     assert!(doc["consent"].to_string().contains("personalisation"));
@@ -359,6 +359,61 @@ async fn a_subject_journey_over_the_wire_from_ingest_to_erasure() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_bigger_than_one_message_is_still_read_and_exported_whole() {
+    // Each record fits one message; the person's archive is five times the message limit.
+    let fx = Fixture::start().await;
+    let mut app = ArchiveClient::new(fx.channel("crm"));
+    let records = 5 * MAX_MESSAGE / (MAX_MESSAGE / 4) + 1;
+    for i in 0..records {
+        let text = format!("{i:04} {}", "说".repeat(MAX_MESSAGE / 4 / 3 - 8));
+        let data = serde_json::json!({"channel": "chat", "text": text}).to_string();
+        app.append(pb::AppendRequest {
+            records: vec![record(REF, "interactions", &data)],
+        })
+        .await
+        .unwrap();
+    }
+
+    let stream = app
+        .read(pb::ReadRequest {
+            r#ref: REF.into(),
+            purpose: "support".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let projection = chunks::join(stream, 64 << 20).await.unwrap();
+    assert!(projection.len() > 5 * MAX_MESSAGE, "{}", projection.len());
+    for i in 0..records {
+        assert!(
+            projection.contains(&format!("{i:04} 说")),
+            "record {i} missing"
+        );
+    }
+
+    let stream = SubjectClient::new(fx.channel("portal"))
+        .export(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let export: serde_json::Value =
+        serde_json::from_str(&chunks::join(stream, 64 << 20).await.unwrap()).unwrap();
+    assert_eq!(export["document"]["archive"]["record_count"], records);
+
+    // A client that will not hold that much is told so, and the node serves on.
+    let stream = SubjectClient::new(fx.channel("portal"))
+        .export(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = chunks::join(stream, MAX_MESSAGE).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(health(fx.channel("crm")).await.is_ok());
     fx.stop().await;
 }
 

@@ -18,3 +18,98 @@ pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("amble.v1");
 }
+
+/// Documents that may outgrow one message — a person's projection (`Archive.Read`) and
+/// export (`Subject.Export`) — travel as a stream of chunks of UTF-8 JSON. The server splits
+/// with [`chunks::split`]; a client joins with [`chunks::join`], which bounds what it holds.
+pub mod chunks {
+    use super::v1;
+    use tonic::{Status, Streaming};
+
+    /// What amble's own clients accept of one document: 1 GiB.
+    pub const MAX_DOCUMENT_BYTES: usize = 1 << 30;
+
+    /// A message that carries the next bytes of a chunked document.
+    pub trait Chunk: Send + 'static {
+        /// Wraps the next bytes of the document.
+        fn wrap(bytes: Vec<u8>) -> Self;
+        /// The bytes this chunk carries.
+        fn into_bytes(self) -> Vec<u8>;
+    }
+
+    impl Chunk for v1::ReadChunk {
+        fn wrap(bytes: Vec<u8>) -> Self {
+            Self {
+                projection_json: bytes,
+            }
+        }
+        fn into_bytes(self) -> Vec<u8> {
+            self.projection_json
+        }
+    }
+
+    impl Chunk for v1::ExportChunk {
+        fn wrap(bytes: Vec<u8>) -> Self {
+            Self { export_json: bytes }
+        }
+        fn into_bytes(self) -> Vec<u8> {
+            self.export_json
+        }
+    }
+
+    /// Splits `doc` into chunks of at most `size` bytes (at least one chunk, even for an
+    /// empty document, so a client always sees the document arrive). A chunk may end inside
+    /// a UTF-8 character; only the joined bytes are text.
+    pub fn split<C: Chunk>(doc: String, size: usize) -> Vec<C> {
+        let bytes = doc.into_bytes();
+        if bytes.is_empty() {
+            return vec![C::wrap(Vec::new())];
+        }
+        bytes
+            .chunks(size.max(1))
+            .map(|c| C::wrap(c.to_vec()))
+            .collect()
+    }
+
+    /// Reads the whole stream and returns the document. Refuses (RESOURCE_EXHAUSTED) a
+    /// document longer than `max_bytes` before holding more than that, and (DATA_LOSS) one
+    /// whose joined bytes are not UTF-8.
+    pub async fn join<C: Chunk>(
+        mut stream: Streaming<C>,
+        max_bytes: usize,
+    ) -> Result<String, Status> {
+        let mut doc = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            let bytes = chunk.into_bytes();
+            if doc.len().saturating_add(bytes.len()) > max_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "the document is longer than the {max_bytes} bytes this client accepts"
+                )));
+            }
+            doc.extend_from_slice(&bytes);
+        }
+        String::from_utf8(doc)
+            .map_err(|_| Status::data_loss("the joined chunks are not UTF-8 JSON"))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn split_then_concatenate_gives_back_the_document_even_across_a_character() {
+            let doc = "户口".repeat(1000);
+            for size in [1, 2, 5, 64, 10_000] {
+                let parts: Vec<v1::ExportChunk> = split(doc.clone(), size);
+                assert!(parts.iter().all(|p| p.export_json.len() <= size));
+                let joined: Vec<u8> = parts.into_iter().flat_map(Chunk::into_bytes).collect();
+                assert_eq!(
+                    String::from_utf8(joined).ok().as_deref(),
+                    Some(doc.as_str())
+                );
+            }
+            let empty: Vec<v1::ReadChunk> = split(String::new(), 8);
+            assert_eq!(empty.len(), 1);
+        }
+    }
+}

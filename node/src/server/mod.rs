@@ -97,6 +97,14 @@ pub(crate) struct Shared {
     node: RwLock<Node>,
     /// The federation named by the node's own certificate; callers must name the same.
     federation: String,
+    /// The largest piece of a chunked document (a projection, an export) in one message.
+    chunk_bytes: usize,
+}
+
+/// A chunk that fits in one message of at most `max_message_bytes` with the protobuf field's
+/// framing, and no bigger than 1 MiB so a slow reader holds little.
+fn chunk_bytes(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_sub(16).clamp(1, 1 << 20)
 }
 
 impl Shared {
@@ -178,6 +186,7 @@ impl Server {
         let shared = Arc::new(Shared {
             node: RwLock::new(node),
             federation,
+            chunk_bytes: chunk_bytes(config.limits.max_message_bytes),
         });
         let portal = match &config.portal {
             Some(p) => Some(portal::Portal::bind(p, Arc::clone(&shared)).await?),

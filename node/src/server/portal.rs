@@ -40,6 +40,11 @@ const MAX_OPEN_PER_ISSUER: usize = 1_000;
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 /// Longest a form's body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests one session may make: `SESSION_BURST` at once, then `SESSION_RATE` a second. A
+/// person clicking through their page never meets it; a script looping on one session gets
+/// 429 answers that touch neither the node nor its audit log.
+const SESSION_RATE: f64 = 4.0;
+const SESSION_BURST: f64 = 20.0;
 
 /// `[portal]` in `node.toml`: where the self-service page listens and its certificate.
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +116,17 @@ struct Session {
     issuer: Issuer,
     csrf: String,
     expires: Instant,
+    /// Requests the session may still make now (a token bucket), as of `refilled`.
+    allowance: f64,
+    refilled: Instant,
+}
+
+/// Why a session's request is not served.
+enum Refused {
+    /// No such session, or it expired.
+    Ended,
+    /// The session is going faster than [`SESSION_RATE`].
+    TooFast,
 }
 
 #[derive(Default)]
@@ -224,15 +240,29 @@ impl PortalLinks {
                 issuer: p.issuer,
                 csrf: csrf.clone(),
                 expires: now + self.session_ttl,
+                allowance: SESSION_BURST,
+                refilled: now,
             },
         );
         Some((sid, csrf))
     }
 
-    fn session(&self, sid: &str) -> Option<Session> {
-        let s = self.lock();
-        let x = s.sessions.get(sid)?;
-        (x.expires > Instant::now()).then(|| x.clone())
+    /// The session `sid`, charged one request.
+    fn session(&self, sid: &str) -> Result<Session, Refused> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let x = s.sessions.get_mut(sid).ok_or(Refused::Ended)?;
+        if x.expires <= now {
+            return Err(Refused::Ended);
+        }
+        let earned = now.duration_since(x.refilled).as_secs_f64() * SESSION_RATE;
+        x.allowance = (x.allowance + earned).min(SESSION_BURST);
+        x.refilled = now;
+        if x.allowance < 1.0 {
+            return Err(Refused::TooFast);
+        }
+        x.allowance -= 1.0;
+        Ok(x.clone())
     }
 
     /// Ends one session (the person signed out).
@@ -443,6 +473,20 @@ fn forbidden(msg: &str) -> Resp {
     )
 }
 
+/// 429 for a session going faster than a person clicks.
+fn too_fast() -> Resp {
+    let mut r = html(
+        StatusCode::TOO_MANY_REQUESTS,
+        page(
+            "Please wait a moment",
+            "<p>This page had more requests than a person makes; please wait a second and reload.</p>",
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    r
+}
+
 fn see_other(to: &'static str) -> Resp {
     let mut r = respond(StatusCode::SEE_OTHER, "text/plain", "");
     r.headers_mut()
@@ -648,7 +692,7 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             let Some((sid, _)) = links.open(&t) else {
                 return forbidden("This link has expired or was already used.");
             };
-            let Some(session) = links.session(&sid) else {
+            let Ok(session) = links.session(&sid) else {
                 return forbidden("This link has expired or was already used.");
             };
             let mut resp = consents_page(links, &session).await;
@@ -663,8 +707,10 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
     let Some(sid) = cookie(&req) else {
         return forbidden("Please open the link from the app.");
     };
-    let Some(session) = links.session(&sid) else {
-        return forbidden("Your session has ended.");
+    let session = match links.session(&sid) {
+        Ok(s) => s,
+        Err(Refused::Ended) => return forbidden("Your session has ended."),
+        Err(Refused::TooFast) => return too_fast(),
     };
     let (r, csrf, issuer) = (
         session.reference.clone(),
@@ -814,5 +860,63 @@ mod tests {
         assert_eq!(f["d"], "");
         assert_eq!(form("e=%4")["e"], "%4");
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("ab", "abc"));
+    }
+
+    /// A page view shares the node with every other request. One that took the node alone
+    /// waited here, and every gRPC call waited behind it: 16 threads of one portal session
+    /// doubled the latency of concurrent gRPC calls. `benches/server.rs` measures the effect.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_page_view_runs_while_another_request_holds_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = crate::Node::init(dir.path(), None).unwrap();
+        let person = ExternalRef::parse("phone:+15550001").unwrap();
+        let op = Actor::new("test", Role::Admin, amble_consent::Method::Cli);
+        let mut data = serde_json::Map::new();
+        data.insert("display_name".into(), "Ann".into());
+        let profile = crate::NewRecord {
+            collection: crate::Collection::Profile,
+            time: time::OffsetDateTime::now_utc(),
+            data,
+        };
+        node.append(&op, &person, &profile).unwrap();
+        let links = PortalLinks {
+            store: Arc::default(),
+            shared: Arc::new(Shared {
+                node: std::sync::RwLock::new(node),
+                federation: "test-fed".into(),
+                chunk_bytes: 1 << 20,
+            }),
+            link_ttl: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(60),
+        };
+        let session = Session {
+            reference: person,
+            issuer: Issuer {
+                id: "crm".into(),
+                role: Role::App,
+            },
+            csrf: "c".repeat(64),
+            expires: Instant::now() + Duration::from_secs(60),
+            allowance: SESSION_BURST,
+            refilled: Instant::now(),
+        };
+
+        let held = Arc::clone(&links.shared);
+        let (holding, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let reader = std::thread::spawn(move || {
+            held.with_node(|_| {
+                let _ = holding.0.send(());
+                let _ = release.1.recv_timeout(Duration::from_secs(30));
+            });
+        });
+        holding.1.recv().unwrap();
+        let view = tokio::time::timeout(Duration::from_secs(10), consents_page(&links, &session))
+            .await
+            .expect("the page view waited for another reader to let go of the node");
+        let _ = release.0.send(());
+        reader.join().unwrap();
+        assert_eq!(view.status(), StatusCode::OK);
+        let body = view.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("personalisation"));
     }
 }

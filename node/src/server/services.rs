@@ -8,7 +8,9 @@ use crate::{Actor, Collection, ConsentChange, NewRecord, Node, NodeError, ReadOu
 use amble_audit::{AuditError, NoteSigner};
 use amble_crypto::ExternalRef;
 use amble_policy::DenyReason;
+use amble_proto::chunks::{self, Chunk};
 use amble_proto::v1 as pb;
+use std::pin::Pin;
 use std::sync::Arc;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -78,6 +80,15 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
         tracing::error!(error = %e, "cannot render a response as JSON");
         Status::internal("the node could not render its answer")
     })
+}
+
+/// A document sent as chunks (see `amble_proto::chunks`).
+type ChunkStream<C> = Pin<Box<dyn tokio_stream::Stream<Item = Result<C, Status>> + Send>>;
+
+/// Streams `doc` in chunks that each fit one message of this node's size limit.
+fn chunked<C: Chunk>(doc: String, size: usize) -> Response<ChunkStream<C>> {
+    let parts = chunks::split::<C>(doc, size);
+    Response::new(Box::pin(tokio_stream::iter(parts.into_iter().map(Ok))))
 }
 
 impl Shared {
@@ -194,10 +205,12 @@ impl pb::archive_server::Archive for ArchiveService {
         }))
     }
 
+    type ReadStream = ChunkStream<pb::ReadChunk>;
+
     async fn read(
         &self,
         req: Request<pb::ReadRequest>,
-    ) -> Result<Response<pb::ReadResponse>, Status> {
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let actor = actor(&req)?;
         let r = req.into_inner();
         let reference = parse_ref("ref", &r.r#ref)?;
@@ -218,9 +231,7 @@ impl pb::archive_server::Archive for ArchiveService {
             })
             .await?;
         match outcome {
-            ReadOutcome::Allowed(p) => Ok(Response::new(pb::ReadResponse {
-                projection_json: to_json(&p.to_json())?,
-            })),
+            ReadOutcome::Allowed(p) => Ok(chunked(to_json(&p.to_json())?, self.0.chunk_bytes)),
             ReadOutcome::Denied(reason) => Err(denied(reason)),
         }
     }
@@ -314,19 +325,19 @@ impl pb::subject_server::Subject for SubjectService {
         }))
     }
 
+    type ExportStream = ChunkStream<pb::ExportChunk>;
+
     async fn export(
         &self,
         req: Request<pb::SubjectRef>,
-    ) -> Result<Response<pb::ExportResponse>, Status> {
+    ) -> Result<Response<Self::ExportStream>, Status> {
         let actor = actor(&req)?;
         let reference = parse_ref("ref", &req.into_inner().r#ref)?;
         let export = self
             .0
             .run(move |n| n.export(&actor, &reference).map_err(status))
             .await?;
-        Ok(Response::new(pb::ExportResponse {
-            export_json: to_json(&export)?,
-        }))
+        Ok(chunked(to_json(&export)?, self.0.chunk_bytes))
     }
 
     /// Erases, then rotates the node master key so the erased data key's wrapped copies
