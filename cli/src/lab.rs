@@ -423,6 +423,12 @@ impl Lab {
         Ok(())
     }
 
+    /// Nodes started from now on reach the coordinator at `url` instead (a relay, in tests
+    /// that cut the link at a chosen moment); `start_coordinator` sets it back.
+    pub fn route_nodes_through(&mut self, url: &str) {
+        url.clone_into(&mut self.coordinator_url);
+    }
+
     /// Starts (or restarts, on the same port) node `i`.
     pub fn start_node(&mut self, i: usize) -> Result<()> {
         if self.coordinator_url.is_empty() {

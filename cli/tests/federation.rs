@@ -482,6 +482,136 @@ fn the_coordinator_killed_mid_round_resumes_without_counting_an_update_twice() {
     }
 }
 
+/// A TCP relay between the nodes and the coordinator (TLS passes through it untouched). While
+/// armed, it stops passing a connection's node-to-coordinator bytes once more than `limit`
+/// have passed: the first message that big is a model update, so the coordinator never
+/// receives the update and never acknowledges it.
+struct Relay {
+    url: String,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(coordinator_url: &str, limit: usize) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let target = coordinator_url.trim_start_matches("https://").to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (armed, cut) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (a, c) = (Arc::clone(&armed), Arc::clone(&cut));
+        std::thread::spawn(move || {
+            for node in listener.incoming().flatten() {
+                let Ok(coord) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut node_r, mut coord_w) =
+                    (node.try_clone().unwrap(), coord.try_clone().unwrap());
+                let (mut coord_r, mut node_w) = (coord, node);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut coord_r, &mut node_w);
+                    let _ = node_w.shutdown(std::net::Shutdown::Both);
+                });
+                let (a, c) = (Arc::clone(&a), Arc::clone(&c));
+                std::thread::spawn(move || {
+                    let (mut passed, mut buf) = (0usize, vec![0u8; 16 * 1024]);
+                    loop {
+                        let n = match node_r.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if a.load(Ordering::SeqCst) && passed + n > limit {
+                            c.store(true, Ordering::SeqCst);
+                            continue; // held back: the coordinator never sees the rest
+                        }
+                        passed += n;
+                        if coord_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = coord_w.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Relay { url, armed, cut }
+    }
+
+    fn has_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn pass_everything(&self) {
+        self.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_node_killed_after_charging_before_the_coordinator_acknowledges_resubmits_and_is_charged_once()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let b = data(1, 150);
+    let mut sp = spec(tmp.path(), 1, 2, Some(4.0));
+    sp.min_nodes = 1;
+    sp.round_deadline_secs = 600;
+    let mut lab = Lab::create(sp, &b.labels, &b.nodes, &quiet).unwrap();
+    lab.start_coordinator().unwrap();
+    let relay = Relay::start(lab.coordinator_url(), 32 * 1024);
+    lab.route_nodes_through(&relay.url);
+    lab.start_node(0).unwrap();
+
+    // The node trains round 1, charges its ledger, keeps the update and starts uploading it;
+    // the relay holds the upload back, so no receipt comes. Then the node dies.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while !relay.has_cut() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never uploaded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    lab.kill_node(0).unwrap();
+    let s = lab.status().unwrap();
+    assert_eq!(s.round, 1);
+    assert!(s.accepted_in_round.is_empty(), "{:?}", s.accepted_in_round);
+    {
+        let node = amble_node::Node::open(&lab.node_data_dir(0), None, None).unwrap();
+        assert_eq!(
+            node.round_runs().unwrap().len(),
+            1,
+            "charged before the upload"
+        );
+    }
+
+    // Restarted, it uploads the update it kept instead of training round 1 again.
+    relay.pass_everything();
+    lab.start_node(0).unwrap();
+    let s = wait_done(&lab, 300);
+    assert_eq!(s.history.len(), 2);
+    assert!(
+        s.history.iter().all(|h| h.updates.len() == 1),
+        "{:?}",
+        s.history
+    );
+    assert_no_double_counting(&s);
+    lab.stop_all().unwrap();
+    let node = amble_node::Node::open(&lab.node_data_dir(0), None, None).unwrap();
+    let runs = node.round_runs().unwrap();
+    drop(node);
+    assert_eq!(runs.len(), 2, "trained {} times for 2 rounds", runs.len());
+    let got = ledger_epsilon(&lab.node_data_dir(0));
+    let want = accountant_epsilon(&lab, 2);
+    assert!(
+        (got - want).abs() < 1e-9,
+        "ledger {got} vs accountant {want} for 2 rounds"
+    );
+}
+
 /// A node that joins properly and then misbehaves.
 struct Rogue {
     client: FederationClient<tonic::transport::Channel>,

@@ -545,7 +545,10 @@ async fn a_session_looping_on_its_page_is_slowed_before_it_reaches_the_node() {
     );
     // Every view served is in the audit log; none refused is.
     let logged = audit_entries(&fx).await.len() - logged_before;
-    assert_eq!(logged, served as usize, "{served} served, {refused} refused");
+    assert_eq!(
+        logged, served as usize,
+        "{served} served, {refused} refused"
+    );
 
     // A second later the person is served again.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
