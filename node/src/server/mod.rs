@@ -32,7 +32,7 @@ pub use auth::{METHODS, local_role_may_call, method_access};
 pub use config::{Limits, ServeConfig};
 pub use federation::FederationConfig;
 pub use metrics::MetricsConfig;
-pub use portal::{PortalConfig, PortalLinks};
+pub use portal::{PortalConfig, PortalLinks, decode_form};
 
 use crate::{Actor, Node, NodeError};
 use amble_net::{AuthLayer, ConnLimits, NetError, TlsSlot, mtls_incoming, server_config};

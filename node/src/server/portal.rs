@@ -531,7 +531,10 @@ fn hexval(b: u8) -> Option<u8> {
 }
 
 /// Decodes `application/x-www-form-urlencoded` (also a query string).
-fn form(s: &str) -> HashMap<String, String> {
+/// Decodes an `application/x-www-form-urlencoded` body the way the page reads its forms
+/// (`+` is a space, `%XX` a byte, a bad escape stays as written, invalid UTF-8 is replaced).
+/// Public so that `fuzz/` reaches it.
+pub fn decode_form(s: &str) -> HashMap<String, String> {
     let dec = |p: &str| -> String {
         let b = p.as_bytes();
         let mut out = Vec::with_capacity(b.len());
@@ -676,7 +679,7 @@ async fn read_form(req: Request<hyper::body::Incoming>) -> Option<HashMap<String
     .ok()?
     .ok()?
     .to_bytes();
-    Some(form(std::str::from_utf8(&body).ok()?))
+    Some(decode_form(std::str::from_utf8(&body).ok()?))
 }
 
 async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Resp {
@@ -686,7 +689,7 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
         if let Some(t) = req
             .uri()
             .query()
-            .map(form)
+            .map(decode_form)
             .and_then(|q| q.get("t").cloned())
         {
             let Some((sid, _)) = links.open(&t) else {
@@ -853,12 +856,12 @@ mod tests {
             esc("<a href=\"x\">'&"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
         );
-        let f = form("a=1+2&b=%3Cx%3E&c=%zz&d");
+        let f = decode_form("a=1+2&b=%3Cx%3E&c=%zz&d");
         assert_eq!(f["a"], "1 2");
         assert_eq!(f["b"], "<x>");
         assert_eq!(f["c"], "%zz");
         assert_eq!(f["d"], "");
-        assert_eq!(form("e=%4")["e"], "%4");
+        assert_eq!(decode_form("e=%4")["e"], "%4");
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("ab", "abc"));
     }
 
