@@ -355,65 +355,19 @@ pub fn verify_receipt(file: &[u8], key: &VerifyingKey) -> Result<Receipt, Receip
     Ok(receipt)
 }
 
-/// Canonical JSON after RFC 8785 (JCS) for the values amble signs: no whitespace, object
-/// members sorted by the UTF-16 code units of their names, strings with only the escapes JSON
-/// requires (lowercase `\u00xx` for other control characters). Integers print as integers;
-/// amble signs no floating-point numbers, which JCS would format differently.
+/// Canonical JSON after RFC 8785 (JCS), the bytes every signed document of amble covers
+/// (consent receipts and exports): no whitespace, object members sorted by the UTF-16 code
+/// units of their names, strings with only the escapes JSON requires, and every number written
+/// the way ECMAScript writes an IEEE 754 double (`1e+30`, `0.002`, `333333333.3333333`), so any
+/// JCS implementation reproduces the bytes. Records keep their numbers exact as doubles
+/// (`amble_node` refuses integers beyond ±2^53 at append), so no two documents share a form.
+///
+/// Done by `serde_json_canonicalizer`, tested against the RFC's published vectors
+/// (`consent/tests/jcs.rs`). It fails only on a number that is not finite or a failed write,
+/// neither of which a `serde_json::Value` written to memory can have; the empty result then
+/// matches no file and verifies no signature.
 pub fn canonical_json(v: &Value) -> Vec<u8> {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out.into_bytes()
-}
-
-fn write_canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => write_string(s, out),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(x, out);
-            }
-            out.push(']');
-        }
-        Value::Object(o) => {
-            let mut members: Vec<(&String, &Value)> = o.iter().collect();
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push('{');
-            for (i, (k, x)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(k, out);
-                out.push(':');
-                write_canonical(x, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    serde_json_canonicalizer::to_vec(v).unwrap_or_default()
 }
 
 /// A fresh receipt id: a random UUID (version 4) as Kantara examples use.

@@ -17,8 +17,11 @@ use amble_crypto::{ExternalRef, Secret32, SigningKey, VerifyingKey};
 use prost::Message;
 use std::sync::OnceLock;
 
-/// Every target, in the order of `corpus/`.
-pub const TARGETS: [(&str, fn(&[u8])); 10] = [
+/// A target: its name (its folder under `corpus/`) and its check.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: [Target; 10] = [
     ("ingest_line", ingest_line),
     ("policy_toml", policy_toml),
     ("external_ref", external_ref),

@@ -137,6 +137,60 @@ pub fn check_record_time(t: OffsetDateTime, now: OffsetDateTime) -> Result<()> {
     }
 }
 
+/// The largest integer every JSON reader holds exactly (2^53), as RFC 8785 and I-JSON assume.
+pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+/// Every number in a record must be exact as an IEEE 754 double: signed exports are in RFC
+/// 8785 form, which writes each number as a double, so a larger integer would be signed as a
+/// rounded value that another record shares. Identifiers such as account numbers belong in
+/// strings.
+pub fn check_record_numbers(data: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    fn walk(v: &serde_json::Value, path: &mut Vec<String>) -> Result<()> {
+        match v {
+            serde_json::Value::Number(n) => {
+                let exact = match (n.as_u64(), n.as_i64()) {
+                    (Some(u), _) => u <= MAX_EXACT_INTEGER,
+                    (None, Some(i)) => i.unsigned_abs() <= MAX_EXACT_INTEGER,
+                    (None, None) => n.as_f64().is_some_and(f64::is_finite),
+                };
+                if exact {
+                    Ok(())
+                } else {
+                    Err(NodeError::NumberNotExact(format!(
+                        "{} = {n} is beyond ±2^53, which signed exports cannot hold exactly; \
+                         store identifiers and large amounts as strings",
+                        path.join(".")
+                    )))
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    walk(x, path)?;
+                    path.pop();
+                }
+                Ok(())
+            }
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    path.push(k.clone());
+                    walk(x, path)?;
+                    path.pop();
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    let mut path = Vec::new();
+    for (k, v) in data {
+        path.push(k.clone());
+        walk(v, &mut path)?;
+        path.pop();
+    }
+    Ok(())
+}
+
 pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
     let ms = t.unix_timestamp_nanos() / 1_000_000;
     i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })

@@ -53,6 +53,8 @@ pub enum NodeError {
     LastRef,
     #[error("record data must be a JSON object, not {0}")]
     RecordNotObject(&'static str),
+    #[error("record data: {0}")]
+    NumberNotExact(String),
     #[error("record is corrupt in storage: {0}")]
     Corrupt(String),
     #[error("time {0} is out of the supported range")]

@@ -91,6 +91,7 @@ pub fn parse_line(text: &str) -> Result<(ExternalRef, NewRecord), String> {
             ));
         }
     };
+    crate::archive::check_record_numbers(&data).map_err(|e| e.to_string())?;
     Ok((
         reference,
         NewRecord {

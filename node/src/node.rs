@@ -297,6 +297,7 @@ impl Node {
         let now = OffsetDateTime::now_utc();
         for (_, rec) in items {
             crate::archive::check_record_time(rec.time, now)?;
+            crate::archive::check_record_numbers(&rec.data)?;
         }
         let mut per_subject: BTreeMap<SubjectId, (u64, std::collections::BTreeSet<Collection>)> =
             BTreeMap::new();

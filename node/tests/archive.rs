@@ -320,3 +320,36 @@ fn wrong_or_exposed_key_file_and_missing_dir_are_refused() {
     let a = Node::open(&data, None, None).unwrap();
     assert_eq!(a.subject_count(), 1);
 }
+
+#[test]
+fn an_export_with_fractions_is_signed_over_its_rfc_8785_form_and_inexact_integers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::init(dir.path(), None).unwrap();
+    let p = r("phone:+15550100");
+    let too_big = serde_json::json!({"amount": 12.5, "account": 9_007_199_254_740_993_u64});
+    let err = n
+        .append(&op(), &p, &rec(Collection::Events, 1, too_big))
+        .unwrap_err();
+    assert!(matches!(err, NodeError::NumberNotExact(_)), "{err}");
+    assert!(err.to_string().contains("account"), "{err}");
+
+    let fine = serde_json::json!({"amount": 12.5, "rate": 1e-7, "limit": 1e30, "count": 9_007_199_254_740_992_u64});
+    n.append(&op(), &p, &rec(Collection::Events, 1, fine))
+        .unwrap();
+    let signed = n.export(&op(), &p).unwrap();
+    // What any JCS implementation makes of the document is what the signature covers.
+    let canonical = amble_consent::canonical_json(&signed.document);
+    let text = String::from_utf8(canonical.clone()).unwrap();
+    assert!(
+        text.contains("\"rate\":1e-7") && text.contains("\"limit\":1e+30"),
+        "{text}"
+    );
+    let mut msg = b"amble/export/v1\n".to_vec();
+    msg.extend_from_slice(&canonical);
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(&signed.signature.value)
+        .unwrap();
+    let key = amble_crypto::VerifyingKey::from_base64(&signed.signature.public_key).unwrap();
+    assert!(key.verify(&msg, &sig).is_ok());
+}

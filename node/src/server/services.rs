@@ -29,6 +29,7 @@ pub fn status(e: NodeError) -> Status {
         NodeError::UnknownPurpose(_)
         | NodeError::UnknownName(_)
         | NodeError::RecordNotObject(_)
+        | NodeError::NumberNotExact(_)
         | NodeError::TimeOutOfRange(_)
         | NodeError::Crypto(amble_crypto::CryptoError::BadExternalRef(_)) => {
             Status::invalid_argument(e.to_string())
