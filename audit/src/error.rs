@@ -89,13 +89,59 @@ pub enum NoteError {
     BadCheckpoint(&'static str),
 }
 
+/// A failure of the storage engine under a log or an archive, told without the engine's own
+/// types: what a caller acts on is whether the storage itself failed (stop serving), another
+/// process holds the database (wait or retry), or neither.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageError {
+    kind: StorageErrorKind,
+    message: String,
+}
+
+/// What kind of storage failure a [`StorageError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// The storage failed (I/O error, corruption, an engine bug): nothing it says is trusted.
+    Fault,
+    /// Another handle or process holds the database's lock.
+    LockBusy,
+    /// Anything else (e.g. a tree that cannot be opened by that name).
+    Other,
+}
+
+impl StorageError {
+    /// A storage error of `kind`, described by `message`.
+    pub fn new(kind: StorageErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn kind(&self) -> StorageErrorKind {
+        self.kind
+    }
+
+    /// The storage itself failed.
+    pub fn is_fault(&self) -> bool {
+        self.kind == StorageErrorKind::Fault
+    }
+
+    /// Another handle holds the database.
+    pub fn is_lock_busy(&self) -> bool {
+        self.kind == StorageErrorKind::LockBusy
+    }
+}
+
 /// An operation on the stored log failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error(
         "audit log storage failed: {0}; check disk space and permissions of the node's database"
     )]
-    Storage(#[from] sled::Error),
+    Storage(#[from] StorageError),
     #[error("audit log is damaged: {0}; restore the database from backup")]
     Corrupt(String),
     #[error(

@@ -38,7 +38,9 @@ mod proof;
 mod tree;
 
 pub use entry::{Action, Decision, Entry, EntryDraft};
-pub use error::{AuditError, EntryError, NoteError, ProofError, VerifyError};
+pub use error::{
+    AuditError, EntryError, NoteError, ProofError, StorageError, StorageErrorKind, VerifyError,
+};
 pub use export::{
     CHECKPOINT_FILE, ENTRIES_FILE, ExportSummary, LOG_KEY_FILE, PREFIX_FILE, PrunedPrefix,
     VerifyReport, WITNESSED_FILE, Witnessed, export_dir, verify_dir,

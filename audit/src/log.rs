@@ -23,7 +23,7 @@
 //! only to snapshot the frontier; the hashes they use are immutable once written.
 
 use crate::entry::{Entry, EntryDraft};
-use crate::error::{AuditError, ProofError};
+use crate::error::{AuditError, ProofError, StorageError, StorageErrorKind};
 use crate::hash::{Hash, leaf_hash};
 use crate::note::{Checkpoint, NoteSigner};
 use crate::proof::{ConsistencyProof, InclusionProof};
@@ -34,6 +34,30 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use time::OffsetDateTime;
+
+/// sled's errors, told as what they mean to a caller. sled names a directory another handle
+/// still holds as an I/O error that says so; every other I/O error, corruption and sled's own
+/// bugs are faults of the storage.
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        let kind = match &e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StorageErrorKind::LockBusy
+            }
+            sled::Error::Io(_) | sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => {
+                StorageErrorKind::Fault
+            }
+            _ => StorageErrorKind::Other,
+        };
+        StorageError::new(kind, e.to_string())
+    }
+}
+
+impl From<sled::Error> for AuditError {
+    fn from(e: sled::Error) -> Self {
+        AuditError::Storage(e.into())
+    }
+}
 
 pub const ENTRIES_TREE: &str = "audit";
 pub const NODES_TREE: &str = "audit_nodes";
@@ -295,7 +319,7 @@ impl AuditLog {
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
-                TransactionError::Storage(e) => AuditError::Storage(e),
+                TransactionError::Storage(e) => AuditError::from(e),
                 TransactionError::Abort(()) => AuditError::SecondInstance(start),
             })?;
         let end = frontier.size();

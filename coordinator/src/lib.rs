@@ -51,7 +51,7 @@ pub enum CoordinatorError {
         source: std::io::Error,
     },
     #[error("storage: {0}")]
-    Store(#[from] sled::Error),
+    Store(#[from] amble_audit::StorageError),
     #[error("audit log: {0}")]
     Audit(#[from] amble_audit::AuditError),
     #[error("note: {0}")]

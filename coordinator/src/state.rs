@@ -24,6 +24,14 @@ use amble_learn::intent::IntentModel;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+
+/// The engine's errors, told without its types (the state module is the only one that knows
+/// the coordinator keeps its state in sled).
+impl From<sled::Error> for CoordinatorError {
+    fn from(e: sled::Error) -> Self {
+        CoordinatorError::Store(e.into())
+    }
+}
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 

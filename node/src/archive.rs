@@ -220,10 +220,8 @@ impl Archive {
         let key_path = key_file.map_or_else(|| default_key_file(data_dir), Path::to_owned);
         let keyring = Keyring::create(&key_path)?;
         let store = Store::open(&db_path)?;
-        store.meta.insert("format", FORMAT)?;
-        store
-            .meta
-            .insert("pepper_check", pepper_check(&keyring)?.as_bytes())?;
+        store.set_meta("format", FORMAT)?;
+        store.set_meta("pepper_check", pepper_check(&keyring)?.as_bytes())?;
         store.flush()?;
         Ok(Archive {
             store,
@@ -242,11 +240,11 @@ impl Archive {
         let key_path = key_file.map_or_else(|| default_key_file(data_dir), Path::to_owned);
         let keyring = Keyring::load(&key_path)?;
         let store = Store::open(&db_path)?;
-        match store.meta.get("format")? {
+        match store.meta("format")? {
             Some(f) if f.as_ref() == FORMAT => {}
             _ => return Err(NodeError::NotInitialised(data_dir.to_owned())),
         }
-        let check = store.meta.get("pepper_check")?;
+        let check = store.meta("pepper_check")?;
         if check.as_deref() != Some(pepper_check(&keyring)?.as_bytes()) {
             return Err(NodeError::WrongKeyFile { path: key_path });
         }
@@ -294,7 +292,7 @@ impl Archive {
         &self,
         subject: &SubjectId,
     ) -> Result<amble_consent::ConsentHistory> {
-        match self.store.consent.get(subject.as_bytes())? {
+        match self.store.sealed_consent(subject)? {
             None => Ok(amble_consent::ConsentHistory::new()),
             Some(sealed) => {
                 let dek = self.data_key(subject)?;
@@ -315,7 +313,7 @@ impl Archive {
         let dek = self.data_key(subject)?;
         let plain = amble_crypto::Plaintext::new(history.to_json_bytes());
         let sealed = seal(&dek, &consent_aad(subject), plain.as_bytes())?;
-        self.store.consent.insert(subject.as_bytes(), sealed)?;
+        self.store.put_sealed_consent(subject, &sealed)?;
         Ok(())
     }
 

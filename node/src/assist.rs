@@ -296,7 +296,7 @@ pub struct Classification {
 
 /// A parsed model and the exact bytes it was parsed from.
 struct CachedModel {
-    bytes: sled::IVec,
+    bytes: crate::store::Bytes,
     model: Arc<IntentModel>,
     sha256: String,
 }
@@ -305,7 +305,7 @@ struct CachedModel {
 /// so one process with several nodes stays correct (it only re-parses more often).
 static INTENT_CACHE: Mutex<Option<Arc<CachedModel>>> = Mutex::new(None);
 
-fn cached(bytes: &sled::IVec) -> Option<Arc<CachedModel>> {
+fn cached(bytes: &crate::store::Bytes) -> Option<Arc<CachedModel>> {
     let slot = INTENT_CACHE.lock().unwrap_or_else(|p| p.into_inner());
     slot.as_ref().filter(|c| c.bytes == *bytes).map(Arc::clone)
 }
@@ -321,13 +321,7 @@ pub(crate) fn hex(b: &[u8]) -> String {
 impl Node {
     /// The intent model stored now and its SHA-256, parsed once per distinct model.
     fn current_intent_model(&self) -> Result<Option<Arc<CachedModel>>, AssistError> {
-        let Some(bytes) = self
-            .archive
-            .store()
-            .models
-            .get(crate::train::INTENT_MODEL_KEY)
-            .map_err(NodeError::from)?
-        else {
+        let Some(bytes) = self.archive.store().model(crate::train::INTENT_MODEL_KEY)? else {
             return Ok(None);
         };
         if let Some(c) = cached(&bytes) {

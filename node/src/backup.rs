@@ -860,19 +860,9 @@ fn import_body(
     Ok(())
 }
 
-/// Opens the restored node; sled releases the lock of the import's handle a moment after
-/// it is dropped, so a busy lock is retried briefly.
+/// Opens the restored node (the store waits for the import's handle to let go of the lock).
 fn open_when_released(data_dir: &Path, key_path: &Path) -> Result<Node, NodeError> {
-    let mut tries = 0;
-    loop {
-        match Node::open(data_dir, Some(key_path), None) {
-            Err(e) if store::is_lock_busy(&e) && tries < 200 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(25));
-            }
-            other => return other,
-        }
-    }
+    Node::open(data_dir, Some(key_path), None)
 }
 
 /// Recomputes the restored audit log's root from its entries with the offline verifier

@@ -16,7 +16,7 @@ pub enum NodeError {
     #[error(transparent)]
     Crypto(#[from] amble_crypto::CryptoError),
     #[error("storage error: {0}")]
-    Storage(sled::Error),
+    Storage(amble_audit::StorageError),
     #[error("storage transaction failed: {0}")]
     Transaction(String),
     #[error("i/o error on {path}: {source}")]
@@ -66,11 +66,12 @@ pub enum NodeError {
     PolicyNotNewer { version: u64, current: u64 },
 }
 
-/// Every storage error becomes a `NodeError` here, and a fault of the storage itself trips
-/// the [fault latch](crate::fault) on the way.
-impl From<sled::Error> for NodeError {
-    fn from(e: sled::Error) -> Self {
-        if crate::fault::is_storage_fault(&e) {
+/// Every storage error becomes a `NodeError` here (the engine's own errors are translated in
+/// `store.rs`), and a fault of the storage itself trips the [fault latch](crate::fault) on the
+/// way.
+impl From<amble_audit::StorageError> for NodeError {
+    fn from(e: amble_audit::StorageError) -> Self {
+        if e.is_fault() {
             crate::fault::trip(&format!("storage: {e}"));
         }
         NodeError::Storage(e)
@@ -80,20 +81,11 @@ impl From<sled::Error> for NodeError {
 impl From<amble_audit::AuditError> for NodeError {
     fn from(e: amble_audit::AuditError) -> Self {
         if let amble_audit::AuditError::Storage(s) = &e
-            && crate::fault::is_storage_fault(s)
+            && s.is_fault()
         {
             crate::fault::trip(&format!("audit log storage: {s}"));
         }
         NodeError::Audit(e)
-    }
-}
-
-impl From<sled::transaction::TransactionError<NodeError>> for NodeError {
-    fn from(e: sled::transaction::TransactionError<NodeError>) -> Self {
-        match e {
-            sled::transaction::TransactionError::Abort(inner) => inner,
-            sled::transaction::TransactionError::Storage(s) => NodeError::from(s),
-        }
     }
 }
 

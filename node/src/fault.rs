@@ -53,13 +53,3 @@ pub async fn wait() -> &'static str {
         notified.await;
     }
 }
-
-/// Whether a sled error means the storage itself failed (rather than a caller's mistake, or
-/// another handle still holding the directory's lock at open, which is retried).
-pub(crate) fn is_storage_fault(e: &sled::Error) -> bool {
-    match e {
-        sled::Error::Io(io) => !io.to_string().contains("could not acquire lock"),
-        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => true,
-        _ => false,
-    }
-}

@@ -106,12 +106,6 @@ impl From<amble_learn::LearnError> for NeedsError {
     }
 }
 
-impl From<sled::Error> for NeedsError {
-    fn from(e: sled::Error) -> Self {
-        NeedsError::Node(NodeError::from(e))
-    }
-}
-
 impl From<amble_audit::AuditError> for NeedsError {
     fn from(e: amble_audit::AuditError) -> Self {
         NeedsError::Node(NodeError::from(e))
@@ -508,11 +502,11 @@ impl Node {
             sha256: model_sha256.clone(),
             epsilon: charge.as_ref().map(|c| c.run.epsilon.value()),
         };
-        let models = &self.archive.store().models;
-        models.insert(NEEDS_MODEL_KEY, bytes)?;
-        models.insert(
+        let store = self.archive.store();
+        store.set_model(NEEDS_MODEL_KEY, &bytes)?;
+        store.set_model(
             NEEDS_MODEL_INFO_KEY,
-            serde_json::to_vec(&info).map_err(|e| NodeError::Corrupt(e.to_string()))?,
+            &serde_json::to_vec(&info).map_err(|e| NodeError::Corrupt(e.to_string()))?,
         )?;
         self.archive.flush()?;
         tracing::info!(
@@ -552,7 +546,7 @@ impl Node {
 
     /// The need model trained last on this node, if any.
     pub fn need_model(&self) -> Result<Option<NeedModel>, NeedsError> {
-        match self.archive.store().models.get(NEEDS_MODEL_KEY)? {
+        match self.archive.store().model(NEEDS_MODEL_KEY)? {
             Some(b) => Ok(Some(NeedModel::from_bytes(&b)?)),
             None => Ok(None),
         }
@@ -560,7 +554,7 @@ impl Node {
 
     /// Where the stored need model came from, if one is stored.
     pub fn need_model_info(&self) -> Result<Option<NeedsModelInfo>, NeedsError> {
-        match self.archive.store().models.get(NEEDS_MODEL_INFO_KEY)? {
+        match self.archive.store().model(NEEDS_MODEL_INFO_KEY)? {
             Some(b) => {
                 Ok(Some(serde_json::from_slice(&b).map_err(|e| {
                     NodeError::Corrupt(format!("need model info: {e}"))
@@ -589,8 +583,7 @@ impl Node {
         let bytes = self
             .archive
             .store()
-            .models
-            .get(NEEDS_MODEL_KEY)?
+            .model(NEEDS_MODEL_KEY)?
             .ok_or(NeedsError::NoNeedModel)?;
         let model = NeedModel::from_bytes(&bytes)?;
         let projection = match self.read(actor, r, PERSONALISATION, TimeRange::ALL)? {

@@ -164,7 +164,7 @@ impl Node {
 
     fn with_archive(archive: Archive, policy_path: PathBuf) -> Result<Self> {
         let (policy, digest) = load_policy(&policy_path)?;
-        let audit = AuditLog::open(archive.store().db())?;
+        let audit = archive.store().audit_log()?;
         let signer = archive.keyring().signing_key()?;
         let origin = format!(
             "amble.node/{}",

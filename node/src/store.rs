@@ -24,18 +24,36 @@ use std::path::Path;
 
 pub(crate) const FORMAT: &[u8] = b"amble-node/v1";
 
+/// A stored value as the engine hands it out: cheap to clone, compared by content.
+pub(crate) type Bytes = sled::IVec;
+
+impl From<sled::Error> for NodeError {
+    fn from(e: sled::Error) -> Self {
+        NodeError::from(amble_audit::StorageError::from(e))
+    }
+}
+
+impl From<sled::transaction::TransactionError<NodeError>> for NodeError {
+    fn from(e: sled::transaction::TransactionError<NodeError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(inner) => inner,
+            sled::transaction::TransactionError::Storage(s) => NodeError::from(s),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Store {
     db: sled::Db,
-    pub(crate) meta: Tree,
+    meta: Tree,
     subjects: Tree,
     refs: Tree,
     subject_refs: Tree,
     keys: Tree,
     records: Tree,
-    pub(crate) consent: Tree,
+    consent: Tree,
     tombstones: Tree,
-    pub(crate) models: Tree,
+    models: Tree,
 }
 
 /// A record's place: subject, collection, time (ms since epoch) and a unique id.
@@ -123,11 +141,29 @@ fn sid(bytes: &[u8]) -> Result<SubjectId> {
 }
 
 impl Store {
+    /// Opens the database. sled releases a dropped handle's lock from a background thread a
+    /// moment later, which within one process (a restore and then an open) shows as a busy
+    /// lock: that is retried for up to 5 s. Another process holding the directory still gets
+    /// the error after that.
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new()
+                .path(path)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) => {
+                    let e = amble_audit::StorageError::from(e);
+                    if !e.is_lock_busy() || tries >= 200 {
+                        return Err(e.into());
+                    }
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+            }
+        };
         Ok(Store {
             meta: db.open_tree("meta")?,
             subjects: db.open_tree("subjects")?,
@@ -142,8 +178,46 @@ impl Store {
         })
     }
 
-    pub(crate) fn db(&self) -> &sled::Db {
-        &self.db
+    /// The audit log kept in the same database, so one flush makes entries and records
+    /// durable together.
+    pub(crate) fn audit_log(&self) -> Result<amble_audit::AuditLog> {
+        Ok(amble_audit::AuditLog::open(&self.db)?)
+    }
+
+    /// The node's own settings and counters (format, ledger, federation state): typed slots by
+    /// name, no personal data.
+    pub(crate) fn meta(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.meta.get(key)?)
+    }
+
+    pub(crate) fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.meta.insert(key, value)?;
+        Ok(())
+    }
+
+    pub(crate) fn remove_meta(&self, key: &str) -> Result<()> {
+        self.meta.remove(key)?;
+        Ok(())
+    }
+
+    /// Trained models by name (weights only, no personal data).
+    pub(crate) fn model(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.models.get(key)?)
+    }
+
+    pub(crate) fn set_model(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.models.insert(key, value)?;
+        Ok(())
+    }
+
+    /// A subject's sealed consent history.
+    pub(crate) fn sealed_consent(&self, subject: &SubjectId) -> Result<Option<Bytes>> {
+        Ok(self.consent.get(subject.as_bytes())?)
+    }
+
+    pub(crate) fn put_sealed_consent(&self, subject: &SubjectId, sealed: &[u8]) -> Result<()> {
+        self.consent.insert(subject.as_bytes(), sealed)?;
+        Ok(())
     }
 
     /// Makes every write so far durable.
@@ -389,12 +463,6 @@ impl Store {
 /// The database directory inside a data directory (`Archive` opens the same one).
 pub(crate) fn db_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("archive")
-}
-
-/// Whether an open failed only because another handle still holds sled's lock on the
-/// directory (sled releases it a moment after the last handle is dropped).
-pub(crate) fn is_lock_busy(e: &NodeError) -> bool {
-    matches!(e, NodeError::Storage(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
 }
 
 /// sled's own tree, reached through the `Db` handle rather than by name (opening it by name

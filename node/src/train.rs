@@ -54,8 +54,7 @@ impl Node {
     pub fn stored_ledger(&self) -> Result<Option<BudgetLedger>> {
         self.archive
             .store()
-            .meta
-            .get(LEDGER_KEY)?
+            .meta(LEDGER_KEY)?
             .map(|b| {
                 serde_json::from_slice(&b)
                     .map_err(|e| NodeError::Corrupt(format!("privacy ledger: {e}")))
@@ -66,7 +65,7 @@ impl Node {
     pub(crate) fn save_ledger(&self, ledger: &BudgetLedger) -> Result<()> {
         let bytes = serde_json::to_vec(ledger)
             .map_err(|e| NodeError::Corrupt(format!("privacy ledger: {e}")))?;
-        self.archive.store().meta.insert(LEDGER_KEY, bytes)?;
+        self.archive.store().set_meta(LEDGER_KEY, &bytes)?;
         self.archive.flush()
     }
 
@@ -195,16 +194,13 @@ impl Node {
 
     fn store_intent_model(&self, model: &IntentModel) -> Result<()> {
         let bytes = model.to_bytes()?;
-        self.archive
-            .store()
-            .models
-            .insert(INTENT_MODEL_KEY, bytes)?;
+        self.archive.store().set_model(INTENT_MODEL_KEY, &bytes)?;
         self.archive.flush()
     }
 
     /// The intent model trained last on this node, if any.
     pub fn intent_model(&self) -> Result<Option<IntentModel>> {
-        match self.archive.store().models.get(INTENT_MODEL_KEY)? {
+        match self.archive.store().model(INTENT_MODEL_KEY)? {
             Some(b) => Ok(Some(IntentModel::from_bytes(&b)?)),
             None => Ok(None),
         }
@@ -384,9 +380,9 @@ impl Node {
         };
         let mut runs = self.round_runs()?;
         runs.push(run.clone());
-        self.archive.store().meta.insert(
+        self.archive.store().set_meta(
             TRAINING_RUNS_KEY,
-            serde_json::to_vec(&runs).map_err(|e| NodeError::Corrupt(e.to_string()))?,
+            &serde_json::to_vec(&runs).map_err(|e| NodeError::Corrupt(e.to_string()))?,
         )?;
         self.archive.flush()?;
         Ok((update.delta, run))
@@ -394,24 +390,24 @@ impl Node {
 
     /// A small value in the node's `meta` tree (federation bookkeeping; never personal data).
     pub(crate) fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.archive.store().meta.get(key)?.map(|v| v.to_vec()))
+        Ok(self.archive.store().meta(key)?.map(|v| v.to_vec()))
     }
 
     /// Writes a `meta` value durably.
     pub(crate) fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.archive.store().meta.insert(key, value)?;
+        self.archive.store().set_meta(key, value)?;
         self.archive.flush()
     }
 
     /// Removes a `meta` value durably.
     pub(crate) fn remove_meta(&self, key: &str) -> Result<()> {
-        self.archive.store().meta.remove(key)?;
+        self.archive.store().remove_meta(key)?;
         self.archive.flush()
     }
 
     /// Every federated round this node trained in, oldest first.
     pub fn round_runs(&self) -> Result<Vec<RoundRun>> {
-        match self.archive.store().meta.get(TRAINING_RUNS_KEY)? {
+        match self.archive.store().meta(TRAINING_RUNS_KEY)? {
             Some(b) => serde_json::from_slice(&b)
                 .map_err(|e| NodeError::Corrupt(format!("training runs: {e}"))),
             None => Ok(Vec::new()),
@@ -422,16 +418,16 @@ impl Node {
     /// now on. Its bytes were checked against the SHA-256 the coordinator announced.
     pub fn install_model(&self, model: &IntentModel, info: &ModelInfo) -> Result<()> {
         self.store_intent_model(model)?;
-        self.archive.store().models.insert(
+        self.archive.store().set_model(
             INTENT_MODEL_INFO_KEY,
-            serde_json::to_vec(info).map_err(|e| NodeError::Corrupt(e.to_string()))?,
+            &serde_json::to_vec(info).map_err(|e| NodeError::Corrupt(e.to_string()))?,
         )?;
         self.archive.flush()
     }
 
     /// Where the current intent model came from, if known.
     pub fn model_info(&self) -> Result<Option<ModelInfo>> {
-        match self.archive.store().models.get(INTENT_MODEL_INFO_KEY)? {
+        match self.archive.store().model(INTENT_MODEL_INFO_KEY)? {
             Some(b) => {
                 Ok(Some(serde_json::from_slice(&b).map_err(|e| {
                     NodeError::Corrupt(format!("model info: {e}"))

@@ -659,15 +659,8 @@ mod tests {
             save_pending(&node, &p).unwrap();
             node.set_meta(TRAINING_KEY, b"3:2").unwrap();
         }
-        let reopen = || loop {
-            match crate::Node::open(dir.path(), None, None) {
-                Ok(n) => break n,
-                Err(e) if crate::store::is_lock_busy(&e) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
+        // The store waits for the dropped handle to let go of the directory's lock.
+        let reopen = || crate::Node::open(dir.path(), None, None).unwrap();
         let node = reopen();
         assert_eq!(load_pending(&node).unwrap(), Some(p.clone()));
         assert_eq!(training_mark(&node).unwrap(), Some((3, 2)));
