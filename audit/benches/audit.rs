@@ -4,6 +4,8 @@
 //! Run briefly on a shared machine:
 //! `cargo bench -p amble-audit -- --warm-up-time 1 --measurement-time 3`
 //! `AMBLE_AUDIT_BENCH_N` overrides the size of the large log (default 1 000 000).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{Action, AuditLog, Decision, EntryDraft, verify_inclusion};
 use amble_crypto::SubjectId;

@@ -130,13 +130,15 @@ mod subject_hex {
     use super::*;
     use serde::de::Error;
 
-    pub fn serialize<S: Serializer>(v: &Option<SubjectId>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &Option<SubjectId>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(id) => s.serialize_some(&id.to_hex()),
             None => s.serialize_none(),
         }
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SubjectId>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SubjectId>, D::Error> {
         let v = Option::<String>::deserialize(d)?;
         match v {
             None => Ok(None),

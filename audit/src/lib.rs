@@ -26,7 +26,6 @@
 //! and concurrency argument (entries are written before the data they describe). Retention
 //! ([`AuditLog::prune_before`]) removes old entry bodies but keeps their hashes, so the tree,
 //! its proofs and exports stay verifiable.
-#![forbid(unsafe_code)]
 
 mod entry;
 mod error;

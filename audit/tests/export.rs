@@ -1,5 +1,7 @@
 //! Export and offline verification: a genuine export verifies; tampering is caught and, where
 //! it can be, pinned to a line.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{
     Action, AuditLog, Decision, EntryDraft, NoteSigner, NoteVerifier, VerifyError, export_dir,

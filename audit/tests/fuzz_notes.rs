@@ -2,6 +2,8 @@
 //! and checkpoints. Arbitrary input never panics, and a genuine note with any one byte changed
 //! never verifies.
 //! `PROPTEST_CASES=100000 cargo test -p amble-audit --test fuzz_notes` for a long run.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{Checkpoint, Entry, NoteSigner, NoteVerifier, open_note};
 use amble_crypto::{Secret32, SigningKey};

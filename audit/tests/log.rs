@@ -1,5 +1,7 @@
 //! The sled-backed log: proofs agree with an independent recomputation, concurrent appends
 //! stay consistent, retention keeps the tree verifiable, and state survives reopening.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{
     Action, AuditError, AuditLog, Decision, Entry, EntryDraft, MemoryTree, leaf_hash,

@@ -1,4 +1,6 @@
 //! Checkpoints and signed notes as amble issues them.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{
     Action, AuditLog, Checkpoint, EntryDraft, NoteError, NoteSigner, NoteVerifier, open_note,

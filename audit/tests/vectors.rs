@@ -1,5 +1,7 @@
 //! Published test vectors: RFC 6962/9162 trees and proofs (transparency-dev/merkle) and the
 //! C2SP signed-note example. Vendored under tests/data/merkle-vectors (Apache-2.0).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{
     MemoryTree, NoteSigner, NoteVerifier, ProofError, open_note, reference_root,

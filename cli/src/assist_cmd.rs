@@ -10,7 +10,7 @@ use clap::Subcommand;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum AssistCommand {
+pub(crate) enum AssistCommand {
     /// Classify a text and route it (self-service, bot draft, human agent or expert).
     Classify {
         #[command(flatten)]
@@ -49,7 +49,7 @@ fn call_error(what: &str, s: tonic::Status) -> anyhow::Error {
     anyhow::Error::msg(msg).context(Denied(s.code() == tonic::Code::PermissionDenied))
 }
 
-pub fn run(cmd: AssistCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run(cmd: AssistCommand, out: &Output) -> Result<ExitCode> {
     let rt = crate::remote_cmd::runtime()?;
     let (remote, text, subject, k) = match cmd {
         AssistCommand::Classify {

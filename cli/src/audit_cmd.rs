@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Export the node's audit log for an auditor: entries.jsonl, the signed checkpoint and
     /// the log's public key.
     Export {
@@ -83,7 +83,7 @@ fn verifier(arg: &str) -> Result<NoteVerifier> {
     NoteVerifier::parse(text.trim()).with_context(|| format!("{arg:?} is not a verifier key"))
 }
 
-pub fn run(cmd: AuditCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run(cmd: AuditCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         AuditCommand::Export { dir, out: path } => {
             let node = dir.open()?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum CoordinatorCommand {
+pub(crate) enum CoordinatorCommand {
     /// Run the coordinator (mutual TLS 1.3) until SIGTERM or Ctrl-C. The plan — model, rounds,
     /// nodes per round, deadline, clip bound, aggregation, local training and ε — is in the
     /// config file; see deploy/coordinator.example.toml. Restarting with the same data_dir
@@ -42,7 +42,7 @@ pub enum CoordinatorCommand {
     },
 }
 
-pub fn run(cmd: CoordinatorCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run(cmd: CoordinatorCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         CoordinatorCommand::Serve { config } => serve(&config, out),
         CoordinatorCommand::Plan { config } => {
@@ -86,7 +86,12 @@ pub fn run(cmd: CoordinatorCommand, out: &Output) -> Result<ExitCode> {
 }
 
 /// Fetches `Federation.Status`.
-pub async fn status(url: &str, cert: &Path, key: &Path, ca: &Path) -> Result<FederationStatus> {
+pub(crate) async fn status(
+    url: &str,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> Result<FederationStatus> {
     let id = ClientIdentity::load(cert, key, ca)?;
     let channel = id.connect(url).await?;
     let mut client = pb::federation_client::FederationClient::new(channel);
@@ -99,7 +104,7 @@ pub async fn status(url: &str, cert: &Path, key: &Path, ca: &Path) -> Result<Fed
     serde_json::from_str(&json).context("coordinator status")
 }
 
-pub fn render_status(s: &FederationStatus) -> String {
+pub(crate) fn render_status(s: &FederationStatus) -> String {
     let mut t = format!(
         "federation {} · round {}/{} ({:?}) · model version {}\n",
         s.federation, s.round, s.rounds_total, s.phase, s.model_version

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Organisations (nodes) in the federation, 1–10.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
     nodes: u32,
@@ -91,7 +91,7 @@ struct Summary {
     seconds: f64,
 }
 
-pub fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     if args.single_node {
         return crate::demo_node::run(
             crate::demo_node::NodeDemo {

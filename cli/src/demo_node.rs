@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 /// What the single-node walkthrough needs.
-pub struct NodeDemo {
+pub(crate) struct NodeDemo {
     /// How many synthetic people to create.
     pub subjects: u32,
     /// Privacy budget of each local training run (ε per person, δ = 1e-5).
@@ -150,7 +150,7 @@ fn scan_dir(dir: &Path, needles: &[Vec<u8>]) -> Result<(usize, u64, usize)> {
     Ok((files, bytes, found.len()))
 }
 
-pub fn run(args: NodeDemo, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run(args: NodeDemo, out: &Output) -> Result<ExitCode> {
     let tmp = tempfile::tempdir()?;
     let base = args.keep.clone().unwrap_or_else(|| tmp.path().to_owned());
     let data_dir = base.join("node");

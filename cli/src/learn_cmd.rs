@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum AccountantKind {
+pub(crate) enum AccountantKind {
     /// Rényi DP of the Poisson-subsampled Gaussian (Mironov et al. 2019).
     Rdp,
     /// Privacy loss distribution (tighter).
@@ -52,7 +52,7 @@ impl From<Features> for FeatureKind {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Orders {
+pub(crate) enum Orders {
     /// dp_accounting's fine grid (the default).
     DpAccounting,
     /// The moments accountant's grid (Abadi et al. 2016).
@@ -62,7 +62,7 @@ pub enum Orders {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum ConversionKind {
+pub(crate) enum ConversionKind {
     /// ε = rdp + log(1/δ)/(α−1).
     Classic,
     /// The tighter conversion used by dp_accounting and Opacus (Balle et al. 2020).
@@ -70,7 +70,7 @@ pub enum ConversionKind {
 }
 
 #[derive(Subcommand)]
-pub enum PrivacyCommand {
+pub(crate) enum PrivacyCommand {
     /// ε spent by T steps of the Poisson-subsampled Gaussian mechanism (rate q, noise σ) at δ.
     Epsilon {
         /// Sampling rate q in (0, 1].
@@ -104,7 +104,7 @@ pub enum PrivacyCommand {
 }
 
 #[derive(Subcommand)]
-pub enum TrainCommand {
+pub(crate) enum TrainCommand {
     /// Train and evaluate the intent classifier: on CSV files (`text,category`, Banking77's
     /// format), or on a node's own archive with --data-dir (through the train.intent purpose).
     Intent(IntentArgs),
@@ -116,7 +116,7 @@ pub enum TrainCommand {
 }
 
 #[derive(Args)]
-pub struct NeedsArgs {
+pub(crate) struct NeedsArgs {
     #[arg(long, default_value = "data/helpdesk/train.csv")]
     train: PathBuf,
     #[arg(long, default_value = "data/helpdesk/test.csv")]
@@ -155,7 +155,7 @@ pub struct NeedsArgs {
 }
 
 #[derive(Args)]
-pub struct IntentArgs {
+pub(crate) struct IntentArgs {
     /// Training CSV (ignored with --data-dir).
     #[arg(long, default_value = "data/banking77/train.csv")]
     train: PathBuf,
@@ -188,7 +188,7 @@ pub struct IntentArgs {
     budget: f64,
 }
 
-pub fn run_privacy(cmd: PrivacyCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run_privacy(cmd: PrivacyCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         PrivacyCommand::Epsilon {
             q,
@@ -260,7 +260,7 @@ fn intent_config(args: &IntentArgs) -> IntentTrainConfig {
     IntentTrainConfig { features, privacy }
 }
 
-pub fn run_train(cmd: TrainCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run_train(cmd: TrainCommand, out: &Output) -> Result<ExitCode> {
     let bar = out.progress(0, "train");
     let progress = |p: Progress| {
         bar.set_length(p.total);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args, Clone)]
-pub struct DataDirArgs {
+pub(crate) struct DataDirArgs {
     /// The node's data directory (created by `amble node init`).
     #[arg(long, env = "AMBLE_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -24,7 +24,7 @@ pub struct DataDirArgs {
 }
 
 impl DataDirArgs {
-    pub fn open(&self) -> Result<Node> {
+    pub(crate) fn open(&self) -> Result<Node> {
         Ok(Node::open(
             &self.data_dir,
             self.key_file.as_deref(),
@@ -35,7 +35,7 @@ impl DataDirArgs {
 
 /// The person at the terminal, as the audit log names them: the account the process runs as,
 /// from the operating system — never `$USER`, which whoever runs the command can set.
-pub fn operator() -> Actor {
+pub(crate) fn operator() -> Actor {
     Actor::new(
         format!("operator:{}", os_account()),
         Role::Admin,
@@ -68,7 +68,7 @@ fn os_account() -> String {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-pub enum ConsentAction {
+pub(crate) enum ConsentAction {
     Show,
     Give,
     Withdraw,
@@ -79,7 +79,7 @@ fn parse_ref(s: &str) -> Result<ExternalRef> {
 }
 
 #[derive(Subcommand)]
-pub enum NodeCommand {
+pub(crate) enum NodeCommand {
     /// Create a data directory and its key file (mode 0600).
     ///
     /// Keep the key file on a different volume than the data for production (pass
@@ -238,7 +238,7 @@ pub enum NodeCommand {
     },
 }
 
-pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         NodeCommand::Serve { config } => return crate::remote_cmd::serve(&config, out),
         NodeCommand::Init(dir) => {
@@ -555,7 +555,7 @@ pub fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
 /// Writes a file readable by its owner only (exports hold personal data): a new file put in
 /// place by rename, so an existing file's mode is not kept and a symlink at `path` is
 /// replaced, never followed.
-pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     amble_crypto::write_private(path, bytes)
         .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 /// Writes a line to stdout. A closed pipe (`amble … | head`) is not an error worth a panic:
 /// the reader has what it wanted, so stop quietly.
-pub fn print_line(s: &str) {
+pub(crate) fn print_line(s: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{s}").and_then(|()| out.flush()) {
@@ -15,13 +15,13 @@ pub fn print_line(s: &str) {
     }
 }
 
-pub struct Output {
+pub(crate) struct Output {
     pub json: bool,
 }
 
 impl Output {
     /// Prints `value` as JSON (with `--json`) or the text `human` produces.
-    pub fn report<T: serde::Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
+    pub(crate) fn report<T: serde::Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
         if self.json {
             match serde_json::to_string_pretty(value) {
                 Ok(s) => print_line(&s),
@@ -33,7 +33,7 @@ impl Output {
     }
 
     /// One error line on stderr (JSON object with `--json`), with the causes chained.
-    pub fn error(&self, e: &anyhow::Error) {
+    pub(crate) fn error(&self, e: &anyhow::Error) {
         let mut msg = e.to_string();
         for cause in e.chain().skip(1) {
             let c = cause.to_string();
@@ -50,7 +50,7 @@ impl Output {
     }
 
     /// A progress bar on stderr when it is a terminal and output is for people.
-    pub fn progress(&self, len: u64, what: &str) -> indicatif::ProgressBar {
+    pub(crate) fn progress(&self, len: u64, what: &str) -> indicatif::ProgressBar {
         if self.json || !std::io::stderr().is_terminal() {
             return indicatif::ProgressBar::hidden();
         }

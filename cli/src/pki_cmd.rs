@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum PkiCommand {
+pub(crate) enum PkiCommand {
     /// Create a CA (ECDSA P-256) in --dir, with an empty CRL (crl.pem).
     ///
     /// Without --organisation: the federation CA, run by the federation operator. It signs
@@ -66,7 +66,7 @@ pub enum PkiCommand {
     },
 }
 
-pub fn run(cmd: PkiCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run(cmd: PkiCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         PkiCommand::Init {
             dir,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Validate a policy file and print what each purpose may read (purposes × collections ×
     /// fields, with transforms). An invalid file is reported with its line and column.
     Check { file: PathBuf },
@@ -18,7 +18,7 @@ pub enum PolicyCommand {
 }
 
 #[derive(Subcommand)]
-pub enum ConsentCommand {
+pub(crate) enum ConsentCommand {
     /// Check a consent receipt's signature against the node's public key.
     VerifyReceipt {
         /// The receipt file (as printed by `amble node consent … give|withdraw`).
@@ -29,7 +29,7 @@ pub enum ConsentCommand {
     },
 }
 
-pub fn run_policy(cmd: PolicyCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run_policy(cmd: PolicyCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         PolicyCommand::Check { file } => {
             let p = Policy::load(&file)?;
@@ -56,7 +56,7 @@ pub fn run_policy(cmd: PolicyCommand, out: &Output) -> Result<ExitCode> {
 
 /// Reads a public key given as a file or inline: 32 bytes in base64, or a C2SP verifier key
 /// (`name+hex+base64(0x01‖key)`).
-pub fn load_public_key(arg: &str) -> Result<VerifyingKey> {
+pub(crate) fn load_public_key(arg: &str) -> Result<VerifyingKey> {
     let text = match std::fs::read_to_string(arg) {
         Ok(t) => t,
         Err(_) => arg.to_owned(),
@@ -79,7 +79,7 @@ pub fn load_public_key(arg: &str) -> Result<VerifyingKey> {
     }
 }
 
-pub fn run_consent(cmd: ConsentCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run_consent(cmd: ConsentCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         ConsentCommand::VerifyReceipt { file, key } => {
             let key = load_public_key(&key)?;

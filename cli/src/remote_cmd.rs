@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 /// Where the node is and who we are to it.
 #[derive(Args, Clone)]
-pub struct RemoteArgs {
+pub(crate) struct RemoteArgs {
     /// The node (or, for `audit fetch`, the coordinator), https://HOST:PORT.
     #[arg(long, env = "AMBLE_NODE")]
     pub node: String,
@@ -37,14 +37,14 @@ impl RemoteArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-pub enum RemoteConsentAction {
+pub(crate) enum RemoteConsentAction {
     Show,
     Give,
     Withdraw,
 }
 
 #[derive(Subcommand)]
-pub enum SubjectCommand {
+pub(crate) enum SubjectCommand {
     /// Show, give or withdraw the subject's consent for a purpose.
     Consent {
         #[command(flatten)]
@@ -92,7 +92,7 @@ pub enum SubjectCommand {
     },
 }
 
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -121,7 +121,7 @@ fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {
 
 /// Marks an error as a consent/policy/role refusal (exit code 3).
 #[derive(Debug)]
-pub struct Denied(pub bool);
+pub(crate) struct Denied(pub bool);
 
 impl std::fmt::Display for Denied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,7 +135,7 @@ fn print_json(out: &Output, text: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn run_subject(cmd: SubjectCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run_subject(cmd: SubjectCommand, out: &Output) -> Result<ExitCode> {
     let result = runtime()?.block_on(subject(cmd, out));
     match result {
         Ok(c) => Ok(c),
@@ -271,7 +271,7 @@ async fn subject(cmd: SubjectCommand, out: &Output) -> Result<ExitCode> {
 
 /// `amble audit fetch`: the auditor's copy of the node's log, in the folder format
 /// `amble audit verify` reads (entries.jsonl, checkpoint, log.pub).
-pub fn audit_fetch(remote: &RemoteArgs, dir: &Path, out: &Output) -> Result<ExitCode> {
+pub(crate) fn audit_fetch(remote: &RemoteArgs, dir: &Path, out: &Output) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let f = amble_cli::fetch::fetch_log(remote.channel().await?, dir).await?;
         let v = serde_json::json!({ "dir": dir, "entries": f.entries, "witnessed": f.witnessed });
@@ -289,7 +289,7 @@ pub fn audit_fetch(remote: &RemoteArgs, dir: &Path, out: &Output) -> Result<Exit
 }
 
 /// `amble node serve`: runs the node until SIGTERM; SIGHUP reloads policy and TLS files.
-pub fn serve(config: &Path, out: &Output) -> Result<ExitCode> {
+pub(crate) fn serve(config: &Path, out: &Output) -> Result<ExitCode> {
     // The log subscriber is installed by main (`--log-format`).
     let config = ServeConfig::load(config)?;
     runtime()?.block_on(async {
@@ -320,4 +320,4 @@ pub fn serve(config: &Path, out: &Output) -> Result<ExitCode> {
 }
 
 /// `node serve`'s exit status after a storage fault (EX_TEMPFAIL: restart and try again).
-pub const STORAGE_FAULT_EXIT: i32 = 75;
+pub(crate) const STORAGE_FAULT_EXIT: i32 = 75;

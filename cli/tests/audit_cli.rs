@@ -1,5 +1,7 @@
 //! The auditor's workflow at the command line: export, verify offline, detect tampering,
 //! prove inclusion, and answer "who looked at my data".
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod common;
 use common::*;

@@ -1,5 +1,7 @@
 //! `amble node backup` and `amble node restore` as an operator uses them: a round trip keeps
 //! everything, and every refusal is one clear line, a non-zero exit and no restored directory.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::path::Path;
 mod common;

@@ -1,4 +1,6 @@
 //! Consent, policy-gated reads and policy files at the command line.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod common;
 use common::*;

@@ -34,6 +34,8 @@
 //!
 //! `DOCS_ONLY=operator.md cargo test -p amble --test docs` runs one file; `DOCS_KEEP=1` keeps
 //! the temporary directories and prints where they are.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::collections::BTreeMap;
 use std::io::Read;

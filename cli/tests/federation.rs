@@ -2,6 +2,8 @@
 //! processes on 127.0.0.1 with mutual TLS, driven through `amble_cli::lab` (the same code
 //! `amble demo` runs). Small slices of Banking77 keep each under a minute; the features are the
 //! product's default, the built-in sentence encoder.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod common;
 

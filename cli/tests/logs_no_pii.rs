@@ -4,6 +4,8 @@
 //! and fail; then every log file is searched for every external reference, every ingested text
 //! and the key material in the data directories. A planted canary proves the search finds
 //! what it looks for.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use aho_corasick::AhoCorasick;
 use amble_cli::lab::{Lab, LabSpec, banking77, person_ref};

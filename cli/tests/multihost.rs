@@ -5,6 +5,8 @@
 //!
 //! Needs root and iproute2 (`.ci/run` runs as root and installs it). Anywhere else the test
 //! is skipped with a message, except when `CI` is set: there it fails instead.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_cli::lab::{Lab, LabSpec, NetnsPlan, banking77, netns_available};
 use amble_coordinator::{FederationStatus, Phase, RoundSummary};

@@ -1,5 +1,7 @@
 //! The operator's CLI on good and bad input: each mistake gives one line naming the
 //! problem, a non-zero exit, and an archive left exactly as it was.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::path::Path;
 mod common;

@@ -1,4 +1,6 @@
 //! `amble pki …` through the binary: keys 0600 and never printed, revocation rewrites the CRL.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,5 +1,7 @@
 //! `amble node serve` as its own process: the CLI clients against it, and SIGTERM in the
 //! middle of a stream of appends losing nothing that was acknowledged.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_node::server::client::ClientIdentity;
 use amble_proto::v1 as pb;

@@ -5,6 +5,8 @@
 //!
 //! Needs `unshare` and root (for the mount namespace), as CI has; without them the test says
 //! so, and under `CI` it fails rather than skip.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_node::server::client::ClientIdentity;
 use amble_proto::v1 as pb;

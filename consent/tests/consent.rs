@@ -1,4 +1,6 @@
 //! Consent histories, derived states, receipts and the TS 27560 export.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_consent::{
     AssistanceLevel, ConsentError, ConsentEventKind, ConsentHistory, ConsentState, Controller,

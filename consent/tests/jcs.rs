@@ -1,5 +1,7 @@
 //! The canonical form every signed document uses is RFC 8785 (JCS): the published test data of
 //! its reference implementations and the RFC's own number table (Appendix B).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_consent::canonical_json;
 use std::path::Path;

@@ -6,7 +6,7 @@ use amble_crypto::{Secret32, SigningKey};
 use std::path::Path;
 use zeroize::Zeroizing;
 
-pub fn load_or_create(path: &Path) -> Result<SigningKey> {
+pub(crate) fn load_or_create(path: &Path) -> Result<SigningKey> {
     let io = |source| CoordinatorError::Io {
         path: path.to_owned(),
         source,

@@ -17,7 +17,6 @@
 //! State lives in sled ([`state`]); a crash at any point resumes the round without counting an
 //! update twice or losing one. On the map in `docs/ARCHITECTURE.md` this crate sits beside
 //! `node`, above `learn`, `audit` and `net`.
-#![forbid(unsafe_code)]
 
 pub mod config;
 mod key;

@@ -1,6 +1,8 @@
 //! The coordinator's health, readiness and metrics endpoint, with the gRPC service running on
 //! 127.0.0.1 over mutual TLS: it answers, and its counters move with joins, accepted and
 //! refused updates.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_coordinator::{CoordinatorConfig, CoordinatorServer};
 use amble_crypto::pki::{Ca, IssueRequest};

@@ -1,5 +1,7 @@
 //! The coordinator's round state machine in-process (the multi-process tests in
 //! `cli/tests/federation.rs` cover the same paths over mutual TLS).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{AuditLog, EntryDraft, NoteSigner};
 use amble_coordinator::{Caller, Coordinator, CoordinatorConfig, Phase, Plan, TrainingRecord};

@@ -17,7 +17,6 @@
 //! Every secret type zeroizes on drop and prints `[redacted]` under `Debug`. Ring's AES
 //! key schedules are rebuilt per call and dropped at once; ring does not zeroize them,
 //! which is the one residue we accept.
-#![forbid(unsafe_code)]
 
 mod error;
 mod keyring;

@@ -2,6 +2,8 @@
 //! from outside goes through: arbitrary input never panics, and the canonical form is a fixed
 //! point (parsing a canonical reference gives it back), so one person is one pseudonym.
 //! `PROPTEST_CASES=100000 cargo test -p amble-crypto --test fuzz_refs` for a long run.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_crypto::ExternalRef;
 use proptest::prelude::*;

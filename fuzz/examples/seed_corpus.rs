@@ -3,6 +3,8 @@
 //! keeps its hash names.
 //!
 //! Run: `cargo run -p amble-fuzz --example seed_corpus` (rewrites only the `seed-*` files).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_consent::Method;
 use amble_crypto::ExternalRef;

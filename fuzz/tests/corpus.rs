@@ -4,6 +4,8 @@
 //!
 //! `AMBLE_FUZZ_CASES=N` sets the mutations per target (default 256; the backup target, which
 //! writes files, gets an eighth).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

@@ -6,6 +6,8 @@
 //! Only four distinct update buffers are generated and reused, so the bench holds O(model)
 //! memory like the coordinator (100 × 10M f32 would be 4 GB).
 //! Run: `cargo bench -p amble-learn --bench aggregate`.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_learn::aggregate::{UpdateCheck, WeightedSum};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -2,6 +2,8 @@
 //! built-in all-MiniLM-L6-v2, on one thread and on two. `st_encode.py` runs the same texts through
 //! the reference implementation (sentence-transformers on PyTorch) for comparison.
 //! Run briefly: `cargo bench -p amble-learn --bench encoder -- --warm-up-time 1 --measurement-time 5`.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::path::PathBuf;
 

@@ -10,6 +10,8 @@
 //!
 //! Peak RSS is `VmHWM` from `/proc/self/status`, reset between phases by writing `5` to
 //! `/proc/self/clear_refs` (Linux ≥ 4.0), so each phase reports its own peak.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 use std::error::Error;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};

@@ -3,6 +3,8 @@
 //! `cargo run --release -p amble-learn --example banking77 -- <epsilon> [dim_log2 q epochs lr clip avg_tail final_lr label_prior]`
 //! `VALIDATE=1` trains on 4/5 of train.csv and scores the held-out fifth (never test);
 //! `CHAR_MIN`, `CHAR_MAX`, `WORD_MAX` change the featuriser.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 use amble_learn::eval::*;
 use amble_learn::featurise::FeatureConfig;
 use amble_learn::softmax::SgdConfig;

@@ -1,5 +1,7 @@
 //! Helpdesk next-activity evaluation:
 //! `cargo run --release -p amble-learn --example helpdesk`.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 use std::path::PathBuf;
 
 use amble_learn::eval::{NeedTrainConfig, read_event_log, train_needs_cases, train_needs_helpdesk};

@@ -2,6 +2,8 @@
 //! drove one prediction:
 //! `cargo run --release -p amble-learn --example synth_needs -- [subjects] [seed]`
 //! (the same evaluation as `amble train needs --synthetic N`).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 use amble_learn::eval::train_needs_synthetic;
 use amble_learn::synth::{SynthConfig, generate};
 

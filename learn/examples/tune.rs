@@ -12,6 +12,8 @@
 //! ```
 //! `FEATURES=hashed` switches to n-grams (2^14); `TEST=1` scores on test.csv instead (for the
 //! final report only — the choice must already be made).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 use std::io::BufRead;
 use std::path::PathBuf;
 

@@ -234,11 +234,11 @@ impl BudgetLedger {
 mod rdp_curve {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(v.iter().map(|x| x.is_finite().then_some(*x)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
         let v: Vec<Option<f64>> = Vec::deserialize(d)?;
         Ok(v.into_iter().map(|x| x.unwrap_or(f64::INFINITY)).collect())
     }

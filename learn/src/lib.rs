@@ -27,7 +27,6 @@
 //!
 //! Privacy types carry their rules: [`accountant::Epsilon`] and [`accountant::Delta`] refuse
 //! invalid values, and a [`accountant::Guarantee`] prints as a sentence.
-#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod accountant;

@@ -1,4 +1,6 @@
 //! The accountant reproduces published values (within 1 %) and its inverse round-trips.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_learn::accountant::{
     Conversion, Delta, Epsilon, RdpAccountant, SampledGaussian, epsilon_for, noise_multiplier_for,

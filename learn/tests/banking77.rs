@@ -1,6 +1,8 @@
 //! The intent classifier on Banking77 (vendored in `data/banking77`, CC BY 4.0, Casanueva et
 //! al. 2020). The fast test uses a subset; the full evaluations are `#[ignore]`d — run them with
 //! `cargo test --release -p amble-learn --test banking77 -- --ignored --nocapture`.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::path::PathBuf;
 

@@ -1,4 +1,6 @@
 //! DP-SGD bounds each person's influence, however many records they have.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_learn::dpsgd::{DpSgdConfig, subject_gradient, train_dp_sgd};
 use amble_learn::featurise::SparseVec;

@@ -1,6 +1,8 @@
 //! The sentence encoder against the reference implementation (Hugging Face tokenizers and
 //! sentence-transformers on PyTorch, original float32 weights): `tests/data/minilm-reference.json`,
 //! written by `tests/data/minilm_reference.py`.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::path::PathBuf;
 

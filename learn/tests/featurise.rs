@@ -1,5 +1,7 @@
 //! The featuriser is deterministic across machines and runs: golden indices were computed once
 //! and must never change (a change would silently break every deployed model).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_learn::featurise::{FeatureConfig, Featuriser};
 

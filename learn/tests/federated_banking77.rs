@@ -2,6 +2,8 @@
 //! in `data/banking77/split-10-nodes-dirichlet-0.5.csv`. The fast test uses a fifth of the
 //! data; the full runs are `#[ignore]`d — run them with
 //! `cargo test --release -p amble-learn --test federated_banking77 -- --ignored --nocapture`.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::path::PathBuf;
 

@@ -1,4 +1,6 @@
 //! The budget ledger refuses over-budget runs, composes through RDP and round-trips.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_learn::accountant::{
     Conversion, Delta, Epsilon, SampledGaussian, epsilon_for, orders_dp_accounting,

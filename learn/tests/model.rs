@@ -1,4 +1,6 @@
 //! Models survive serialisation exactly, and malformed bytes are refused, not trusted.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_learn::featurise::FeatureConfig;
 use amble_learn::intent::IntentModel;

@@ -1,5 +1,7 @@
 //! The fast noise path: right variance, same distribution as OpenDP's sampler, reproducible
 //! only in test mode.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_learn::noise::NoiseSource;
 

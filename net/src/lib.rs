@@ -12,7 +12,6 @@
 //!
 //! On the map in `docs/ARCHITECTURE.md` this crate sits beside `proto`, below `node` and
 //! `coordinator`.
-#![forbid(unsafe_code)]
 
 mod auth;
 mod client;

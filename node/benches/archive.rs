@@ -1,6 +1,8 @@
 //! Archive append and read of ~1 KiB records next to raw sled inserts/reads of the same
 //! bytes (same batch size, same flush), so the cost of pseudonyms, key unwrap and sealing
 //! is visible. Target: the encrypted archive at ≥ 0.7× raw sled throughput.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_consent::Method;
 use amble_crypto::ExternalRef;

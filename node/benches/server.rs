@@ -9,6 +9,8 @@
 //!
 //! Run: `cargo bench -p amble-node --bench server` (prints a table; no criterion, since the
 //! interesting numbers are throughput under concurrency and tail latency).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 #[path = "../tests/server_support/mod.rs"]
 mod server_support;

@@ -26,7 +26,7 @@ pub struct NewRecord {
 
 /// A decrypted record. Only code inside the node sees one; callers outside get projections.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
+pub(crate) struct Record {
     pub id: u64,
     pub collection: Collection,
     pub time: OffsetDateTime,
@@ -106,7 +106,7 @@ pub struct MergeReport {
 }
 
 /// A node's life archive, opened on its data directory with its key file.
-pub struct Archive {
+pub(crate) struct Archive {
     store: Store,
     keyring: Keyring,
     key_path: PathBuf,
@@ -124,11 +124,11 @@ impl std::fmt::Debug for Archive {
 
 /// How far ahead of this node's clock a record's time may be (clocks of the systems that feed
 /// it differ a little).
-pub const MAX_FUTURE: time::Duration = time::Duration::days(1);
+pub(crate) const MAX_FUTURE: time::Duration = time::Duration::days(1);
 
 /// A record's time is when it happened: one further ahead than [`MAX_FUTURE`] is refused, or
 /// it would be hidden from every read (reads and retention look back from now) and never swept.
-pub fn check_record_time(t: OffsetDateTime, now: OffsetDateTime) -> Result<()> {
+pub(crate) fn check_record_time(t: OffsetDateTime, now: OffsetDateTime) -> Result<()> {
     match now.checked_add(MAX_FUTURE) {
         Some(limit) if t > limit => Err(NodeError::TimeOutOfRange(format!(
             "{t} is more than a day after now ({now}); a record's time is when it happened"
@@ -138,13 +138,15 @@ pub fn check_record_time(t: OffsetDateTime, now: OffsetDateTime) -> Result<()> {
 }
 
 /// The largest integer every JSON reader holds exactly (2^53), as RFC 8785 and I-JSON assume.
-pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
+pub(crate) const MAX_EXACT_INTEGER: u64 = 1 << 53;
 
 /// Every number in a record must be exact as an IEEE 754 double: signed exports are in RFC
 /// 8785 form, which writes each number as a double, so a larger integer would be signed as a
 /// rounded value that another record shares. Identifiers such as account numbers belong in
 /// strings.
-pub fn check_record_numbers(data: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+pub(crate) fn check_record_numbers(
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
     fn walk(v: &serde_json::Value, path: &mut Vec<String>) -> Result<()> {
         match v {
             serde_json::Value::Number(n) => {
@@ -208,7 +210,7 @@ pub fn default_key_file(data_dir: &Path) -> PathBuf {
 
 impl Archive {
     /// Creates a data directory: a new keyring (mode 0600) and an empty archive.
-    pub fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<Self> {
+    pub(crate) fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<Self> {
         let db_path = data_dir.join(DB_DIR);
         if db_path.exists() {
             return Err(NodeError::AlreadyInitialised(data_dir.to_owned()));
@@ -232,7 +234,7 @@ impl Archive {
     }
 
     /// Opens an initialised data directory. Finishes a key rotation a crash interrupted.
-    pub fn open(data_dir: &Path, key_file: Option<&Path>) -> Result<Self> {
+    pub(crate) fn open(data_dir: &Path, key_file: Option<&Path>) -> Result<Self> {
         let db_path = data_dir.join(DB_DIR);
         if !db_path.is_dir() {
             return Err(NodeError::NotInitialised(data_dir.to_owned()));
@@ -260,11 +262,11 @@ impl Archive {
         Ok(archive)
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 
-    pub fn keyring(&self) -> &Keyring {
+    pub(crate) fn keyring(&self) -> &Keyring {
         &self.keyring
     }
 
@@ -273,12 +275,12 @@ impl Archive {
     }
 
     /// The pseudonym an external reference maps to under this node's pepper.
-    pub fn pseudonym(&self, r: &ExternalRef) -> SubjectId {
+    pub(crate) fn pseudonym(&self, r: &ExternalRef) -> SubjectId {
         SubjectId::derive(self.keyring.pepper(), r)
     }
 
     /// The subject a reference is linked to, if any.
-    pub fn resolve(&self, r: &ExternalRef) -> Result<Option<SubjectId>> {
+    pub(crate) fn resolve(&self, r: &ExternalRef) -> Result<Option<SubjectId>> {
         self.subject_of_pseudonym(&self.pseudonym(r))
     }
 
@@ -350,7 +352,7 @@ impl Archive {
     }
 
     /// Like [`Archive::resolve`], but an unknown reference is an error.
-    pub fn subject_of(&self, r: &ExternalRef) -> Result<SubjectId> {
+    pub(crate) fn subject_of(&self, r: &ExternalRef) -> Result<SubjectId> {
         self.resolve(r)?.ok_or(NodeError::UnknownRef)
     }
 
@@ -448,21 +450,21 @@ impl Archive {
     }
 
     /// How many records a subject has (in one collection, or in all).
-    pub fn count(&self, subject: &SubjectId, collection: Option<Collection>) -> usize {
+    pub(crate) fn count(&self, subject: &SubjectId, collection: Option<Collection>) -> usize {
         self.store.count_records(subject, collection)
     }
 
     /// Every subject's pseudonym (never an external reference).
-    pub fn subjects(&self) -> Result<Vec<SubjectId>> {
+    pub(crate) fn subjects(&self) -> Result<Vec<SubjectId>> {
         self.store.subjects().collect()
     }
 
-    pub fn subject_count(&self) -> usize {
+    pub(crate) fn subject_count(&self) -> usize {
         self.store.subject_count()
     }
 
     /// When the subject was erased, if it was.
-    pub fn erased_at(&self, subject: &SubjectId) -> Result<Option<OffsetDateTime>> {
+    pub(crate) fn erased_at(&self, subject: &SubjectId) -> Result<Option<OffsetDateTime>> {
         self.store.tombstone(subject)?.map(from_ms).transpose()
     }
 
@@ -632,7 +634,7 @@ impl Archive {
     }
 
     /// Makes every write so far durable.
-    pub fn flush(&self) -> Result<()> {
+    pub(crate) fn flush(&self) -> Result<()> {
         self.store.flush()
     }
 }

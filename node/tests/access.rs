@@ -1,5 +1,7 @@
 //! The one access path: consent and policy in front of every read, and one audit entry
 //! for every operation.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{Action, Decision as Logged};
 use amble_consent::Method;

@@ -1,4 +1,6 @@
 //! Behaviour of the encrypted archive as an operator and an attacker with the disk see it.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_consent::Method;
 use amble_crypto::ExternalRef;

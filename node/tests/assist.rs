@@ -3,6 +3,8 @@
 //! confident green intent, and that the text never reaches the audit log or a log line; and
 //! `Assist.PredictNeeds`: no model, an app's answer for a consenting person, and the refusals
 //! consent and the policy make (an agent is refused by the example policy).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod server_support;
 

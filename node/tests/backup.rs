@@ -1,5 +1,7 @@
 //! Backup and restore: a restored node is the node that was backed up, a damaged or foreign
 //! backup is refused before anything is written, and an erased person does not come back.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_consent::Method;
 use amble_crypto::ExternalRef;

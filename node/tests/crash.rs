@@ -8,6 +8,8 @@
 //! The test binary re-runs itself as the child (`AMBLE_CRASH_CHILD` set), so no extra binary
 //! is needed. The child prints `ack <n>` only after `append` returned (flushed).
 //! It also checks that no record survives without the audit entry written before it.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_consent::Method;
 use amble_crypto::ExternalRef;

@@ -2,6 +2,8 @@
 //! Arbitrary input is refused with an error, never a panic, and a refused restore leaves no
 //! half-restored data directory behind that opens.
 //! `PROPTEST_CASES=100000 cargo test -p amble-node --test fuzz_inputs` for a long run.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_consent::Method;
 use amble_node::{Actor, Node, ingest};

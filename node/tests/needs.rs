@@ -3,6 +3,8 @@
 //! refused, and logged as refused, without that consent), predictions are ranked and
 //! explained and beat the base rate on people the model never saw, and a private run is
 //! charged to the ε ledger for the model `needs`.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{Action, Decision as Logged, Entry};
 use amble_consent::Method;

@@ -1,6 +1,8 @@
 //! The self-service web page over HTTPS: one-time links, sessions, CSRF, consent changes that
 //! reach the node and its audit log, the export download and erasure. The last test loads the
 //! page in headless Chromium.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod server_support;
 

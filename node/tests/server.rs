@@ -1,5 +1,7 @@
 //! The node service over mutual TLS: who gets in, what each role may call, a subject's whole
 //! journey over the wire, and bad input answered with clear codes.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod server_support;
 

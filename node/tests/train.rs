@@ -1,5 +1,7 @@
 //! Local training through the policy: consent decides who is read, the budget ledger decides
 //! whether a private run may happen, and each run leaves one audit entry with counts.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::Action;
 use amble_consent::Method;

@@ -2,6 +2,8 @@
 //! certificate for another federation reach none of this node's archive, subject, admin or
 //! assist services; only the coordinator reaches the audit methods a witness needs; and a node
 //! refuses a configuration that would let the federation CA in as its local root.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod server_support;
 

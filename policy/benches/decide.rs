@@ -2,6 +2,8 @@
 //!
 //! Besides criterion's estimate, a plain timing loop prints p50 and p99 of single runs, since
 //! the target is a tail latency (p99 < 1 ms per read of a whole archive).
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_consent::{ConsentHistory, Controller, Method, ReceiptIssuer, Recorded, Terms};
 use amble_crypto::{SigningKey, SubjectId};

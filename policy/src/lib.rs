@@ -18,7 +18,6 @@
 //!
 //! Consent state is derived from the history on every call, never cached, so a withdrawal
 //! recorded before a decision governs it.
-#![forbid(unsafe_code)]
 
 mod decide;
 mod duration;

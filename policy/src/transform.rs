@@ -96,7 +96,7 @@ pub(crate) struct Tables {
 impl Tables {
     /// Applies `t` to `v`. Arrays are transformed element by element; objects under a transform
     /// become `null`, since a transform cannot vouch for what they hold.
-    pub fn apply(&self, t: &Transform, v: &Value, year: i32) -> Value {
+    pub(crate) fn apply(&self, t: &Transform, v: &Value, year: i32) -> Value {
         match v {
             Value::Array(a) => Value::Array(a.iter().map(|x| self.apply(t, x, year)).collect()),
             Value::Object(_) => Value::Null,

@@ -1,4 +1,6 @@
 //! The decision: consent, roles, special categories, and what a grant lets through.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod common;
 

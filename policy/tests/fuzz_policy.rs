@@ -1,6 +1,8 @@
 //! Property-based fuzzing of the policy parser: any text, and the example policy with a byte
 //! removed or replaced, is either a policy or an error with a position — never a panic.
 //! `PROPTEST_CASES=100000 cargo test -p amble-policy --test fuzz_policy` for a long run.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_policy::Policy;
 use proptest::prelude::*;

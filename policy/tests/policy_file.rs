@@ -1,4 +1,6 @@
 //! Loading policy files: the example parses; invalid files are refused whole, at the right spot.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod common;
 

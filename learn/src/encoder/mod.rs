@@ -77,9 +77,10 @@ pub const BUILTIN_WEIGHTS_SHA256: &str =
 
 #[cfg(feature = "builtin-encoder")]
 mod builtin {
-    pub const CONFIG: &[u8] = include_bytes!("../../../data/models/all-MiniLM-L6-v2/config.json");
-    pub const VOCAB: &str = include_str!("../../../data/models/all-MiniLM-L6-v2/vocab.txt");
-    pub const WEIGHTS: &[u8] =
+    pub(super) const CONFIG: &[u8] =
+        include_bytes!("../../../data/models/all-MiniLM-L6-v2/config.json");
+    pub(super) const VOCAB: &str = include_str!("../../../data/models/all-MiniLM-L6-v2/vocab.txt");
+    pub(super) const WEIGHTS: &[u8] =
         include_bytes!("../../../data/models/all-MiniLM-L6-v2/model.f16.safetensors");
 }
 

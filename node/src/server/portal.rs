@@ -506,7 +506,7 @@ fn error_page(e: impl std::fmt::Display) -> Resp {
 }
 
 /// HTML-escapes text and attribute values.
-pub fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
