@@ -839,7 +839,7 @@ fn node_name(i: usize) -> String {
 fn random_id() -> Result<String> {
     let mut b = [0u8; 3];
     amble_crypto::random_bytes(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(hex::encode(b))
 }
 
 /// Runs `ip ARGS`; the error carries its stderr.

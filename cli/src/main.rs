@@ -5,7 +5,6 @@
 //! person (or as JSON with `--json`). Exit codes: 0 success, 1 error, 2 usage error,
 //! 3 access denied by consent or policy.
 
-
 mod assist_cmd;
 mod audit_cmd;
 mod coordinator_cmd;

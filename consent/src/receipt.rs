@@ -374,15 +374,22 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
 pub(crate) fn new_receipt_id() -> Result<String, amble_crypto::CryptoError> {
     let mut b = [0u8; 16];
     amble_crypto::random_bytes(&mut b)?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    Ok(uuid::Builder::from_random_bytes(b)
+        .into_uuid()
+        .hyphenated()
+        .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_receipt_id_is_a_fresh_version_4_uuid() {
+        let a = super::new_receipt_id().unwrap();
+        let b = super::new_receipt_id().unwrap();
+        assert_ne!(a, b);
+        let u = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(u.get_version_num(), 4);
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(a, u.hyphenated().to_string(), "lower-case, hyphenated");
+    }
 }

@@ -223,10 +223,6 @@ fn spool_key(round: u64, node: &str, block: u32) -> Vec<u8> {
     k
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| CoordinatorError::Corrupt(e.to_string()))
 }
@@ -768,7 +764,7 @@ impl Coordinator {
                 "the values do not match the header's sha256 (corrupted or truncated upload)",
             ));
         }
-        let sha = hex(digest.as_ref());
+        let sha = hex::encode(digest.as_ref());
         if let Some(old) = self.previous_with_hash(&up.node, &sha)? {
             return Err(self.abort(
                 &up,

@@ -314,10 +314,6 @@ fn remember(c: Arc<CachedModel>) {
     *INTENT_CACHE.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl Node {
     /// The intent model stored now and its SHA-256, parsed once per distinct model.
     fn current_intent_model(&self) -> Result<Option<Arc<CachedModel>>, AssistError> {
@@ -329,7 +325,7 @@ impl Node {
         }
         let model = Arc::new(IntentModel::from_bytes(&bytes)?);
         let c = Arc::new(CachedModel {
-            sha256: hex(&amble_crypto::sha256(&bytes)),
+            sha256: hex::encode(amble_crypto::sha256(&bytes)),
             bytes,
             model,
         });

@@ -249,7 +249,7 @@ fn signed_message(root: &Hash) -> Vec<u8> {
 fn origin_of(key: &VerifyingKey) -> String {
     format!(
         "amble.node/{}",
-        &crate::assist::hex(&amble_crypto::sha256(key.as_bytes()))[..16]
+        &hex::encode(amble_crypto::sha256(key.as_bytes()))[..16]
     )
 }
 
@@ -334,7 +334,7 @@ impl Node {
             signing_public_key: self.signing_key().verifying_key().to_base64(),
             kek_version,
             audit_size,
-            audit_root: crate::assist::hex(&audit_root),
+            audit_root: hex::encode(audit_root),
             policy_toml,
             trees,
         };
@@ -369,7 +369,7 @@ impl Node {
             trees: header.trees,
             entries: total,
             bytes,
-            content_root: crate::assist::hex(&root),
+            content_root: hex::encode(root),
             audit_size,
             audit_root: header.audit_root,
         })
@@ -877,7 +877,7 @@ fn verify_audit(node: &Node, data_dir: &Path, header: &Header) -> Result<u64> {
             .map_err(|e| mismatch(&e))?
             .verifier();
         let report = amble_audit::verify_dir(&dir, None, &[verifier]).map_err(|e| mismatch(&e))?;
-        let root = crate::assist::hex(&report.root);
+        let root = hex::encode(report.root);
         if report.size != header.audit_size || root != header.audit_root {
             return Err(BackupError::AuditMismatch(format!(
                 "recomputed size {} root {root}, the backup says size {} root {}",

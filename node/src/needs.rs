@@ -416,8 +416,7 @@ impl Node {
         // Everyone read with a history shaped the label set, so everyone counts as used.
         let mut sorted: Vec<String> = people.iter().map(|p| p.subject.to_hex()).collect();
         sorted.sort();
-        let consent_state_hash =
-            crate::assist::hex(&amble_crypto::sha256(sorted.join("\n").as_bytes()));
+        let consent_state_hash = hex::encode(amble_crypto::sha256(sorted.join("\n").as_bytes()));
 
         let (trainer, charge) = match &cfg.privacy {
             Privacy::Dp(dp) => {
@@ -496,7 +495,7 @@ impl Node {
         let train_seconds = t0.elapsed().as_secs_f64();
 
         let bytes = model.to_bytes()?;
-        let model_sha256 = crate::assist::hex(&amble_crypto::sha256(&bytes));
+        let model_sha256 = hex::encode(amble_crypto::sha256(&bytes));
         let info = NeedsModelInfo {
             run,
             sha256: model_sha256.clone(),
@@ -599,7 +598,7 @@ impl Node {
         tracing::debug!(caller = %actor.id, k, "needs predicted");
         Ok(NeedsAnswer {
             needs,
-            model_sha256: crate::assist::hex(&amble_crypto::sha256(&bytes)),
+            model_sha256: hex::encode(amble_crypto::sha256(&bytes)),
         })
     }
 }

@@ -46,7 +46,7 @@ impl Actor {
         Actor {
             id: id.into(),
             role,
-            request_id: hex_id(&rid),
+            request_id: hex::encode(rid),
             method,
         }
     }
@@ -64,10 +64,6 @@ fn load_policy(path: &Path) -> Result<(Policy, [u8; 32])> {
     })?;
     let policy = Policy::from_toml_str(&text, &path.display().to_string())?;
     Ok((policy, amble_crypto::sha256(text.as_bytes())))
-}
-
-fn hex_id(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The result of a read: the projection a purpose may see, or why not.
@@ -168,7 +164,7 @@ impl Node {
         let signer = archive.keyring().signing_key()?;
         let origin = format!(
             "amble.node/{}",
-            &hex_id(&amble_crypto::sha256(signer.verifying_key().as_bytes()))[..16]
+            &hex::encode(amble_crypto::sha256(signer.verifying_key().as_bytes()))[..16]
         );
         Ok(Node {
             archive,
@@ -670,7 +666,7 @@ impl Node {
                 certificate,
                 "unidentified",
                 Action::DeniedCall,
-                hex_id(&rid),
+                hex::encode(rid),
             )
             .decision(Logged::Deny)
             .reason(reason.to_owned()),

@@ -145,7 +145,7 @@ impl Node {
         let used: Vec<String> = used.into_iter().map(|(h, _)| h).collect();
         let mut sorted = used.clone();
         sorted.sort();
-        let consent_state_hash = hex(&amble_crypto::sha256(sorted.join("\n").as_bytes()));
+        let consent_state_hash = hex::encode(amble_crypto::sha256(sorted.join("\n").as_bytes()));
         let charge = match &cfg.privacy {
             Privacy::Dp(dp) => {
                 let (mechanism, steps) = dp.plan()?;
@@ -287,7 +287,7 @@ impl Node {
         }
         let mut sorted = used.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>();
         sorted.sort();
-        let consent_state_hash = hex(&amble_crypto::sha256(sorted.join("\n").as_bytes()));
+        let consent_state_hash = hex::encode(amble_crypto::sha256(sorted.join("\n").as_bytes()));
         let charge = match &task.training {
             LocalTraining::Dp(dp) => {
                 let mut ledger = self.ledger(budget)?;
@@ -436,8 +436,4 @@ impl Node {
             None => Ok(None),
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

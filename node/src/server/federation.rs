@@ -447,7 +447,7 @@ fn install(
         &crate::train::ModelInfo {
             source: federation.to_owned(),
             version,
-            sha256: sha.iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: hex::encode(sha),
         },
     )
 }

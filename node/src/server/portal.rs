@@ -147,7 +147,7 @@ pub struct PortalLinks {
 fn token() -> Result<String, ServerError> {
     let mut b = [0u8; 32];
     amble_crypto::random_bytes(&mut b).map_err(|e| ServerError::Tls(format!("random: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(hex::encode(b))
 }
 
 impl PortalLinks {
@@ -575,13 +575,10 @@ fn cookie(req: &Request<hyper::body::Incoming>) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// Constant-time comparison of two tokens.
+/// Constant-time comparison of two tokens (their length is not secret).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 const NOT_THROUGH_THIS_LINK: &str = "<p id=\"verify\">To download or erase your data, please \
