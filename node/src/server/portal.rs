@@ -473,6 +473,16 @@ fn forbidden(msg: &str) -> Resp {
     )
 }
 
+/// The last page of a session: it says why the page closed and ends the session's cookie.
+fn closed_page(title: &str, body: &str) -> Resp {
+    let mut resp = html(StatusCode::OK, page(title, body));
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        http::HeaderValue::from_static(CLEAR_COOKIE),
+    );
+    resp
+}
+
 /// 429 for a session going faster than a person clicks.
 fn too_fast() -> Resp {
     let mut r = html(
@@ -803,18 +813,10 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                 Err(e) => error_page(e),
                 Ok(_) => {
                     links.end_all(&r);
-                    let mut resp = html(
-                        StatusCode::OK,
-                        page(
-                            "Your data was erased",
-                            "<p id=\"erased\">We have erased everything we held about you.</p>",
-                        ),
-                    );
-                    resp.headers_mut().insert(
-                        header::SET_COOKIE,
-                        http::HeaderValue::from_static(CLEAR_COOKIE),
-                    );
-                    resp
+                    closed_page(
+                        "Your data was erased",
+                        "<p id=\"erased\">We have erased everything we held about you.</p>",
+                    )
                 }
             }
         }
@@ -826,18 +828,10 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                 return forbidden("The form was not sent from this page.");
             }
             links.end_session(&sid);
-            let mut resp = html(
-                StatusCode::OK,
-                page(
-                    "You are signed out",
-                    "<p id=\"signed-out\">This page is closed. Ask the app for a new link to come back.</p>",
-                ),
-            );
-            resp.headers_mut().insert(
-                header::SET_COOKIE,
-                http::HeaderValue::from_static(CLEAR_COOKIE),
-            );
-            resp
+            closed_page(
+                "You are signed out",
+                "<p id=\"signed-out\">This page is closed. Ask the app for a new link to come back.</p>",
+            )
         }
         _ => html(StatusCode::NOT_FOUND, page("Not found", "")),
     }
