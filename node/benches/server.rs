@@ -2,10 +2,10 @@
 //! latency, next to the same operations on an in-process `Node` — the cost of the wire.
 //!
 //! The last two rows are reads from 8 clients alone and then beside 16 tasks looping on one
-//! person's self-service page: the session's rate limit answers most of them 429 without
-//! touching the node, and the views served share the node with gRPC calls, so the second row's
-//! p50 should stay near the first's (it doubled while each view took the node alone and every
-//! view was served).
+//! person's self-service page, each request a new TLS connection. The session's rate limit
+//! answers almost all of them 429 without touching the node (the line after the rows says how
+//! many were served); what is left of the slowdown is the handshakes' CPU on the same cores
+//! (see `README.md`).
 //!
 //! Run: `cargo bench -p amble-node --bench server` (prints a table; no criterion, since the
 //! interesting numbers are throughput under concurrency and tail latency).
