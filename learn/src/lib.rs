@@ -8,8 +8,12 @@
 //!
 //! The pieces, in the order data flows through them:
 //!
-//! - [`featurise`]: text → hashed character and word n-grams, identical on every machine
-//!   (FNV-1a, not a randomly keyed hasher), Unicode-aware so Chinese needs no segmentation.
+//! - [`encoder`]: the default features, sentence embeddings from a public pretrained encoder
+//!   (all-MiniLM-L6-v2, weights vendored under `data/models/`, run by this crate's own code
+//!   with `ndarray`, never downloaded): they let a private classifier learn from few people.
+//! - [`featurise`]: the other features, text → hashed character and word n-grams, identical on
+//!   every machine (FNV-1a, not a randomly keyed hasher), Unicode-aware so Chinese needs no
+//!   segmentation; chosen with `--features hashed`.
 //! - [`softmax`] and [`intent`]: a multinomial logistic regression over sparse features
 //!   (`ndarray`, classes × dim, sparse updates) and the intent classifier built on it.
 //! - [`needs`]: the explainable need predictor (ranked needs, each with the features that
@@ -20,8 +24,12 @@
 //! - [`accountant`]: RDP of the Poisson-subsampled Gaussian (Mironov–Talwar–Zhang 2019), both
 //!   (ε, δ) conversions, the inverse (σ for a target ε). Reproduces published values; see
 //!   `tests/accountant.rs`. [`opendp_ref`] cross-checks it and the sampler against OpenDP.
+//! - [`pld`]: privacy loss distribution accounting, tighter than RDP, as a cross-check.
 //! - [`ledger`]: per-model and per-subject budgets that compose RDP curves across runs and
 //!   refuse a run that would overspend, saying how much is left.
+//! - [`federated`]: federated averaging, the maths a node and the coordinator call each round
+//!   (and the simulator used by the experiments); [`aggregate`]: the coordinator's checks of
+//!   each streamed update and the in-memory sum, plus robust rules (trimmed mean, median).
 //! - [`model_io`]: the self-describing binary form of a model; [`eval`]: the entry points
 //!   the CLI calls (`train_intent_csv`, `train_needs_helpdesk`).
 //!
