@@ -1,11 +1,11 @@
 //! Running the coordinator: mutual TLS 1.3 (see `amble-net`), the `Federation` and `Audit`
 //! services, and a ticker that closes rounds at their deadline. The optional `[metrics]`
-//! listener ([`metrics`]) answers liveness, readiness and Prometheus scrapes over plain HTTP;
+//! listener ([`amble_net::metrics`], the coordinator's values in [`metrics`]) answers liveness, readiness and Prometheus scrapes over plain HTTP;
 //! it carries counts only, never ids, model bytes or keys.
 
 pub mod metrics;
 
-pub use metrics::MetricsConfig;
+pub use amble_net::metrics::MetricsConfig;
 
 use crate::config::CoordinatorConfig;
 use crate::service::FederationService;
@@ -31,26 +31,13 @@ pub struct CoordinatorServer {
     tls: Arc<amble_net::TlsSlot>,
     tls_files: amble_net::TlsFiles,
     listen: SocketAddr,
-    metrics: Option<metrics::Endpoint>,
+    metrics: Option<amble_net::metrics::MetricsEndpoint>,
     /// Request counts, latencies and refusals: the metrics registry, held here only.
-    grpc_stats: Arc<metrics::GrpcStats>,
+    grpc_stats: Arc<amble_net::metrics::GrpcStats>,
 }
 
-/// Every method path the coordinator serves, for the metrics' `method` label.
-fn method_paths() -> Vec<String> {
-    crate::service::METHODS
-        .iter()
-        .map(|m| m.path.to_owned())
-        .collect()
-}
-
-fn submit_update_path() -> String {
-    use tonic::server::NamedService;
-    format!(
-        "/{}/SubmitUpdate",
-        <pb::federation_server::FederationServer<FederationService> as NamedService>::NAME
-    )
-}
+/// The path of the method whose refusals are counted by class.
+const SUBMIT_UPDATE: &str = "/amble.v1.Federation/SubmitUpdate";
 
 impl CoordinatorServer {
     /// Loads the TLS files, opens (or resumes) the state in `data_dir` and binds the address.
@@ -95,7 +82,12 @@ impl CoordinatorServer {
                     source,
                 })?;
         let metrics = match &config.metrics {
-            Some(m) => Some(metrics::Endpoint::bind(m).await?),
+            Some(m) => Some(amble_net::metrics::MetricsEndpoint::bind(m).await.map_err(
+                |source| CoordinatorError::Bind {
+                    addr: m.listen,
+                    source,
+                },
+            )?),
             None => None,
         };
         Ok(CoordinatorServer {
@@ -105,9 +97,9 @@ impl CoordinatorServer {
             tls_files: config.tls.clone(),
             listen: config.listen,
             metrics,
-            grpc_stats: Arc::new(metrics::GrpcStats::new(
-                method_paths(),
-                &submit_update_path(),
+            grpc_stats: Arc::new(metrics::grpc_stats(
+                crate::service::METHODS.iter().map(|m| m.path),
+                SUBMIT_UPDATE,
             )),
         })
     }
@@ -177,7 +169,9 @@ impl CoordinatorServer {
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .layer(metrics::GrpcMetricsLayer::new(Arc::clone(&self.grpc_stats)))
+            .layer(amble_net::metrics::GrpcMetricsLayer::new(Arc::clone(
+                &self.grpc_stats,
+            )))
             .layer(amble_net::AuthLayer::new(
                 crate::service::METHODS,
                 Arc::clone(&self.coordinator),
@@ -223,36 +217,18 @@ impl CoordinatorServer {
     /// new CRL without downtime).
     #[cfg(unix)]
     pub async fn run_until_signalled(self) -> Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let sig = |k| {
-            signal(k).map_err(|source| CoordinatorError::Io {
+        let signals =
+            amble_net::signals::Signals::install().map_err(|source| CoordinatorError::Io {
                 path: "<signal handler>".into(),
                 source,
-            })
-        };
-        let mut term = sig(SignalKind::terminate())?;
-        let mut hup = sig(SignalKind::hangup())?;
+            })?;
         let (slot, files) = (Arc::clone(&self.tls), self.tls_files.clone());
-        let reloader = tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                let (slot, files) = (Arc::clone(&slot), files.clone());
-                match tokio::task::spawn_blocking(move || reload(&slot, &files)).await {
-                    Ok(Ok(())) => tracing::info!("reloaded the TLS files"),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "TLS reload failed; the old files stay in force")
-                    }
-                    Err(e) => tracing::error!(error = %e, "TLS reload task failed"),
-                }
-            }
+        let (shutdown, reloader) = signals.split(move || {
+            reload(&slot, &files)
+                .map(|()| "the TLS files".to_owned())
+                .map_err(|e| e.to_string())
         });
-        let result = self
-            .run(async move {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
-                }
-            })
-            .await;
+        let result = self.run(shutdown).await;
         reloader.abort();
         result
     }

@@ -8,7 +8,8 @@
 //! server-only mode can be built from this crate. It also holds the one [auth layer](AuthLayer)
 //! that turns the verified certificate into a [`Caller`] and checks it against a service's
 //! per-method table, by trust root (the organisation's own CA or the federation's) and
-//! federation name.
+//! federation name, the one [health, readiness and metrics endpoint](metrics) with its
+//! request counting layer, and the one way a service waits for its [signals].
 //!
 //! On the map in `docs/ARCHITECTURE.md` this crate sits beside `proto`, below `node` and
 //! `coordinator`.
@@ -16,6 +17,9 @@
 mod auth;
 mod client;
 mod incoming;
+pub mod metrics;
+#[cfg(unix)]
+pub mod signals;
 mod tls;
 
 pub use auth::{Auth, AuthLayer, Caller, Gatekeeper, MethodAccess, access_of, caller_of, refusal};

@@ -31,9 +31,9 @@ pub struct ServeConfig {
     #[serde(default)]
     pub federation: Option<super::federation::FederationConfig>,
     /// The optional health, readiness and metrics endpoint (`[metrics]`, plain HTTP: it
-    /// exposes no personal data and no identifiers; see [`super::metrics`]).
+    /// exposes no personal data and no identifiers; see [`amble_net::metrics`]).
     #[serde(default)]
-    pub metrics: Option<super::metrics::MetricsConfig>,
+    pub metrics: Option<amble_net::metrics::MetricsConfig>,
 }
 
 /// Bounds that keep a slow or hostile client from exhausting the node.

@@ -12,13 +12,13 @@
 //! turn one on. SIGHUP reloads the policy and the TLS files (a bad file keeps the old ones);
 //! SIGTERM or Ctrl-C stops accepting, lets requests in flight finish, and flushes the node.
 //!
-//! The optional `[metrics]` listener ([`metrics`]) answers liveness, readiness and Prometheus
+//! The optional `[metrics]` listener ([`amble_net::metrics`]) answers liveness, readiness and Prometheus
 //! scrapes over plain HTTP; it carries counts and sizes only, never personal data or ids.
 
 mod auth;
 mod config;
 mod federation;
-pub mod metrics;
+mod metrics;
 mod portal;
 pub mod services;
 
@@ -28,10 +28,10 @@ pub mod client {
 }
 
 pub use amble_net::TlsFiles;
+pub use amble_net::metrics::MetricsConfig;
 pub use auth::{METHODS, local_role_may_call, method_access};
 pub use config::{Limits, ServeConfig};
 pub use federation::FederationConfig;
-pub use metrics::MetricsConfig;
 pub use portal::{PortalConfig, PortalLinks, decode_form};
 
 use crate::{Actor, Node, NodeError};
@@ -130,9 +130,9 @@ pub struct Server {
     tls: Arc<TlsSlot>,
     config: ServeConfig,
     portal: Option<portal::Portal>,
-    metrics: Option<metrics::Endpoint>,
+    metrics: Option<amble_net::metrics::MetricsEndpoint>,
     /// Request counts and latencies: the metrics registry, held here and nowhere else.
-    grpc_stats: Arc<metrics::GrpcStats>,
+    grpc_stats: Arc<amble_net::metrics::GrpcStats>,
 }
 
 /// Reloads the policy and TLS files of a running server (what SIGHUP does).
@@ -193,7 +193,12 @@ impl Server {
             None => None,
         };
         let metrics = match &config.metrics {
-            Some(m) => Some(metrics::Endpoint::bind(m).await?),
+            Some(m) => Some(amble_net::metrics::MetricsEndpoint::bind(m).await.map_err(
+                |source| ServerError::Bind {
+                    addr: m.listen,
+                    source,
+                },
+            )?),
             None => None,
         };
         Ok(Server {
@@ -203,7 +208,10 @@ impl Server {
             config,
             portal,
             metrics,
-            grpc_stats: Arc::new(metrics::GrpcStats::new(METHODS.iter().map(|m| m.path))),
+            grpc_stats: Arc::new(amble_net::metrics::GrpcStats::new(
+                metrics::PREFIX,
+                METHODS.iter().map(|m| m.path),
+            )),
         })
     }
 
@@ -300,7 +308,9 @@ impl Server {
         let m = limits.max_message_bytes;
         let shared = &self.shared;
         let layer = tower::ServiceBuilder::new()
-            .layer(metrics::GrpcMetricsLayer::new(Arc::clone(&self.grpc_stats)))
+            .layer(amble_net::metrics::GrpcMetricsLayer::new(Arc::clone(
+                &self.grpc_stats,
+            )))
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 limits.max_concurrent_requests,
             ))
@@ -414,42 +424,18 @@ impl Server {
     /// Serves until SIGTERM or Ctrl-C; SIGHUP reloads the policy and TLS files.
     #[cfg(unix)]
     pub async fn run_until_signalled(self) -> Result<(), ServerError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let sig = |k| {
-            signal(k).map_err(|source| ServerError::Io {
-                path: PathBuf::from("<signal handler>"),
-                source,
-            })
-        };
-        let mut term = sig(SignalKind::terminate())?;
-        let mut int = sig(SignalKind::interrupt())?;
-        let mut hup = sig(SignalKind::hangup())?;
+        let signals = amble_net::signals::Signals::install().map_err(|source| ServerError::Io {
+            path: PathBuf::from("<signal handler>"),
+            source,
+        })?;
         let reloader = self.reloader();
-        let reload_task = tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                let r = reloader.clone();
-                match tokio::task::spawn_blocking(move || r.reload()).await {
-                    Ok(Ok(rep)) => {
-                        tracing::info!(
-                            policy_version = rep.policy_version,
-                            "reloaded policy and TLS files"
-                        )
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "reload failed; the old policy and TLS files stay in force")
-                    }
-                    Err(e) => tracing::error!(error = %e, "reload task failed"),
-                }
-            }
+        let (shutdown, reload_task) = signals.split(move || {
+            reloader
+                .reload()
+                .map(|r| format!("policy version {} and the TLS files", r.policy_version))
+                .map_err(|e| e.to_string())
         });
-        let result = self
-            .run(async move {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                    _ = int.recv() => tracing::info!("interrupt: shutting down"),
-                }
-            })
-            .await;
+        let result = self.run(shutdown).await;
         reload_task.abort();
         result
     }
