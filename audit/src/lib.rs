@@ -27,6 +27,7 @@
 //! ([`AuditLog::prune_before`]) removes old entry bodies but keeps their hashes, so the tree,
 //! its proofs and exports stay verifiable.
 
+pub mod clock;
 mod entry;
 mod error;
 mod export;
@@ -36,6 +37,7 @@ pub mod note;
 mod proof;
 mod tree;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::{Action, Decision, Entry, EntryDraft};
 pub use error::{
     AuditError, EntryError, NoteError, ProofError, StorageError, StorageErrorKind, VerifyError,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub struct CoordinatorConfig {
     /// Address to listen on (port 0 picks a free one).
     pub listen: SocketAddr,
-    /// Where the coordinator keeps its sled store and its witness key.
+    /// Where the coordinator keeps its database and its witness key.
     pub data_dir: PathBuf,
     pub tls: TlsFiles,
     pub federation: FederationSection,

@@ -14,7 +14,8 @@
 //! that the node's log only grew, so a node cannot silently rewrite its history. Every model
 //! download, update, refusal and cosignature goes into the coordinator's own Merkle log.
 //!
-//! State lives in sled ([`state`]); a crash at any point resumes the round without counting an
+//! The round machine ([`state`]) keeps its state behind one storage seam (`store.rs`, sled
+//! today) and reads time from an injected clock; a crash at any point resumes the round without counting an
 //! update twice or losing one. On the map in `docs/ARCHITECTURE.md` this crate sits beside
 //! `node`, above `learn`, `audit` and `net`.
 
@@ -23,6 +24,7 @@ mod key;
 pub mod server;
 pub mod service;
 pub mod state;
+mod store;
 
 pub use config::{CoordinatorConfig, Plan};
 pub use server::CoordinatorServer;

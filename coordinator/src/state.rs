@@ -1,4 +1,5 @@
-//! The coordinator's state machine and its sled store.
+//! The coordinator's round state machine. Its storage is behind [`crate::store`]; its time is
+//! an injected [`Clock`], so deadlines are tested by moving a clock, not by sleeping.
 //!
 //! A round moves open → collecting → aggregated → published. Everything that decides what a
 //! round contains is on disk before it is acknowledged:
@@ -15,37 +16,21 @@
 //! cut off mid-upload simply uploads again (its receipt is missing, so it is not a duplicate).
 
 use crate::config::Plan;
+use crate::store::Store;
 use crate::{Caller, CoordinatorError, Result};
-use amble_audit::{Action, AuditLog, Decision, EntryDraft};
+use amble_audit::{Action, AuditLog, Clock, Decision, EntryDraft};
 use amble_audit::{Checkpoint, NoteSigner, NoteVerifier, verify_note};
 use amble_crypto::SigningKey;
 use amble_learn::aggregate::{Rejection, Rule, UpdateCheck, WeightedSum, aggregate_blocks};
 use amble_learn::intent::IntentModel;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
-
-/// The engine's errors, told without its types (the state module is the only one that knows
-/// the coordinator keeps its state in sled).
-impl From<sled::Error> for CoordinatorError {
-    fn from(e: sled::Error) -> Self {
-        CoordinatorError::Store(e.into())
-    }
-}
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Floats per spooled block (256 KiB): the unit of robust aggregation's reads.
 pub const BLOCK: usize = 1 << 16;
-const STATE_KEY: &str = "round_state";
 const MODEL_NAME: &str = "intent";
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Where the current round is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,13 +167,8 @@ pub struct Coordinator {
     plan: Plan,
     federation: String,
     id: String,
-    db: sled::Db,
-    meta: sled::Tree,
-    models: sled::Tree,
-    members: sled::Tree,
-    spool: sled::Tree,
-    receipts: sled::Tree,
-    history: sled::Tree,
+    store: Store,
+    clock: Arc<dyn Clock>,
     audit: AuditLog,
     signer: SigningKey,
     origin: String,
@@ -206,36 +186,6 @@ pub fn initial_model(plan: &Plan) -> Result<IntentModel> {
     )?)
 }
 
-fn model_key(version: u64) -> [u8; 8] {
-    version.to_be_bytes()
-}
-
-fn round_node_key(round: u64, node: &str) -> Vec<u8> {
-    let mut k = round.to_be_bytes().to_vec();
-    k.extend_from_slice(node.as_bytes());
-    k.push(0);
-    k
-}
-
-fn spool_key(round: u64, node: &str, block: u32) -> Vec<u8> {
-    let mut k = round_node_key(round, node);
-    k.extend_from_slice(&block.to_be_bytes());
-    k
-}
-
-fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| CoordinatorError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: for<'de> Deserialize<'de>>(b: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(b).map_err(|e| CoordinatorError::Corrupt(format!("{what}: {e}")))
-}
-
-fn decode_block(bytes: &[u8]) -> Result<Vec<f32>> {
-    amble_learn::aggregate::f32_from_le(bytes)
-        .map_err(|e| CoordinatorError::Corrupt(format!("spooled block: {e}")))
-}
-
 impl Coordinator {
     /// Opens (or creates) the coordinator's store in `data_dir` and resumes where it stopped.
     /// `federation` and `id` come from the coordinator's own certificate.
@@ -245,25 +195,30 @@ impl Coordinator {
         federation: &str,
         id: &str,
     ) -> Result<Self> {
+        Self::open_with_clock(data_dir, plan, federation, id, amble_audit::clock::system())
+    }
+
+    /// [`Coordinator::open`] with the clock that times its rounds (tests move a
+    /// [`amble_audit::ManualClock`]).
+    pub fn open_with_clock(
+        data_dir: &std::path::Path,
+        plan: Plan,
+        federation: &str,
+        id: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         // Owner-only: the spooled updates, receipts and audit log are not for other users.
         amble_crypto::create_private_dir(data_dir).map_err(|source| CoordinatorError::Io {
             path: data_dir.to_owned(),
             source,
         })?;
         let signer = crate::key::load_or_create(&data_dir.join("coordinator.key"))?;
-        let db = sled::open(data_dir.join("db"))?;
-        let audit = AuditLog::open(&db)?;
+        let store = Store::open(&data_dir.join("db"))?;
+        let audit = store.audit_log()?;
         let origin = format!("amble.coordinator/{federation}/{id}");
         let witness = NoteSigner::from_key(&origin, &signer)?;
-        let meta = db.open_tree("meta")?;
-        let models = db.open_tree("models")?;
-        let members = db.open_tree("members")?;
-        let spool = db.open_tree("spool")?;
-        let receipts = db.open_tree("receipts")?;
-        let history = db.open_tree("history")?;
 
-        if let Some(stored) = meta.get("plan")? {
-            let old: Plan = from_json(&stored, "stored plan")?;
+        if let Some(old) = store.plan()? {
             if old != plan {
                 return Err(CoordinatorError::Config(
                     "the federation plan differs from the one this data directory was started \
@@ -273,15 +228,15 @@ impl Coordinator {
                 ));
             }
         } else {
-            meta.insert("plan", json(&plan)?)?;
+            store.set_plan(&plan)?;
         }
-        if models.get(model_key(0))?.is_none() {
-            models.insert(model_key(0), initial_model(&plan)?.to_bytes()?)?;
+        if !store.has_model(0)? {
+            store.set_model(0, initial_model(&plan)?.to_bytes()?)?;
         }
-        let mut state: RoundState = match meta.get(STATE_KEY)? {
-            Some(b) => from_json(&b, "round state")?,
+        let mut state: RoundState = match store.round_state()? {
+            Some(state) => state,
             None => {
-                let now = now_ms();
+                let now = clock.now_ms();
                 RoundState {
                     round: 1,
                     phase: Phase::Open,
@@ -293,12 +248,12 @@ impl Coordinator {
         };
         // A crash between writing model r and moving the state on: the round was aggregated;
         // finish publishing it.
-        if state.phase != Phase::Done && models.get(model_key(state.round))?.is_some() {
+        if state.phase != Phase::Done && store.has_model(state.round)? {
             tracing::info!(
                 round = state.round,
                 "resuming: round was aggregated before a restart; publishing it"
             );
-            let now = now_ms();
+            let now = clock.now_ms();
             let finished = state.round;
             state = if finished >= plan.rounds {
                 RoundState {
@@ -315,20 +270,19 @@ impl Coordinator {
                     declined: BTreeMap::new(),
                 }
             };
-            clear_round(&spool, finished)?;
+            store.clear_spool(finished)?;
         }
-        meta.insert(STATE_KEY, json(&state)?)?;
-        db.flush()?;
+        store.set_round_state(&state)?;
+        store.flush()?;
 
         let version = if state.phase == Phase::Done {
             plan.rounds
         } else {
             state.base_version()
         };
-        let global =
-            IntentModel::from_bytes(&models.get(model_key(version))?.ok_or_else(|| {
-                CoordinatorError::Corrupt(format!("model version {version} missing"))
-            })?)?;
+        let global = IntentModel::from_bytes(&store.model(version)?.ok_or_else(|| {
+            CoordinatorError::Corrupt(format!("model version {version} missing"))
+        })?)?;
         let len = global.flat_len();
         let (changed, _) = watch::channel(state.round);
         let c = Coordinator {
@@ -342,13 +296,8 @@ impl Coordinator {
                 uploading: BTreeSet::new(),
             }),
             plan,
-            db,
-            meta,
-            models,
-            members,
-            spool,
-            receipts,
-            history,
+            store,
+            clock,
             audit,
             signer,
             origin,
@@ -367,24 +316,18 @@ impl Coordinator {
             return Ok(());
         }
         let round = inner.state.round;
-        let prefix = round.to_be_bytes();
-        let mut accepted = BTreeMap::new();
-        for kv in self.receipts.scan_prefix(prefix) {
-            let (_, v) = kv?;
-            let r: Receipt = from_json(&v, "receipt")?;
-            accepted.insert(r.node.clone(), r);
-        }
-        let mut orphans = Vec::new();
-        for kv in self.spool.scan_prefix(prefix) {
-            let (k, _) = kv?;
-            let node_bytes = &k[8..k.len().saturating_sub(5)];
-            let node = String::from_utf8_lossy(node_bytes).into_owned();
+        let accepted: BTreeMap<String, Receipt> = self
+            .store
+            .receipts_of(round)?
+            .into_iter()
+            .map(|r| (r.node.clone(), r))
+            .collect();
+        let mut dropped_partial_blocks = 0;
+        for (node, blocks) in self.store.spooled_nodes(round)? {
             if !accepted.contains_key(&node) {
-                orphans.push(k);
+                self.store.clear_spool_of(round, &node)?;
+                dropped_partial_blocks += blocks;
             }
-        }
-        for k in &orphans {
-            self.spool.remove(k)?;
         }
         let mut sum = WeightedSum::new(inner.global.flat_len());
         if self.plan.aggregation == Rule::Mean {
@@ -396,7 +339,7 @@ impl Coordinator {
             tracing::info!(
                 round,
                 accepted = accepted.len(),
-                dropped_partial_blocks = orphans.len(),
+                dropped_partial_blocks,
                 "resumed round from stored updates"
             );
         }
@@ -421,13 +364,12 @@ impl Coordinator {
         weight: f64,
     ) -> Result<()> {
         let mut offset = 0usize;
-        for kv in self.spool.scan_prefix(round_node_key(round, node)) {
-            let (_, v) = kv?;
-            let block = decode_block(&v)?;
+        self.store.for_each_spooled_block(round, node, |block| {
             sum.add_chunk(offset, &block, weight)
                 .map_err(|e| CoordinatorError::Corrupt(format!("spooled update: {e}")))?;
             offset += block.len();
-        }
+            Ok(())
+        })?;
         if offset != sum.len() {
             return Err(CoordinatorError::Corrupt(format!(
                 "spooled update of {node} has {offset} values, expected {}",
@@ -513,9 +455,8 @@ impl Coordinator {
         NoteVerifier::parse(log_key).map_err(|e| {
             CoordinatorError::Refused(format!("log_key is not a C2SP verifier key: {e}"))
         })?;
-        let member = match self.members.get(&caller.id)? {
-            Some(b) => {
-                let m: Member = from_json(&b, "member")?;
+        let member = match self.store.member(&caller.id)? {
+            Some(m) => {
                 if m.log_key != log_key {
                     self.log(
                         Self::draft(caller, "join")
@@ -534,10 +475,10 @@ impl Coordinator {
                 let m = Member {
                     id: caller.id.clone(),
                     log_key: log_key.to_owned(),
-                    joined_ms: now_ms(),
+                    joined_ms: self.clock.now_ms(),
                     cosigned: None,
                 };
-                self.members.insert(&caller.id, json(&m)?)?;
+                self.store.put_member(&m)?;
                 m
             }
         };
@@ -546,10 +487,9 @@ impl Coordinator {
     }
 
     fn member(&self, id: &str) -> Result<Member> {
-        match self.members.get(id)? {
-            Some(b) => from_json(&b, "member"),
-            None => Err(CoordinatorError::NotMember(id.to_owned())),
-        }
+        self.store
+            .member(id)?
+            .ok_or_else(|| CoordinatorError::NotMember(id.to_owned()))
     }
 
     /// What `node` should do now.
@@ -593,10 +533,9 @@ impl Coordinator {
             }
         };
         let bytes = self
-            .models
-            .get(model_key(version))?
-            .ok_or(CoordinatorError::NoSuchVersion(version))?
-            .to_vec();
+            .store
+            .model(version)?
+            .ok_or(CoordinatorError::NoSuchVersion(version))?;
         self.log(
             Self::draft(caller, "model_download")
                 .decision(Decision::Allow)
@@ -726,17 +665,15 @@ impl Coordinator {
     }
 
     fn spool_block(&self, up: &mut Upload, block: &[f32]) -> Result<()> {
-        self.spool.insert(
-            spool_key(up.round, &up.node, up.next_block),
-            amble_learn::aggregate::f32_to_le(block),
-        )?;
+        self.store
+            .spool_block(up.round, &up.node, up.next_block, block)?;
         up.next_block += 1;
         Ok(())
     }
 
     /// Refuses an upload in progress: logs why, drops what was spooled.
     pub fn abort(&self, up: &Upload, caller: &Caller, why: &str) -> CoordinatorError {
-        let _ = clear_node(&self.spool, up.round, &up.node);
+        let _ = self.store.clear_spool_of(up.round, &up.node);
         self.lock().uploading.remove(&up.node);
         match self.log_refusal(caller, up.round, why) {
             Ok(()) => CoordinatorError::Refused(why.to_owned()),
@@ -780,7 +717,7 @@ impl Coordinator {
             values: self.parameters() as u64,
             sha256: sha,
             record: up.record.clone(),
-            received_ms: now_ms(),
+            received_ms: self.clock.now_ms(),
         };
         let mut inner = self.lock();
         inner.uploading.remove(&up.node);
@@ -793,9 +730,8 @@ impl Coordinator {
             ));
         }
         // The acceptance: durable before it is acknowledged.
-        self.receipts
-            .insert(round_node_key(up.round, &up.node), json(&receipt)?)?;
-        self.db.flush()?;
+        self.store.put_receipt(&receipt)?;
+        self.store.flush()?;
         if self.plan.aggregation == Rule::Mean {
             let mut sum = std::mem::replace(&mut inner.sum, WeightedSum::new(0));
             let added = self.add_spooled(&mut sum, up.round, &up.node, up.weight);
@@ -823,14 +759,10 @@ impl Coordinator {
     }
 
     fn previous_with_hash(&self, node: &str, sha: &str) -> Result<Option<u64>> {
-        for kv in self.receipts.iter() {
-            let (_, v) = kv?;
-            let r: Receipt = from_json(&v, "receipt")?;
-            if r.node == node && r.sha256 == sha {
-                return Ok(Some(r.round));
-            }
-        }
-        Ok(None)
+        Ok(self
+            .store
+            .find_receipt(|r| r.node == node && r.sha256 == sha)?
+            .map(|r| r.round))
     }
 
     /// A node will not take part in the current round.
@@ -848,8 +780,8 @@ impl Coordinator {
             .state
             .declined
             .insert(caller.id.clone(), reason.clone());
-        self.meta.insert(STATE_KEY, json(&inner.state)?)?;
-        self.db.flush()?;
+        self.store.set_round_state(&inner.state)?;
+        self.store.flush()?;
         self.log(
             Self::draft(caller, "decline")
                 .count("round", round)
@@ -870,9 +802,9 @@ impl Coordinator {
             return Ok(());
         }
         let accepted = inner.accepted.len();
-        let members = self.members.len();
+        let members = self.store.member_count();
         let answered = accepted + inner.state.declined.len();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let closed_by = if accepted >= self.plan.nodes_per_round {
             "quota"
         } else if accepted >= self.plan.min_nodes && answered >= members {
@@ -882,7 +814,7 @@ impl Coordinator {
                 "deadline"
             } else {
                 inner.state.deadline_ms = now + self.plan.round_deadline_secs * 1000;
-                self.meta.insert(STATE_KEY, json(&inner.state)?)?;
+                self.store.set_round_state(&inner.state)?;
                 tracing::warn!(
                     round = inner.state.round,
                     accepted,
@@ -907,13 +839,8 @@ impl Coordinator {
             rule => {
                 let nodes: Vec<&String> = inner.accepted.keys().collect();
                 aggregate_blocks(nodes.len(), len, BLOCK, rule, |u, offset, buf| {
-                    let key = spool_key(round, nodes[u], (offset / BLOCK) as u32);
-                    let bytes = self
-                        .spool
-                        .get(key)?
-                        .ok_or_else(|| CoordinatorError::Corrupt("spooled block missing".into()))?;
-                    amble_learn::aggregate::f32_decode_into(&bytes, buf)
-                        .map_err(|e| CoordinatorError::Corrupt(e.to_string()))
+                    self.store
+                        .read_spooled_block(round, nodes[u], (offset / BLOCK) as u32, buf)
                 })
                 .map_err(|e| CoordinatorError::Corrupt(format!("robust aggregation: {e}")))?
             }
@@ -922,19 +849,19 @@ impl Coordinator {
         let mut next = inner.global.clone();
         next.add_flat(&aggregate, self.server_lr(round))?;
         // 1. the new version, durable; 2. the round summary and the next state, durable.
-        self.models.insert(model_key(round), next.to_bytes()?)?;
-        self.db.flush()?;
+        self.store.set_model(round, next.to_bytes()?)?;
+        self.store.flush()?;
         let summary = RoundSummary {
             round,
             version: round,
             updates: inner.accepted.values().cloned().collect(),
             declined: inner.state.declined.clone(),
             closed_by: closed_by.to_owned(),
-            closed_ms: now_ms(),
+            closed_ms: self.clock.now_ms(),
             aggregate_norm,
         };
-        self.history.insert(round.to_be_bytes(), json(&summary)?)?;
-        let now = now_ms();
+        self.store.put_round_summary(&summary)?;
+        let now = self.clock.now_ms();
         inner.state = if round >= self.plan.rounds {
             RoundState {
                 phase: Phase::Done,
@@ -950,9 +877,9 @@ impl Coordinator {
                 declined: BTreeMap::new(),
             }
         };
-        self.meta.insert(STATE_KEY, json(&inner.state)?)?;
-        self.db.flush()?;
-        clear_round(&self.spool, round)?;
+        self.store.set_round_state(&inner.state)?;
+        self.store.flush()?;
+        self.store.clear_spool(round)?;
         inner.global = next;
         inner.sum = WeightedSum::new(len);
         inner.accepted.clear();
@@ -1058,7 +985,7 @@ impl Coordinator {
         }
         let cosigned = self.witness.add_signature(note)?;
         member.cosigned = Some((cp.size, base64_encode(&cp.root)));
-        self.members.insert(&caller.id, json(&member)?)?;
+        self.store.put_member(&member)?;
         self.log(
             Self::draft(caller, "cosign")
                 .decision(Decision::Allow)
@@ -1083,22 +1010,8 @@ impl Coordinator {
                 version,
             )
         };
-        let members = self
-            .members
-            .iter()
-            .map(|kv| {
-                kv.map_err(CoordinatorError::from)
-                    .and_then(|(_, v)| from_json(&v, "member"))
-            })
-            .collect::<Result<Vec<Member>>>()?;
-        let history = self
-            .history
-            .iter()
-            .map(|kv| {
-                kv.map_err(CoordinatorError::from)
-                    .and_then(|(_, v)| from_json(&v, "round summary"))
-            })
-            .collect::<Result<Vec<RoundSummary>>>()?;
+        let members = self.store.members()?;
+        let history = self.store.round_summaries()?;
         Ok(FederationStatus {
             federation: self.federation.clone(),
             rounds_total: self.plan.rounds,
@@ -1121,25 +1034,8 @@ impl Coordinator {
 
     /// Flushes everything to disk (on shutdown).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
+        self.store.flush()
     }
-}
-
-fn clear_node(spool: &sled::Tree, round: u64, node: &str) -> Result<()> {
-    for kv in spool.scan_prefix(round_node_key(round, node)) {
-        let (k, _) = kv?;
-        spool.remove(k)?;
-    }
-    Ok(())
-}
-
-fn clear_round(spool: &sled::Tree, round: u64) -> Result<()> {
-    for kv in spool.scan_prefix(round.to_be_bytes()) {
-        let (k, _) = kv?;
-        spool.remove(k)?;
-    }
-    Ok(())
 }
 
 fn base64_encode(b: &[u8]) -> String {

@@ -371,3 +371,144 @@ fn the_example_config_resolves_to_a_private_plan() {
     std::fs::write(&p, text.replace("[tls]", "plaintext = true\n[tls]")).unwrap();
     assert!(CoordinatorConfig::load(&p).is_err());
 }
+
+/// The round machine on a clock the test moves: deadlines, quotas and the minimum number of
+/// nodes, decided without a single sleep.
+mod on_a_manual_clock {
+    use super::*;
+    use amble_audit::ManualClock;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const START_MS: u64 = 1_800_000_000_000;
+    const DEADLINE_SECS: u64 = 60;
+
+    fn open_at(
+        dir: &Path,
+        clock: &ManualClock,
+        nodes_per_round: usize,
+        min_nodes: usize,
+    ) -> Coordinator {
+        let p = Plan {
+            min_nodes,
+            round_deadline_secs: DEADLINE_SECS,
+            ..plan(Rule::Mean, nodes_per_round)
+        };
+        Coordinator::open_with_clock(dir, p, "test.fed", "coordinator", Arc::new(clock.clone()))
+            .unwrap()
+    }
+
+    fn members(c: &Coordinator, n: usize) {
+        for i in 1..=n {
+            let id = format!("n{i}");
+            c.join(&caller(&id), &log_key(&id).1).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_round_closes_at_its_deadline_not_a_millisecond_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(START_MS);
+        let c = open_at(dir.path(), &clock, 3, 1);
+        members(&c, 3);
+        let s = c.status().unwrap();
+        assert_eq!(s.deadline_ms, START_MS + DEADLINE_SECS * 1000);
+        assert_eq!(submit(&c, "n1", 1, &vec![0.1; c.parameters()]), Ok(1));
+        clock.advance(Duration::from_millis(DEADLINE_SECS * 1000 - 1));
+        c.tick().unwrap();
+        assert_eq!(c.status().unwrap().round, 1, "one millisecond early");
+        clock.advance(Duration::from_millis(1));
+        c.tick().unwrap();
+        let s = c.status().unwrap();
+        assert_eq!(s.round, 2);
+        assert_eq!(s.history[0].closed_by, "deadline");
+        assert_eq!(s.history[0].closed_ms, START_MS + DEADLINE_SECS * 1000);
+        assert_eq!(
+            s.deadline_ms,
+            START_MS + 2 * DEADLINE_SECS * 1000,
+            "the next round's deadline runs from its opening"
+        );
+    }
+
+    #[test]
+    fn too_few_updates_at_the_deadline_extend_it_and_the_round_closes_once_enough_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(START_MS);
+        let c = open_at(dir.path(), &clock, 3, 2);
+        members(&c, 3);
+        let len = c.parameters();
+        assert_eq!(submit(&c, "n1", 1, &vec![0.1; len]), Ok(1));
+        clock.advance(Duration::from_secs(DEADLINE_SECS + 5));
+        c.tick().unwrap();
+        let s = c.status().unwrap();
+        assert_eq!(s.round, 1, "one update is below min_nodes = 2");
+        assert_eq!(
+            s.deadline_ms,
+            START_MS + (2 * DEADLINE_SECS + 5) * 1000,
+            "extended from the tick that found too few"
+        );
+        assert_eq!(submit(&c, "n2", 1, &vec![0.3; len]), Ok(2));
+        c.tick().unwrap();
+        assert_eq!(
+            c.status().unwrap().round,
+            1,
+            "enough, but the new deadline is ahead"
+        );
+        clock.advance(Duration::from_secs(DEADLINE_SECS));
+        c.tick().unwrap();
+        let s = c.status().unwrap();
+        assert_eq!((s.round, s.history[0].closed_by.as_str()), (2, "deadline"));
+        assert_eq!(s.history[0].updates.len(), 2);
+    }
+
+    #[test]
+    fn the_quota_and_every_member_answering_close_a_round_before_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(START_MS);
+        let c = open_at(dir.path(), &clock, 2, 1);
+        members(&c, 3);
+        let len = c.parameters();
+        assert_eq!(submit(&c, "n1", 1, &vec![0.1; len]), Ok(1));
+        assert_eq!(submit(&c, "n2", 1, &vec![0.1; len]), Ok(2));
+        assert_eq!(c.status().unwrap().history[0].closed_by, "quota");
+        // Round 2: one update, the others decline; every member has answered.
+        assert_eq!(submit(&c, "n1", 2, &vec![0.2; len]), Ok(1));
+        c.decline(&caller("n2"), 2, "no consenting people").unwrap();
+        assert_eq!(c.status().unwrap().round, 2, "n3 has not answered");
+        c.decline(&caller("n3"), 2, "maintenance").unwrap();
+        let s = c.status().unwrap();
+        assert_eq!(
+            (s.round, s.history[1].closed_by.as_str()),
+            (3, "all_answered")
+        );
+        assert_eq!(s.history[1].closed_ms, START_MS, "no time passed");
+    }
+
+    #[test]
+    fn a_restart_keeps_the_deadline_and_the_round_still_closes_on_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(START_MS);
+        {
+            let c = open_at(dir.path(), &clock, 3, 1);
+            members(&c, 3);
+            assert_eq!(submit(&c, "n1", 1, &vec![0.1; c.parameters()]), Ok(1));
+            clock.advance(Duration::from_secs(30));
+            c.flush().unwrap();
+        }
+        let c = open_at(dir.path(), &clock, 3, 1);
+        let s = c.status().unwrap();
+        assert_eq!(
+            s.deadline_ms,
+            START_MS + DEADLINE_SECS * 1000,
+            "not restarted by a restart"
+        );
+        assert_eq!(s.accepted_in_round, vec!["n1".to_owned()]);
+        clock.advance(Duration::from_secs(29));
+        c.tick().unwrap();
+        assert_eq!(c.status().unwrap().round, 1);
+        clock.advance(Duration::from_secs(1));
+        c.tick().unwrap();
+        let s = c.status().unwrap();
+        assert_eq!((s.round, s.history[0].closed_by.as_str()), (2, "deadline"));
+    }
+}
