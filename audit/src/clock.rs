@@ -9,6 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
+
+    /// The same instant as a UTC date and time.
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.now_ms()) * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
 }
 
 /// The system's clock: what every service uses outside tests.
@@ -61,6 +67,7 @@ mod tests {
         assert_eq!(shared.now_ms(), 1_000);
         clock.advance(Duration::from_secs(2));
         assert_eq!(shared.now_ms(), 3_000);
+        assert_eq!(shared.now().unix_timestamp(), 3);
         let before = SystemClock.now_ms();
         assert!(
             before > 1_600_000_000_000,

@@ -3,12 +3,14 @@
 pub(crate) use crate::store::RecordKey;
 use crate::store::{FORMAT, Store};
 use crate::{Collection, NodeError, Result};
+use amble_audit::Clock;
 use amble_crypto::{
     DataKey, ExternalRef, Keyring, RecordAad, SubjectId, WrappedKey, open as open_sealed, seal,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 const DB_DIR: &str = "archive";
@@ -108,6 +110,8 @@ pub struct MergeReport {
 /// A node's life archive, opened on its data directory with its key file.
 pub(crate) struct Archive {
     store: Store,
+    /// What "now" is for the archive's own time stamps (the node's clock).
+    clock: Arc<dyn Clock>,
     keyring: Keyring,
     key_path: PathBuf,
     data_dir: PathBuf,
@@ -209,6 +213,11 @@ pub fn default_key_file(data_dir: &Path) -> PathBuf {
 }
 
 impl Archive {
+    /// Reads time from `clock` from now on (the node's clock).
+    pub(crate) fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = clock;
+    }
+
     /// Creates a data directory: a new keyring (mode 0600) and an empty archive.
     pub(crate) fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<Self> {
         let db_path = data_dir.join(DB_DIR);
@@ -227,6 +236,7 @@ impl Archive {
         store.flush()?;
         Ok(Archive {
             store,
+            clock: amble_audit::clock::system(),
             keyring,
             key_path,
             data_dir: data_dir.to_owned(),
@@ -252,6 +262,7 @@ impl Archive {
         }
         let mut archive = Archive {
             store,
+            clock: amble_audit::clock::system(),
             keyring,
             key_path,
             data_dir: data_dir.to_owned(),
@@ -363,12 +374,9 @@ impl Archive {
         }
         let dek = DataKey::generate(1)?;
         let wrapped = self.keyring.wrap(&ref_p, &dek)?;
-        let subject = self.store.create_subject(
-            &ref_p,
-            &ref_p,
-            &wrapped,
-            to_ms(OffsetDateTime::now_utc()),
-        )?;
+        let subject =
+            self.store
+                .create_subject(&ref_p, &ref_p, &wrapped, to_ms(self.clock.now()))?;
         Ok((subject, self.data_key(&subject)?))
     }
 
@@ -532,7 +540,7 @@ impl Archive {
         self.store.repoint_refs(&gone, &kept)?;
         self.store.flush()?;
         self.store
-            .shred_subject(&gone, to_ms(OffsetDateTime::now_utc()), "merged")?;
+            .shred_subject(&gone, to_ms(self.clock.now()), "merged")?;
         for k in &moved {
             self.store.remove_record(k)?;
         }
@@ -569,7 +577,7 @@ impl Archive {
         Ok(SubjectExport {
             schema: EXPORT_SCHEMA,
             subject: subject.to_hex(),
-            exported_at: OffsetDateTime::now_utc(),
+            exported_at: self.clock.now(),
             reference_count: self.store.refs_of(subject)?.len(),
             record_count: count,
             records,
@@ -582,7 +590,7 @@ impl Archive {
     pub(crate) fn erase_subject(&self, subject: &SubjectId) -> Result<EraseReport> {
         let refs = self.store.refs_of(subject)?.len();
         self.store
-            .shred_subject(subject, to_ms(OffsetDateTime::now_utc()), "erased")?;
+            .shred_subject(subject, to_ms(self.clock.now()), "erased")?;
         self.store.flush()?;
         let keys = self.store.subject_record_keys(subject)?;
         for k in &keys {

@@ -57,7 +57,6 @@ use amble_learn::intent::{IntentModel, IntentScore};
 use amble_policy::Line;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
-use time::OffsetDateTime;
 
 /// The confidence below which no AI acts on a request.
 pub const DEFAULT_THRESHOLD: f32 = 0.6;
@@ -374,7 +373,7 @@ impl Node {
                 ),
                 Some(s) => {
                     let history = self.archive.load_consent(&s)?;
-                    let level = history.ai_assistance(OffsetDateTime::now_utc());
+                    let level = history.ai_assistance(self.now());
                     (Asker::subject(level), Some(s))
                 }
             },

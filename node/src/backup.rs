@@ -329,7 +329,7 @@ impl Node {
         let header = Header {
             format: BACKUP_FORMAT.into(),
             store_format: String::from_utf8_lossy(store::FORMAT).into_owned(),
-            created_at: OffsetDateTime::now_utc(),
+            created_at: self.now(),
             origin: self.origin().to_owned(),
             signing_public_key: self.signing_key().verifying_key().to_base64(),
             kek_version,

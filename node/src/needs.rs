@@ -284,9 +284,9 @@ impl Timeline {
         }
     }
 
-    /// The whole history, tags as they stand now.
-    fn now(&self) -> NeedContext {
-        self.context(self.events.len(), OffsetDateTime::now_utc())
+    /// The whole history, tags as they stand at `now`.
+    fn at(&self, now: OffsetDateTime) -> NeedContext {
+        self.context(self.events.len(), now)
     }
 
     /// (context, next need) for every event after the first.
@@ -320,7 +320,7 @@ impl Node {
     /// least one pair and the number refused.
     fn need_rows(&self, actor: &Actor) -> Result<(Vec<PersonRows>, usize), NeedsError> {
         let policy = self.policy();
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let (mut people, mut refused) = (Vec::new(), 0usize);
         for subject in self.archive.subjects()? {
             let history = self.archive.load_consent(&subject)?;
@@ -589,7 +589,7 @@ impl Node {
             ReadOutcome::Allowed(p) => p,
             ReadOutcome::Denied(reason) => return Err(NeedsError::Denied(reason)),
         };
-        let ctx = Timeline::from_records(projection.records()).now();
+        let ctx = Timeline::from_records(projection.records()).at(self.now());
         let mut needs = model.predict(&ctx, k, DRIVERS_PER_NEED)?;
         for n in &mut needs {
             // Features training never saw carry no weight: they explain nothing.
@@ -667,7 +667,7 @@ events = ["kind"]
         assert_eq!(p[1].0.tags.len(), 2);
         assert!(p[1].0.tags[1].starts_with("age:"), "{:?}", p[1].0.tags);
         assert!(!p[1].0.tags[1].contains("1990"));
-        let now = t.now();
+        let now = t.at(OffsetDateTime::now_utc());
         assert_eq!(now.events.len(), 3);
         assert_eq!(
             now.tags[0], "stage:new_parent",
@@ -689,6 +689,6 @@ events = ["kind"]
             .unwrap();
         let t = Timeline::from_records([&rec]);
         assert!(t.ages.is_empty());
-        assert!(t.now().tags.is_empty());
+        assert!(t.at(now).tags.is_empty());
     }
 }

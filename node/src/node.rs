@@ -9,7 +9,7 @@ use crate::archive::{
     Appended, Archive, EraseReport, MergeReport, NewRecord, RotateReport, TimeRange,
 };
 use crate::{Collection, NodeError, Result};
-use amble_audit::{Action, AuditLog, Decision as Logged, Entry, EntryDraft};
+use amble_audit::{Action, AuditLog, Clock, Decision as Logged, Entry, EntryDraft};
 use amble_consent::{
     AssistanceLevel, ConsentHistory, Controller, Method, ReceiptIssuer, Recorded, SignedReceipt,
     Terms,
@@ -124,6 +124,9 @@ pub struct Node {
     /// encoded once. Memory only; holds only the texts the latest round read, and is emptied
     /// (voiding any round in flight) when anyone's consent is withdrawn or anyone is erased.
     pub(crate) embeddings: amble_learn::encoder::EmbeddingCache,
+    /// What "now" is for consent, policy decisions and time stamps (tests move a
+    /// [`amble_audit::ManualClock`]).
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Node {
@@ -176,6 +179,7 @@ impl Node {
             origin,
             consent_gate: std::sync::Mutex::new(()),
             embeddings: amble_learn::encoder::EmbeddingCache::new(),
+            clock: amble_audit::clock::system(),
             controller: Controller {
                 pii_controller: "the organisation operating this amble node".into(),
                 contact: "its data protection officer".into(),
@@ -185,6 +189,23 @@ impl Node {
                 pii_controller_url: None,
             },
         })
+    }
+
+    /// The node, reading time from `clock` (consent expiry, policy decisions, time stamps).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.archive.set_clock(Arc::clone(&clock));
+        self.clock = clock;
+        self
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
+    /// Now, by the node's clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
     }
 
     /// The policy in force now.
@@ -290,7 +311,7 @@ impl Node {
         items: &[(ExternalRef, NewRecord)],
     ) -> Result<Vec<Appended>> {
         // Checked whole before anything is written.
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         for (_, rec) in items {
             crate::archive::check_record_time(rec.time, now)?;
             crate::archive::check_record_numbers(&rec.data)?;
@@ -362,7 +383,7 @@ impl Node {
     ) -> Result<ReadOutcome> {
         let history = self.archive.load_consent(subject)?;
         let policy = self.policy();
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let mut draft = actor.draft(Action::Read).subject(*subject).purpose(purpose);
         draft.policy_version = Some(policy.version());
         match decide(&policy, &actor.id, actor.role, purpose, &history, now) {
@@ -441,7 +462,7 @@ impl Node {
         let subject = self.archive.ensure_subject(r)?;
         let mut history = self.archive.load_consent(&subject)?;
         let rec = Recorded {
-            at: OffsetDateTime::now_utc(),
+            at: self.now(),
             method: actor.method,
             actor: actor.id.clone(),
             policy_version: policy.version(),
@@ -497,7 +518,7 @@ impl Node {
         let mut history = self.archive.load_consent(&subject)?;
         let policy = self.policy();
         let rec = Recorded {
-            at: OffsetDateTime::now_utc(),
+            at: self.now(),
             method: actor.method,
             actor: actor.id.clone(),
             policy_version: policy.version(),

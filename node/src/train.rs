@@ -14,7 +14,6 @@ use amble_learn::softmax::Example;
 use amble_learn::softmax::ProgressFn;
 use amble_policy::{Decision, decide};
 use serde::Serialize;
-use time::OffsetDateTime;
 
 const LEDGER_KEY: &str = "privacy_ledger";
 pub(crate) const INTENT_MODEL_KEY: &str = "model/intent";
@@ -80,7 +79,7 @@ impl Node {
     /// whose consent for `train.intent` holds now, projected by the policy (text masked).
     fn intent_rows(&self, actor: &Actor) -> Result<(Vec<TextRow>, Vec<UsedSubject>, usize)> {
         let policy = self.policy();
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let (mut rows, mut used, mut refused) = (Vec::new(), Vec::new(), 0);
         for (n, subject) in self.archive.subjects()?.into_iter().enumerate() {
             let history = self.archive.load_consent(&subject)?;

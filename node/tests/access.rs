@@ -113,17 +113,27 @@ fn withdrawal_between_two_reads_denies_the_second() {
 #[test]
 fn expired_consent_denies() {
     let (_d, node, p) = node_with_person();
+    let clock = amble_audit::ManualClock::at(node.now().unix_timestamp() as u64 * 1000);
+    let node = node.with_clock(std::sync::Arc::new(clock.clone()));
     node.change_consent(
         &actor(Role::Admin),
         &p,
         "train.intent",
         ConsentChange::Give {
-            valid_until: Some(OffsetDateTime::now_utc() + time::Duration::milliseconds(300)),
+            valid_until: Some(node.now() + time::Duration::milliseconds(300)),
             explicit: false,
         },
     )
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    clock.advance(std::time::Duration::from_millis(299));
+    let before = node
+        .read(&actor(Role::Node), &p, "train.intent", TimeRange::ALL)
+        .unwrap();
+    assert!(
+        matches!(before, ReadOutcome::Allowed(_)),
+        "consent holds until it expires"
+    );
+    clock.advance(std::time::Duration::from_millis(101));
     let out = node
         .read(&actor(Role::Node), &p, "train.intent", TimeRange::ALL)
         .unwrap();

@@ -351,7 +351,15 @@ async fn an_unused_link_expires() {
         .await
         .unwrap();
     let t = link(&fx);
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    fx.clock.advance(std::time::Duration::from_millis(500));
+    let early = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    assert_eq!(
+        early.status,
+        StatusCode::OK,
+        "still valid a moment before its expiry"
+    );
+    let t = link(&fx);
+    fx.clock.advance(std::time::Duration::from_millis(1000));
     let late = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
     assert_eq!(late.status, StatusCode::FORBIDDEN);
     fx.stop().await;
@@ -553,7 +561,7 @@ async fn a_session_looping_on_its_page_is_slowed_before_it_reaches_the_node() {
     );
 
     // A second later the person is served again.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    fx.clock.advance(std::time::Duration::from_millis(1100));
     let r = request(&fx, Method::GET, "/", Some(&sid), None).await;
     assert_eq!(r.status, StatusCode::OK);
     fx.stop().await;

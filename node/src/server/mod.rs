@@ -168,6 +168,15 @@ impl Reloader {
 impl Server {
     /// Opens the node's data directory, loads the TLS files and binds the listen address.
     pub async fn bind(config: ServeConfig) -> Result<Server, ServerError> {
+        Self::bind_with_clock(config, amble_audit::clock::system()).await
+    }
+
+    /// [`Server::bind`] with the clock the node and its portal read (tests move a
+    /// [`amble_audit::ManualClock`] to expire links and consent without sleeping).
+    pub async fn bind_with_clock(
+        config: ServeConfig,
+        clock: Arc<dyn amble_audit::Clock>,
+    ) -> Result<Server, ServerError> {
         config.check_trust_roots()?;
         let tls = server_config(&config.tls)?;
         let federation = config.own_identity()?.federation;
@@ -175,7 +184,8 @@ impl Server {
             &config.data_dir,
             config.key_file.as_deref(),
             config.policy.as_deref(),
-        )?;
+        )?
+        .with_clock(clock);
         let listener =
             TcpListener::bind(config.listen)
                 .await

@@ -12,6 +12,7 @@
 
 use super::{ServerError, Shared};
 use crate::{Actor, ConsentChange};
+use amble_audit::Clock;
 use amble_consent::ConsentState;
 use amble_crypto::ExternalRef;
 use amble_policy::{LegalBasis, Role};
@@ -23,7 +24,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -107,7 +108,8 @@ impl Issuer {
 struct Pending {
     reference: ExternalRef,
     issuer: Issuer,
-    expires: Instant,
+    /// By the node's clock, in ms since the epoch.
+    expires: u64,
 }
 
 #[derive(Clone)]
@@ -115,10 +117,11 @@ struct Session {
     reference: ExternalRef,
     issuer: Issuer,
     csrf: String,
-    expires: Instant,
-    /// Requests the session may still make now (a token bucket), as of `refilled`.
+    /// By the node's clock, in ms since the epoch.
+    expires: u64,
+    /// Requests the session may still make now (a token bucket), as of `refilled` (ms).
     allowance: f64,
-    refilled: Instant,
+    refilled: u64,
 }
 
 /// Why a session's request is not served.
@@ -142,6 +145,8 @@ pub struct PortalLinks {
     shared: Arc<Shared>,
     link_ttl: Duration,
     session_ttl: Duration,
+    /// The node's clock: links and sessions expire by it.
+    clock: Arc<dyn Clock>,
 }
 
 fn token() -> Result<String, ServerError> {
@@ -190,7 +195,7 @@ impl PortalLinks {
             Pending {
                 reference: r.clone(),
                 issuer,
-                expires: Instant::now() + self.link_ttl,
+                expires: self.clock.now_ms() + self.link_ttl.as_millis() as u64,
             },
         );
         Ok(t)
@@ -198,7 +203,7 @@ impl PortalLinks {
 
     /// Refuses a new link when `issuer` or the node holds as many open links as allowed.
     fn room_for(&self, issuer: &Issuer) -> Result<(), ServerError> {
-        let now = Instant::now();
+        let now = self.clock.now_ms();
         let mut s = self.lock();
         s.links.retain(|_, p| p.expires > now);
         let mine = s.links.values().filter(|p| p.issuer == *issuer).count();
@@ -221,7 +226,7 @@ impl PortalLinks {
 
     /// Consumes a link token and opens a session: (session id, CSRF token).
     fn open(&self, t: &str) -> Option<(String, String)> {
-        let now = Instant::now();
+        let now = self.clock.now_ms();
         let mut s = self.lock();
         let p = s.links.remove(t)?;
         if p.expires <= now {
@@ -239,7 +244,7 @@ impl PortalLinks {
                 reference: p.reference,
                 issuer: p.issuer,
                 csrf: csrf.clone(),
-                expires: now + self.session_ttl,
+                expires: now + self.session_ttl.as_millis() as u64,
                 allowance: SESSION_BURST,
                 refilled: now,
             },
@@ -249,13 +254,13 @@ impl PortalLinks {
 
     /// The session `sid`, charged one request.
     fn session(&self, sid: &str) -> Result<Session, Refused> {
-        let now = Instant::now();
+        let now = self.clock.now_ms();
         let mut s = self.lock();
         let x = s.sessions.get_mut(sid).ok_or(Refused::Ended)?;
         if x.expires <= now {
             return Err(Refused::Ended);
         }
-        let earned = now.duration_since(x.refilled).as_secs_f64() * SESSION_RATE;
+        let earned = now.saturating_sub(x.refilled) as f64 / 1000.0 * SESSION_RATE;
         x.allowance = (x.allowance + earned).min(SESSION_BURST);
         x.refilled = now;
         if x.allowance < 1.0 {
@@ -331,6 +336,7 @@ impl Portal {
             tls,
             links: PortalLinks {
                 store: Arc::default(),
+                clock: shared.with_node(|n| n.clock()),
                 shared,
                 link_ttl: Duration::from_secs(c.link_ttl_secs.max(1)),
                 session_ttl: Duration::from_secs(c.session_ttl_secs.max(1)),
@@ -875,6 +881,7 @@ mod tests {
         node.append(&op, &person, &profile).unwrap();
         let links = PortalLinks {
             store: Arc::default(),
+            clock: amble_audit::clock::system(),
             shared: Arc::new(Shared {
                 node: std::sync::RwLock::new(node),
                 federation: "test-fed".into(),
@@ -890,9 +897,9 @@ mod tests {
                 role: Role::App,
             },
             csrf: "c".repeat(64),
-            expires: Instant::now() + Duration::from_secs(60),
+            expires: u64::MAX,
             allowance: SESSION_BURST,
-            refilled: Instant::now(),
+            refilled: 0,
         };
 
         let held = Arc::clone(&links.shared);

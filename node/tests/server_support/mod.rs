@@ -49,8 +49,28 @@ pub fn fed_pki_dir(tmp: &TempDir) -> PathBuf {
     tmp.path().join("fed-pki")
 }
 
+/// The fixture node's clock: the system's, plus however far a test has moved it ahead (so time
+/// still flows for TLS and the audit log, and a test skips ahead instead of sleeping).
+#[derive(Clone, Default)]
+pub struct AheadClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl AheadClock {
+    pub fn advance(&self, by: std::time::Duration) {
+        self.0
+            .fetch_add(by.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl amble_audit::Clock for AheadClock {
+    fn now_ms(&self) -> u64 {
+        amble_audit::SystemClock.now_ms() + self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 pub struct Fixture {
     pub tmp: TempDir,
+    /// The node's clock; `clock.advance(…)` moves the node's time forward.
+    pub clock: AheadClock,
     pub ca: Ca,
     pub fed_ca: Ca,
     pub addr: SocketAddr,
@@ -141,9 +161,10 @@ impl Fixture {
         };
         // sled's background thread may hold the directory lock a moment after `init`'s
         // handle is dropped; wait for it rather than fail.
+        let clock = AheadClock::default();
         let mut tries = 0;
         let server = loop {
-            match Server::bind(config.clone()).await {
+            match Server::bind_with_clock(config.clone(), Arc::new(clock.clone())).await {
                 Ok(s) => break s,
                 Err(ServerError::Node(e)) if tries < 100 && e.to_string().contains("lock") => {
                     tries += 1;
@@ -162,6 +183,7 @@ impl Fixture {
         }));
         Fixture {
             tmp,
+            clock,
             ca,
             fed_ca,
             addr,
