@@ -81,4 +81,26 @@ pub enum CoordinatorError {
     Serve(String),
 }
 
+/// The gRPC code of each error, beside its definition (`amble_net::status` sends it).
+impl amble_net::ServiceError for CoordinatorError {
+    fn code(&self) -> tonic::Code {
+        match self {
+            CoordinatorError::Refused(_) | CoordinatorError::NotMember(_) => {
+                tonic::Code::FailedPrecondition
+            }
+            CoordinatorError::NoSuchVersion(_) => tonic::Code::NotFound,
+            CoordinatorError::Config(_) => tonic::Code::InvalidArgument,
+            _ => tonic::Code::Internal,
+        }
+    }
+
+    /// A refusal and a configuration error say their reason alone.
+    fn message(&self) -> String {
+        match self {
+            CoordinatorError::Refused(m) | CoordinatorError::Config(m) => m.clone(),
+            _ => self.to_string(),
+        }
+    }
+}
+
 pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;

@@ -94,16 +94,7 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 const MAX_ENTRIES_PER_CALL: u64 = 1000;
 
 fn status(e: CoordinatorError) -> Status {
-    match e {
-        CoordinatorError::Refused(m) => Status::failed_precondition(m),
-        CoordinatorError::NotMember(_) => Status::failed_precondition(e.to_string()),
-        CoordinatorError::NoSuchVersion(_) => Status::not_found(e.to_string()),
-        CoordinatorError::Config(m) => Status::invalid_argument(m),
-        other => {
-            tracing::error!(error = %other, "coordinator error");
-            Status::internal(format!("coordinator error: {other}"))
-        }
-    }
+    amble_net::status("coordinator", e)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -20,11 +20,13 @@ mod incoming;
 pub mod metrics;
 #[cfg(unix)]
 pub mod signals;
+mod status;
 mod tls;
 
 pub use auth::{Auth, AuthLayer, Caller, Gatekeeper, MethodAccess, access_of, caller_of, refusal};
 pub use client::{ClientIdentity, source_chain};
 pub use incoming::{Activity, Conn, ConnLimits, InFlight, PeerInfo, TlsSlot, mtls_incoming};
+pub use status::{ServiceError, status};
 pub use tls::{ServerTls, TlsFiles, TrustRoot, server_config};
 
 use std::path::PathBuf;

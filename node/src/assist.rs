@@ -84,6 +84,26 @@ pub enum AssistError {
     Node(#[from] NodeError),
 }
 
+impl amble_net::ServiceError for AssistError {
+    fn code(&self) -> tonic::Code {
+        match self {
+            AssistError::NoIntentModel => tonic::Code::FailedPrecondition,
+            AssistError::EmptyText
+            | AssistError::TextTooLong(_)
+            | AssistError::BadK(_)
+            | AssistError::BadThreshold(_) => tonic::Code::InvalidArgument,
+            AssistError::Node(n) => n.code(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            AssistError::Node(n) => n.message(),
+            _ => self.to_string(),
+        }
+    }
+}
+
 impl From<amble_learn::LearnError> for AssistError {
     fn from(e: amble_learn::LearnError) -> Self {
         AssistError::Node(NodeError::Learn(e))

@@ -89,4 +89,40 @@ impl From<amble_audit::AuditError> for NodeError {
     }
 }
 
+/// The gRPC code of each error, beside its definition (`amble_net::status` sends it).
+impl amble_net::ServiceError for NodeError {
+    fn code(&self) -> tonic::Code {
+        use amble_audit::AuditError;
+        use tonic::Code;
+        match self {
+            NodeError::UnknownRef | NodeError::UnknownSubject(_) => Code::NotFound,
+            NodeError::UnknownPurpose(_)
+            | NodeError::UnknownName(_)
+            | NodeError::RecordNotObject(_)
+            | NodeError::NumberNotExact(_)
+            | NodeError::TimeOutOfRange(_)
+            | NodeError::Crypto(amble_crypto::CryptoError::BadExternalRef(_)) => {
+                Code::InvalidArgument
+            }
+            NodeError::RefAlreadyLinked(_) => Code::AlreadyExists,
+            NodeError::LastRef
+            | NodeError::Consent(_)
+            | NodeError::Policy(_)
+            | NodeError::PolicyNotNewer { .. }
+            | NodeError::Audit(AuditError::Pruned(_)) => Code::FailedPrecondition,
+            NodeError::Audit(AuditError::NoSuchEntry(_) | AuditError::Proof(_)) => Code::OutOfRange,
+            _ => Code::Internal,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            NodeError::Audit(amble_audit::AuditError::Pruned(_)) => format!(
+                "{self}; the entries were removed by retention, fetch from the first kept entry"
+            ),
+            _ => self.to_string(),
+        }
+    }
+}
+
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;

@@ -100,6 +100,28 @@ pub enum NeedsError {
     Node(#[from] NodeError),
 }
 
+/// A refusal by consent or policy is PERMISSION_DENIED with the reason (the refusal is already
+/// in the audit log as a denied read).
+impl amble_net::ServiceError for NeedsError {
+    fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            NeedsError::NoNeedModel | NeedsError::NothingToTrain => Code::FailedPrecondition,
+            NeedsError::Denied(DenyReason::UnknownPurpose { .. }) => Code::FailedPrecondition,
+            NeedsError::Denied(_) => Code::PermissionDenied,
+            NeedsError::BadK(_) | NeedsError::LabelPrior(_) => Code::InvalidArgument,
+            NeedsError::Node(n) => n.code(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            NeedsError::Node(n) => n.message(),
+            _ => self.to_string(),
+        }
+    }
+}
+
 impl From<amble_learn::LearnError> for NeedsError {
     fn from(e: amble_learn::LearnError) -> Self {
         NeedsError::Node(NodeError::Learn(e))

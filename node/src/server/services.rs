@@ -2,10 +2,10 @@
 //! request's extensions, checks its input, and runs one `Node` call on the blocking pool.
 
 use super::Shared;
-use crate::assist::{AssistError, ClassifyOptions, Route, Threshold};
-use crate::needs::{DEFAULT_NEEDS_K, NeedsError};
+use crate::assist::{ClassifyOptions, Route, Threshold};
+use crate::needs::DEFAULT_NEEDS_K;
 use crate::{Actor, Collection, ConsentChange, NewRecord, Node, NodeError, ReadOutcome, TimeRange};
-use amble_audit::{AuditError, NoteSigner};
+use amble_audit::NoteSigner;
 use amble_crypto::ExternalRef;
 use amble_policy::DenyReason;
 use amble_proto::chunks::{self, Chunk};
@@ -21,37 +21,11 @@ pub const MAX_RECORDS_PER_APPEND: usize = 10_000;
 /// Most audit entries one Entries call returns.
 pub const MAX_ENTRIES_PER_CALL: u64 = 1_000;
 
-/// How a node error reaches a client: a gRPC code a program can branch on and a message a
-/// developer can act on. Internal failures are logged here and not described to the caller.
-pub fn status(e: NodeError) -> Status {
-    match e {
-        NodeError::UnknownRef | NodeError::UnknownSubject(_) => Status::not_found(e.to_string()),
-        NodeError::UnknownPurpose(_)
-        | NodeError::UnknownName(_)
-        | NodeError::RecordNotObject(_)
-        | NodeError::NumberNotExact(_)
-        | NodeError::TimeOutOfRange(_)
-        | NodeError::Crypto(amble_crypto::CryptoError::BadExternalRef(_)) => {
-            Status::invalid_argument(e.to_string())
-        }
-        NodeError::RefAlreadyLinked(_) => Status::already_exists(e.to_string()),
-        NodeError::LastRef
-        | NodeError::Consent(_)
-        | NodeError::Policy(_)
-        | NodeError::PolicyNotNewer { .. } => Status::failed_precondition(e.to_string()),
-        NodeError::Audit(AuditError::Pruned(_)) => Status::failed_precondition(format!(
-            "{e}; the entries were removed by retention, fetch from the first kept entry"
-        )),
-        NodeError::Audit(AuditError::NoSuchEntry(_) | AuditError::Proof(_)) => {
-            Status::out_of_range(e.to_string())
-        }
-        other => {
-            tracing::error!(error = %other, "request failed inside the node");
-            Status::internal(
-                "the node failed to complete the request; its operator can see why in the node's log",
-            )
-        }
-    }
+/// How a node error reaches a client: the code its type declares beside its definition
+/// (`amble_net::ServiceError`), and for an internal failure a generic message while the cause
+/// goes to the node's log.
+pub fn status(e: impl amble_net::ServiceError) -> Status {
+    amble_net::status("node", e)
 }
 
 fn actor<T>(req: &Request<T>) -> Result<Actor, Status> {
@@ -437,7 +411,10 @@ impl pb::audit_server::Audit for AuditService {
                     .map_err(|e| status(NodeError::Audit(e.into())))?
                     .verifier()
                     .to_string();
-                let first_kept = n.audit_log().first_kept().map_err(|e| status(e.into()))?;
+                let first_kept = n
+                    .audit_log()
+                    .first_kept()
+                    .map_err(|e| status(NodeError::from(e)))?;
                 let witnessed = n
                     .witnessed_checkpoint()
                     .map_err(status)?
@@ -482,7 +459,7 @@ impl pb::audit_server::Audit for AuditService {
                 let entries = n
                     .audit_log()
                     .entries(r.start..r.end)
-                    .map_err(|e| status(e.into()))?
+                    .map_err(|e| status(NodeError::from(e)))?
                     .iter()
                     .map(|e| e.to_canonical_json())
                     .collect::<Result<Vec<_>, _>>()
@@ -508,7 +485,7 @@ impl pb::audit_server::Audit for AuditService {
                 let proof_json = n
                     .audit_log()
                     .inclusion_proof_json(r.index, size)
-                    .map_err(|e| status(e.into()))?;
+                    .map_err(|e| status(NodeError::from(e)))?;
                 Ok(Response::new(pb::ProofResponse { proof_json }))
             })
             .await
@@ -530,7 +507,7 @@ impl pb::audit_server::Audit for AuditService {
                 let proof_json = n
                     .audit_log()
                     .consistency_proof_json(r.old_size, new)
-                    .map_err(|e| status(e.into()))?;
+                    .map_err(|e| status(NodeError::from(e)))?;
                 Ok(Response::new(pb::ProofResponse { proof_json }))
             })
             .await
@@ -591,18 +568,6 @@ impl pb::admin_server::Admin for AdminService {
 #[derive(Clone)]
 pub struct AssistService(pub(crate) Arc<Shared>);
 
-/// How an assist error reaches a client (see [`status`] for the node's own errors).
-fn assist_status(e: AssistError) -> Status {
-    match e {
-        AssistError::NoIntentModel => Status::failed_precondition(e.to_string()),
-        AssistError::EmptyText
-        | AssistError::TextTooLong(_)
-        | AssistError::BadK(_)
-        | AssistError::BadThreshold(_) => Status::invalid_argument(e.to_string()),
-        AssistError::Node(n) => status(n),
-    }
-}
-
 /// `k` as sent (0 means the default).
 fn k_or_default(k: u32) -> usize {
     if k == 0 {
@@ -637,15 +602,13 @@ impl pb::assist_server::Assist for AssistService {
         let demand = (r.min_confidence != 0.0).then_some(r.min_confidence);
         let opts = ClassifyOptions {
             k: k_or_default(r.k),
-            threshold: Threshold::default()
-                .raised_to(demand)
-                .map_err(assist_status)?,
+            threshold: Threshold::default().raised_to(demand).map_err(status)?,
         };
         let c = self
             .0
             .run(move |n| {
                 n.classify(&actor, &r.text, subject.as_ref(), opts)
-                    .map_err(assist_status)
+                    .map_err(status)
             })
             .await?;
         Ok(Response::new(pb::ClassifyResponse {
@@ -681,7 +644,7 @@ impl pb::assist_server::Assist for AssistService {
         };
         let answer = self
             .0
-            .run(move |n| n.predict_needs(&actor, &subject, k).map_err(needs_status))
+            .run(move |n| n.predict_needs(&actor, &subject, k).map_err(status))
             .await?;
         Ok(Response::new(pb::PredictNeedsResponse {
             needs: answer
@@ -702,21 +665,5 @@ impl pb::assist_server::Assist for AssistService {
                 .collect(),
             model_sha256: answer.model_sha256,
         }))
-    }
-}
-
-/// How a need error reaches a client: a refusal by consent or policy is PERMISSION_DENIED
-/// with the reason (the refusal is already in the audit log as a denied read).
-fn needs_status(e: NeedsError) -> Status {
-    match e {
-        NeedsError::NoNeedModel | NeedsError::NothingToTrain => {
-            Status::failed_precondition(e.to_string())
-        }
-        NeedsError::Denied(DenyReason::UnknownPurpose { .. }) => {
-            Status::failed_precondition(e.to_string())
-        }
-        NeedsError::Denied(_) => Status::permission_denied(e.to_string()),
-        NeedsError::BadK(_) | NeedsError::LabelPrior(_) => Status::invalid_argument(e.to_string()),
-        NeedsError::Node(n) => status(n),
     }
 }
