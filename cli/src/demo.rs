@@ -1,6 +1,6 @@
 //! `amble demo`: the main job. A federation on this machine — a CA, a coordinator and
 //! organisation nodes as separate processes on 127.0.0.1 with real mutual TLS and their own
-//! sled stores — trains the intent classifier on Banking77 (split non-IID across the
+//! stores — trains the intent classifier on Banking77 (split non-IID across the
 //! organisations) with per-person differential privacy at every node. Mid-way one person
 //! withdraws consent and is left out of every later round; afterwards a person exports and
 //! erases their archive, every audit log is fetched and verified (with the coordinator's

@@ -1,5 +1,5 @@
 //! A whole federation on one machine, as separate processes on 127.0.0.1 with real mutual
-//! TLS: a federation CA, a coordinator and N organisation nodes, each with its own sled store
+//! TLS: a federation CA, a coordinator and N organisation nodes, each with its own store
 //! in a directory of its own. `amble demo` runs one; the multi-process tests drive one to
 //! kill nodes and the coordinator mid-round.
 //!

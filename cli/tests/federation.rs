@@ -376,10 +376,7 @@ fn only_valid_unrevoked_node_certificates_can_join() {
 
 /// The coordinator's audit entries, read from its data directory.
 fn coordinator_log(lab: &Lab, _out: &Path) -> Vec<serde_json::Value> {
-    let db = sled::open(lab.coordinator_data_dir().join("db")).unwrap();
-    let log = amble_audit::AuditLog::open(&db).unwrap();
-    let n = log.size();
-    log.entries(0..n)
+    amble_coordinator::state::audit_entries(&lab.coordinator_data_dir())
         .unwrap()
         .iter()
         .map(|e| serde_json::from_slice(&e.to_canonical_json().unwrap()).unwrap())

@@ -186,6 +186,13 @@ pub fn initial_model(plan: &Plan) -> Result<IntentModel> {
     )?)
 }
 
+/// The audit log of a stopped coordinator's data directory, every entry in order (for an
+/// auditor, or a test, reading it offline; a running coordinator holds the directory's lock).
+pub fn audit_entries(data_dir: &std::path::Path) -> Result<Vec<amble_audit::Entry>> {
+    let log = Store::open(&data_dir.join("db"))?.audit_log()?;
+    Ok(log.entries(0..log.size())?)
+}
+
 impl Coordinator {
     /// Opens (or creates) the coordinator's store in `data_dir` and resumes where it stopped.
     /// `federation` and `id` come from the coordinator's own certificate.

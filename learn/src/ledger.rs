@@ -1,6 +1,6 @@
 //! The privacy budget ledger: how much of each model's and each subject's budget is spent.
 //!
-//! Pure data: the node persists it (in sled) and calls [`BudgetLedger::check_and_charge`]
+//! Pure data: the node persists it (in its store) and calls [`BudgetLedger::check_and_charge`]
 //! before every training run. Budgets compose correctly because the ledger stores each run's
 //! RDP curve and adds curves, instead of adding ε's (which would overcharge badly: ten runs at
 //! ε = 1 each are far less than ε = 10 together).

@@ -3,7 +3,7 @@
 //! The learning half of amble: everything that turns a person's archived records into model
 //! updates, and the arithmetic that says what that cost them in privacy. It sits between the
 //! node (which reads training data through the `train.intent` / `train.needs` purposes, holds
-//! the budget ledger in sled and sends updates) and the coordinator (which aggregates them);
+//! the budget ledger in its store and sends updates) and the coordinator (which aggregates them);
 //! it depends on no other amble crate and does no I/O except reading the evaluation CSVs.
 //!
 //! The pieces, in the order data flows through them:

@@ -109,7 +109,7 @@ pub struct MergeReport {
 
 /// A node's life archive, opened on its data directory with its key file.
 pub(crate) struct Archive {
-    store: Store,
+    store: Arc<dyn Store>,
     /// What "now" is for the archive's own time stamps (the node's clock).
     clock: Arc<dyn Clock>,
     keyring: Keyring,
@@ -230,7 +230,7 @@ impl Archive {
         })?;
         let key_path = key_file.map_or_else(|| default_key_file(data_dir), Path::to_owned);
         let keyring = Keyring::create(&key_path)?;
-        let store = Store::open(&db_path)?;
+        let store = crate::store::open(&db_path)?;
         store.set_meta("format", FORMAT)?;
         store.set_meta("pepper_check", pepper_check(&keyring)?.as_bytes())?;
         store.flush()?;
@@ -251,7 +251,7 @@ impl Archive {
         }
         let key_path = key_file.map_or_else(|| default_key_file(data_dir), Path::to_owned);
         let keyring = Keyring::load(&key_path)?;
-        let store = Store::open(&db_path)?;
+        let store = crate::store::open(&db_path)?;
         match store.meta("format")? {
             Some(f) if f.as_ref() == FORMAT => {}
             _ => return Err(NodeError::NotInitialised(data_dir.to_owned())),
@@ -281,8 +281,8 @@ impl Archive {
         &self.keyring
     }
 
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// The pseudonym an external reference maps to under this node's pepper.
@@ -404,7 +404,7 @@ impl Archive {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        // One atomic sled batch: the records of a batch land together or not at all.
+        // One atomic batch: the records of a batch land together or not at all.
         self.store.put_records(&sealed)?;
         self.store.flush()?;
         Ok(out)

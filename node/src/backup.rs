@@ -39,7 +39,7 @@
 //! What this rule cannot see: an erase made with `--no-rotate`, whose crypto-shredding is
 //! complete only at the next rotation, and an old copy of the key file kept against advice.
 //!
-//! Backups are taken offline: sled locks its directory, so the node's service is stopped
+//! Backups are taken offline: the embedded engine locks its directory, so the node's service is stopped
 //! first (or a filesystem snapshot is used instead). Within one process, [`Node::backup`]
 //! is a consistent snapshot as long as nothing else writes to the node meanwhile.
 
@@ -405,7 +405,7 @@ impl Node {
             w.put(name)?;
             w.put(&tree.entries.to_be_bytes())?;
             let mut n = 0u64;
-            store.for_each_entry(name, |k, v| {
+            store.for_each_entry(name, &mut |k, v| {
                 w.put(&[TAG_ENTRY])?;
                 w.put_len32(k)?;
                 w.put_len32(v)?;
@@ -748,8 +748,8 @@ fn write_and_verify(
     let policy_path = data_dir.join(POLICY_FILE);
     std::fs::write(&policy_path, &header.policy_toml).map_err(io_err(&policy_path))?;
     {
-        let store = Store::open(&store::db_dir(data_dir))?;
-        import_body(from, &store, header, progress)?;
+        let store = store::open(&store::db_dir(data_dir))?;
+        import_body(from, store.as_ref(), header, progress)?;
         store.flush()?;
     }
 
@@ -799,7 +799,7 @@ fn write_and_verify(
 /// (the file must not have changed since it was verified).
 fn import_body(
     from: &Path,
-    store: &Store,
+    store: &dyn Store,
     header: &Header,
     progress: &dyn Fn(Progress),
 ) -> Result<()> {

@@ -1,5 +1,6 @@
 //! The storage fault latch: after an I/O error or corruption on the durable path, this process
-//! no longer trusts its view of storage (sled 0.34 never completes a flush after an I/O error,
+//! no longer trusts its view of storage (the embedded engine never completes a flush after an
+//! I/O error — see `store/sled.rs` —
 //! and a retry in place could acknowledge what was never written). Like PostgreSQL's PANIC on
 //! a failed fsync, the node stops: the latch trips once, readiness turns false, every new call
 //! is refused with UNAVAILABLE without touching the node, and the server ends the process so

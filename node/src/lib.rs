@@ -10,7 +10,8 @@
 //! policy (`amble-policy`), and every operation is appended to the audit log (`amble-audit`)
 //! before the data it describes is touched.
 //!
-//! Storage is sled, kept behind the narrow seam in `store.rs` so it can be replaced. On
+//! Storage is behind one trait (`store/`), with the embedded engine as its implementation; a
+//! second engine goes beside it without touching the rest of the crate. On
 //! the map in `docs/ARCHITECTURE.md` this crate sits above `crypto` (keys, sealing,
 //! pseudonyms) and below the `amble` binary.
 

@@ -150,7 +150,7 @@ impl Node {
                 source,
             })?;
         }
-        // Keep the database open: reopening it at once can race sled's file lock.
+        // Keep the database open: reopening it at once can race the engine's file lock.
         Self::with_archive(archive, path)
     }
 
@@ -343,8 +343,8 @@ impl Node {
                 d
             })
             .collect();
-        // Entries go into sled's log before the records; the archive's single flush then makes
-        // both durable (sled recovers a prefix of its log, so no record outlives its entry).
+        // Entries are written before the records; the archive's single flush then makes both
+        // durable (an engine recovers a prefix of its writes, so no record outlives its entry).
         self.audit.append_many_unflushed(drafts)?;
         self.archive.append_batch(items)
     }

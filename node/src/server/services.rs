@@ -67,7 +67,7 @@ fn chunked<C: Chunk>(doc: String, size: usize) -> Response<ChunkStream<C>> {
 }
 
 impl Shared {
-    /// Runs `f` on the node on the blocking pool (sled and fsync block).
+    /// Runs `f` on the node on the blocking pool (storage and fsync block).
     async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
@@ -316,7 +316,7 @@ impl pb::subject_server::Subject for SubjectService {
     }
 
     /// Erases, then rotates the node master key so the erased data key's wrapped copies
-    /// (in old sled segments and backups) no longer open — see `docs/ARCHITECTURE.md`.
+    /// (in the engine's old segments and in backups) no longer open — see `docs/ARCHITECTURE.md`.
     async fn issue_portal_link(
         &self,
         req: Request<pb::SubjectRef>,
