@@ -53,6 +53,9 @@ pub struct FederationSection {
     /// (1 = constant). Also post-processing.
     #[serde(default = "one")]
     pub server_final_lr_fraction: f32,
+    /// Heavy-ball momentum on the aggregate, in [0, 1) (0 = none). Post-processing too.
+    #[serde(default)]
+    pub server_momentum: f32,
 }
 
 fn default_deadline() -> u64 {
@@ -153,10 +156,25 @@ pub struct Plan {
     pub aggregation: Rule,
     pub server_learning_rate: f32,
     pub server_final_lr_fraction: f32,
+    /// Heavy-ball momentum on the aggregate (0 = none; absent in plans stored before it).
+    #[serde(default)]
+    pub server_momentum: f32,
     /// What a node runs in one round.
     pub local: LocalTraining,
     /// The DP budget, if private: (ε, δ) per person at each node over all rounds.
     pub privacy: Option<FederatedDp>,
+}
+
+impl Plan {
+    /// The step the coordinator takes on each round's aggregate (the simulator's, too).
+    pub fn server_step(&self) -> amble_learn::federated::ServerStep {
+        amble_learn::federated::ServerStep {
+            learning_rate: self.server_learning_rate,
+            final_lr_fraction: self.server_final_lr_fraction,
+            momentum: self.server_momentum,
+            rounds: self.rounds,
+        }
+    }
 }
 
 impl Plan {
@@ -218,6 +236,9 @@ impl CoordinatorConfig {
         }
         if !(f.server_final_lr_fraction > 0.0 && f.server_final_lr_fraction <= 1.0) {
             return bad("federation.server_final_lr_fraction must be in (0, 1]".into());
+        }
+        if !(0.0..1.0).contains(&f.server_momentum) {
+            return bad("federation.server_momentum must be in [0, 1)".into());
         }
         f.aggregation
             .validate()
@@ -295,6 +316,7 @@ impl CoordinatorConfig {
             aggregation: f.aggregation,
             server_learning_rate: f.server_learning_rate,
             server_final_lr_fraction: f.server_final_lr_fraction,
+            server_momentum: f.server_momentum,
             local,
             privacy,
         };

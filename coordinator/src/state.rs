@@ -157,6 +157,8 @@ pub struct Upload {
 struct Inner {
     state: RoundState,
     global: IntentModel,
+    /// The server's momentum after `global` was published (empty without momentum).
+    velocity: Vec<f32>,
     sum: WeightedSum,
     accepted: BTreeMap<String, Receipt>,
     uploading: BTreeSet<String>,
@@ -297,6 +299,7 @@ impl Coordinator {
             id: id.to_owned(),
             inner: Mutex::new(Inner {
                 state,
+                velocity: store.velocity(version)?,
                 global,
                 sum: WeightedSum::new(len),
                 accepted: BTreeMap::new(),
@@ -389,18 +392,6 @@ impl Coordinator {
 
     pub fn plan(&self) -> &Plan {
         &self.plan
-    }
-
-    /// The server learning rate of `round`: linear decay from `server_learning_rate` to
-    /// `server_final_lr_fraction` of it at the last round.
-    fn server_lr(&self, round: u64) -> f32 {
-        let p = &self.plan;
-        let frac = if p.rounds > 1 {
-            (round.saturating_sub(1)) as f32 / (p.rounds - 1) as f32
-        } else {
-            0.0
-        };
-        p.server_learning_rate * (1.0 - frac * (1.0 - p.server_final_lr_fraction))
     }
 
     pub fn federation(&self) -> &str {
@@ -854,8 +845,13 @@ impl Coordinator {
         };
         let aggregate_norm = amble_learn::federated::l2_norm(&aggregate);
         let mut next = inner.global.clone();
-        next.add_flat(&aggregate, self.server_lr(round))?;
-        // 1. the new version, durable; 2. the round summary and the next state, durable.
+        let mut velocity = inner.velocity.clone();
+        self.plan
+            .server_step()
+            .apply(&mut next, &aggregate, round, &mut velocity)?;
+        // 1. the new version (its momentum first: a stored model always has it), durable;
+        // 2. the round summary and the next state, durable.
+        self.store.set_velocity(round, &velocity)?;
         self.store.set_model(round, next.to_bytes()?)?;
         self.store.flush()?;
         let summary = RoundSummary {
@@ -888,6 +884,7 @@ impl Coordinator {
         self.store.flush()?;
         self.store.clear_spool(round)?;
         inner.global = next;
+        inner.velocity = velocity;
         inner.sum = WeightedSum::new(len);
         inner.accepted.clear();
         self.audit.append_durable(

@@ -13,6 +13,7 @@
 //! | `spool`    | round (u64 BE) ‖ node ‖ 0 ‖ block (u32 BE) | little-endian f32 values |
 //! | `receipts` | round (u64 BE) ‖ node ‖ 0         | JSON [`Receipt`]              |
 //! | `history`  | round (u64 BE)                    | JSON [`RoundSummary`]         |
+//! | `velocity` | version (u64 BE)                  | the server's momentum after it, little-endian f32 |
 //!
 //! A second engine (a SQL database shared by replicas, see `docs/ARCHITECTURE.md`) would
 //! implement these same methods; nothing above this file would change.
@@ -44,6 +45,7 @@ pub(crate) struct Store {
     spool: sled::Tree,
     receipts: sled::Tree,
     history: sled::Tree,
+    velocity: sled::Tree,
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -83,6 +85,7 @@ impl Store {
             spool: db.open_tree("spool")?,
             receipts: db.open_tree("receipts")?,
             history: db.open_tree("history")?,
+            velocity: db.open_tree("velocity")?,
             db,
         })
     }
@@ -133,6 +136,25 @@ impl Store {
 
     pub(crate) fn set_model(&self, version: u64, bytes: Vec<u8>) -> Result<()> {
         self.models.insert(version.to_be_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// The server's momentum after model `version` was published (empty without momentum).
+    pub(crate) fn velocity(&self, version: u64) -> Result<Vec<f32>> {
+        match self.velocity.get(version.to_be_bytes())? {
+            Some(b) => amble_learn::aggregate::f32_from_le(&b)
+                .map_err(|e| CoordinatorError::Corrupt(format!("server velocity: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    pub(crate) fn set_velocity(&self, version: u64, velocity: &[f32]) -> Result<()> {
+        if !velocity.is_empty() {
+            self.velocity.insert(
+                version.to_be_bytes(),
+                amble_learn::aggregate::f32_to_le(velocity),
+            )?;
+        }
         Ok(())
     }
 

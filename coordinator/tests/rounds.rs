@@ -26,6 +26,7 @@ fn plan(rule: Rule, nodes_per_round: usize) -> Plan {
         aggregation: rule,
         server_learning_rate: 1.0,
         server_final_lr_fraction: 1.0,
+        server_momentum: 0.0,
         local: LocalTraining::Plain {
             epochs: 1,
             learning_rate: 0.1,
@@ -510,5 +511,35 @@ mod on_a_manual_clock {
         c.tick().unwrap();
         let s = c.status().unwrap();
         assert_eq!((s.round, s.history[0].closed_by.as_str()), (2, "deadline"));
+    }
+}
+
+#[test]
+fn server_momentum_carries_across_rounds_and_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Plan {
+        server_momentum: 0.5,
+        ..plan(Rule::Mean, 1)
+    };
+    let len;
+    let (g0, g2) = {
+        let c = open(dir.path(), p.clone());
+        c.join(&caller("n1"), &log_key("n1").1).unwrap();
+        len = c.parameters();
+        let g0 = flat(&c, 0);
+        assert_eq!(submit(&c, "n1", 1, &vec![0.1; len]), Ok(1));
+        assert_eq!(submit(&c, "n1", 2, &vec![0.2; len]), Ok(1));
+        c.flush().unwrap();
+        (g0, flat(&c, 2))
+    };
+    // velocity: 0.1, then 0.5·0.1 + 0.2 = 0.25; the model moved by 0.1 + 0.25.
+    for (a, b) in g2.iter().zip(&g0) {
+        assert!((a - b - 0.35).abs() < 1e-5, "{a} - {b}");
+    }
+    // After a restart the velocity is the stored one: 0.5·0.25 + 0.3 = 0.425.
+    let c = open(dir.path(), p);
+    assert_eq!(submit(&c, "n1", 3, &vec![0.3; len]), Ok(1));
+    for (a, b) in flat(&c, 3).iter().zip(&g2) {
+        assert!((a - b - 0.425).abs() < 1e-5, "{a} - {b}");
     }
 }

@@ -359,6 +359,81 @@ pub fn split_rows(rows: Vec<TextRow>, assignment: &[usize]) -> Result<Vec<Vec<Te
     Ok(out)
 }
 
+/// The coordinator's step on a round's aggregate: one definition for the coordinator and the
+/// simulator (post-processing of what the nodes sent, so it costs no privacy).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerStep {
+    /// Step size on the aggregate in round 1 (1 = plain FedAvg).
+    pub learning_rate: f32,
+    /// The step size decays linearly to `learning_rate × final_lr_fraction` by the last round
+    /// (1 = constant).
+    pub final_lr_fraction: f32,
+    /// Heavy-ball momentum on the aggregate (0 = none).
+    pub momentum: f32,
+    /// Rounds the federation runs: the length of the decay.
+    pub rounds: u64,
+}
+
+impl ServerStep {
+    /// Refuses a step that is not finite and positive, a final fraction outside [0, 1] or a
+    /// momentum outside [0, 1).
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.learning_rate > 0.0
+            && self.learning_rate.is_finite()
+            && (0.0..1.0).contains(&self.momentum)
+            && (0.0..=1.0).contains(&self.final_lr_fraction);
+        if ok {
+            Ok(())
+        } else {
+            Err(LearnError::InvalidConfig(
+                "server learning rate must be finite and > 0, its final fraction in [0, 1], momentum in [0, 1)".into(),
+            ))
+        }
+    }
+
+    /// The step size of round `round` (1-based).
+    pub fn learning_rate_at(&self, round: u64) -> f32 {
+        let frac = if self.rounds > 1 {
+            round.saturating_sub(1).min(self.rounds - 1) as f32 / (self.rounds - 1) as f32
+        } else {
+            0.0
+        };
+        self.learning_rate * (1.0 - frac * (1.0 - self.final_lr_fraction))
+    }
+
+    /// Applies round `round`'s step to `global`: with momentum, `velocity ← momentum ·
+    /// velocity + aggregate` and `global += lr · velocity`; without, `global += lr ·
+    /// aggregate`. `velocity` carries from round to round (empty at the start, and left
+    /// empty without momentum); the coordinator stores it with each model version.
+    pub fn apply(
+        &self,
+        global: &mut IntentModel,
+        aggregate: &[f32],
+        round: u64,
+        velocity: &mut Vec<f32>,
+    ) -> Result<()> {
+        let lr = self.learning_rate_at(round);
+        if self.momentum > 0.0 {
+            if velocity.is_empty() {
+                velocity.resize(aggregate.len(), 0.0);
+            }
+            if velocity.len() != aggregate.len() {
+                return Err(LearnError::InvalidConfig(format!(
+                    "server velocity has {} values, the aggregate {}",
+                    velocity.len(),
+                    aggregate.len()
+                )));
+            }
+            for (v, a) in velocity.iter_mut().zip(aggregate) {
+                *v = self.momentum * *v + a;
+            }
+            global.add_flat(velocity, lr)
+        } else {
+            global.add_flat(aggregate, lr)
+        }
+    }
+}
+
 /// Settings of an in-process federation ([`simulate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimConfig {
@@ -396,16 +471,17 @@ impl SimConfig {
         if self.rounds == 0 {
             return Err(LearnError::InvalidConfig("rounds must be ≥ 1".into()));
         }
-        let server_ok = self.server_learning_rate > 0.0
-            && self.server_learning_rate.is_finite()
-            && (0.0..1.0).contains(&self.server_momentum)
-            && (0.0..=1.0).contains(&self.server_final_lr_fraction);
-        if !server_ok {
-            return Err(LearnError::InvalidConfig(
-                "server learning rate must be finite and > 0, its final fraction in [0, 1], momentum in [0, 1)".into(),
-            ));
+        self.server_step().validate()
+    }
+
+    /// The coordinator's step these settings describe.
+    pub fn server_step(&self) -> ServerStep {
+        ServerStep {
+            learning_rate: self.server_learning_rate,
+            final_lr_fraction: self.server_final_lr_fraction,
+            momentum: self.server_momentum,
+            rounds: self.rounds,
         }
-        Ok(())
     }
 
     /// Non-private FedAvg: `epochs` of local SGD per round, deltas weighted by example count.
@@ -547,7 +623,8 @@ pub fn simulate_examples(
         .map(|_| RdpAccountant::with_orders(orders_dp_accounting()))
         .collect();
     let len = global.flat_len();
-    let mut velocity = vec![0.0f32; if cfg.server_momentum > 0.0 { len } else { 0 }];
+    let step = cfg.server_step();
+    let mut velocity = Vec::new();
     let tail = cfg.average_last_rounds.clamp(1, cfg.rounds);
     let mut tail_sum: Option<(Vec<f64>, u64)> = None;
     let threads = cfg.threads.clamp(1, node_ex.len());
@@ -584,21 +661,7 @@ pub fn simulate_examples(
         let mean = sum
             .mean()
             .ok_or(LearnError::NoData(" (no node sent an update)"))?;
-        let frac = if cfg.rounds > 1 {
-            (round - 1) as f32 / (cfg.rounds - 1) as f32
-        } else {
-            0.0
-        };
-        let server_lr =
-            cfg.server_learning_rate * (1.0 - frac * (1.0 - cfg.server_final_lr_fraction));
-        if cfg.server_momentum > 0.0 {
-            for (v, m) in velocity.iter_mut().zip(&mean) {
-                *v = cfg.server_momentum * *v + m;
-            }
-            global.add_flat(&velocity, server_lr)?;
-        } else {
-            global.add_flat(&mean, server_lr)?;
-        }
+        step.apply(&mut global, &mean, round, &mut velocity)?;
         if round + tail > cfg.rounds {
             let (acc, n) = tail_sum.get_or_insert_with(|| (vec![0.0; len], 0));
             for (a, x) in acc.iter_mut().zip(global.to_flat()) {
@@ -707,6 +770,58 @@ fn train_round(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_server_step_decays_its_rate_and_carries_momentum() {
+        let step = ServerStep {
+            learning_rate: 2.0,
+            final_lr_fraction: 0.25,
+            momentum: 0.5,
+            rounds: 3,
+        };
+        assert!(step.validate().is_ok());
+        assert_eq!(step.learning_rate_at(1), 2.0);
+        assert_eq!(step.learning_rate_at(2), 1.25);
+        assert_eq!(step.learning_rate_at(3), 0.5);
+        assert_eq!(
+            step.learning_rate_at(9),
+            0.5,
+            "no further than the last round's"
+        );
+        let mut velocity = Vec::new();
+        let mut v = |a: f32| {
+            let mut m = IntentModel::initial(
+                vec!["a".into(), "b".into()],
+                FeatureConfig {
+                    dim_log2: 4,
+                    ..Default::default()
+                },
+                0.0,
+            )
+            .unwrap();
+            let agg = vec![a; m.flat_len()];
+            step.apply(&mut m, &agg, 1, &mut velocity).unwrap();
+            velocity[0]
+        };
+        assert_eq!(v(1.0), 1.0);
+        assert_eq!(v(1.0), 1.5);
+        assert!(
+            ServerStep {
+                momentum: 1.0,
+                ..step
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ServerStep {
+                learning_rate: f32::NAN,
+                ..step
+            }
+            .validate()
+            .is_err()
+        );
+    }
     use super::*;
     use crate::accountant::Epsilon;
     use crate::featurise::SparseVec;
