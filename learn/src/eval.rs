@@ -6,8 +6,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::accountant::{
-    Conversion, Delta, Epsilon, RdpAccountant, SampledGaussian, noise_multiplier_after,
-    orders_dp_accounting,
+    Conversion, Delta, Epsilon, RdpAccountant, SampledGaussian, calibrate, orders_dp_accounting,
 };
 use crate::dpsgd::{DpSgdConfig, train_dp_sgd};
 use crate::error::{LearnError, Result};
@@ -119,15 +118,23 @@ impl DpIntentConfig {
             return Err(LearnError::InvalidConfig("epochs must be > 0".into()));
         }
         let steps = (self.epochs / self.sample_rate).ceil() as u64;
-        let sigma = noise_multiplier_after(
-            &RdpAccountant::with_orders(orders_dp_accounting()),
-            eps,
-            delta,
-            self.sample_rate,
+        Ok((calibrate(eps, delta, self.sample_rate, steps)?, steps))
+    }
+
+    /// The DP-SGD settings of the run [`DpIntentConfig::plan`] made (one home for them: the
+    /// intent classifier and the need model train with these).
+    pub fn sgd_config(&self, mechanism: &SampledGaussian, steps: u64) -> DpSgdConfig {
+        DpSgdConfig {
+            sample_rate: mechanism.sample_rate,
+            noise_multiplier: mechanism.noise_multiplier,
+            clip_norm: self.clip_norm,
+            learning_rate: self.learning_rate,
             steps,
-            Conversion::Improved,
-        )?;
-        Ok((SampledGaussian::new(self.sample_rate, sigma)?, steps))
+            average_tail: self.average_tail,
+            final_lr_fraction: self.final_lr_fraction,
+            fit_bias: self.fit_bias,
+            threads: self.threads,
+        }
     }
 
     /// The settings for `features` at `epsilon`: [`DpIntentConfig::sentence`] when the
@@ -369,17 +376,7 @@ pub fn fit_and_evaluate(
             let (mechanism, steps) = dp.plan()?;
             let sigma = mechanism.noise_multiplier;
             let mut acc = RdpAccountant::with_orders(orders_dp_accounting());
-            let sgd = DpSgdConfig {
-                sample_rate: dp.sample_rate,
-                noise_multiplier: sigma,
-                clip_norm: dp.clip_norm,
-                learning_rate: dp.learning_rate,
-                steps,
-                average_tail: dp.average_tail,
-                final_lr_fraction: dp.final_lr_fraction,
-                fit_bias: dp.fit_bias,
-                threads: dp.threads,
-            };
+            let sgd = dp.sgd_config(&mechanism, steps);
             if dp.label_prior > 0.0 {
                 model.add_label_name_prior(dp.label_prior)?;
             }

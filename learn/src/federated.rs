@@ -24,8 +24,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::accountant::{
-    Conversion, Delta, Epsilon, Guarantee, RdpAccountant, SampledGaussian, epsilon_for,
-    noise_multiplier_after, orders_dp_accounting,
+    Conversion, Delta, Epsilon, Guarantee, RdpAccountant, SampledGaussian, calibrate,
+    orders_dp_accounting,
 };
 use crate::aggregate::{UpdateCheck, WeightedSum};
 use crate::dpsgd::{DpSgdConfig, DpSgdReport, train_dp_sgd};
@@ -219,9 +219,8 @@ impl FederatedDp {
         let eps = Epsilon::new(self.epsilon)?;
         let delta = Delta::new(self.delta)?;
         let steps = self.total_steps()?;
-        let sigma = calibrate_sigma(eps, delta, self.sample_rate, steps)?;
         Ok((
-            SampledGaussian::new(self.sample_rate, sigma)?,
+            calibrate(eps, delta, self.sample_rate, steps)?,
             self.steps_per_round,
         ))
     }
@@ -241,60 +240,6 @@ impl FederatedDp {
             threads: self.threads,
         })
     }
-}
-
-/// σ with ε(σ) ∈ [target − 1e-7, target − 1e-9]: [`noise_multiplier_after`] brackets it to a
-/// relative 1e-4 in σ, which is up to ~1e-3 in ε; bisection then closes in. The last 1e-9
-/// of headroom absorbs the rounding of a ledger that adds the rounds' RDP curves one by one.
-fn calibrate_sigma(target: Epsilon, delta: Delta, q: f64, steps: u64) -> Result<f64> {
-    let orders = orders_dp_accounting();
-    let eps_at = |sigma: f64| -> Result<f64> {
-        let m = SampledGaussian::new(q, sigma)?;
-        Ok(epsilon_for(&m, steps, &orders, delta, Conversion::Improved)
-            .map(|g| g.epsilon.value())
-            .unwrap_or(f64::INFINITY))
-    };
-    let goal = target.value() - 1e-9;
-    let mut hi = noise_multiplier_after(
-        &RdpAccountant::with_orders(orders.clone()),
-        target,
-        delta,
-        q,
-        steps,
-        Conversion::Improved,
-    )?;
-    if eps_at(hi)? > goal {
-        hi *= 1.0 + 1e-6;
-    }
-    let mut lo = hi / (1.0 + 2e-4);
-    for _ in 0..64 {
-        if eps_at(lo)? > goal || lo < 1e-3 {
-            break;
-        }
-        lo /= 1.01;
-    }
-    for _ in 0..200 {
-        let e_hi = eps_at(hi)?;
-        if e_hi <= goal && goal - e_hi < 1e-7 - 1e-9 {
-            return Ok(hi);
-        }
-        let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        if eps_at(mid)? <= goal {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    if eps_at(hi)? <= target.value() {
-        // The curve is flat here (e.g. ε reached through the lowest order); good enough.
-        return Ok(hi);
-    }
-    Err(LearnError::Accounting(format!(
-        "could not calibrate σ for {target} at {delta} with q = {q} over {steps} steps"
-    )))
 }
 
 /// Reads a node assignment (`row,node` with a header; `row` is the 0-based index of a row of
@@ -823,7 +768,7 @@ mod tests {
         );
     }
     use super::*;
-    use crate::accountant::Epsilon;
+    use crate::accountant::{Epsilon, epsilon_for};
     use crate::featurise::SparseVec;
     use crate::ledger::{Budget, BudgetLedger, PlannedRun};
     use crate::softmax::SoftmaxRegression;

@@ -27,6 +27,7 @@ mod node;
 pub mod server;
 mod store;
 mod train;
+mod training;
 
 pub use archive::{
     Appended, EXPORT_SCHEMA, EraseReport, ExportedRecord, MergeReport, NewRecord, RotateReport,

@@ -36,16 +36,16 @@
 //! [`Node::read`] (allowed with the fields, or denied with the reason) and that is the one
 //! entry of the call; a call while no model exists reads nothing and is not logged.
 
+use crate::training::{TrainingLog, consent_state};
 use crate::{Actor, Collection, Node, NodeError, ReadOutcome, TimeRange};
-use amble_audit::Action;
 use amble_crypto::{ExternalRef, SubjectId};
 use amble_learn::dpsgd::{DpSgdConfig, train_dp_sgd};
 use amble_learn::eval::{DpIntentConfig, Privacy};
-use amble_learn::ledger::{Budget, Charge, PlannedRun};
+use amble_learn::ledger::{Budget, Charge};
 use amble_learn::needs::{NeedContext, NeedFeatureConfig, NeedModel, NeedPrediction};
 use amble_learn::noise::NoiseSource;
 use amble_learn::softmax::{ProgressFn, SgdConfig};
-use amble_policy::{Decision, DenyReason, ProjectedRecord, decide};
+use amble_policy::{DenyReason, ProjectedRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -341,36 +341,18 @@ impl Node {
     /// projection, and turns their timelines into training pairs. Returns the people with at
     /// least one pair and the number refused.
     fn need_rows(&self, actor: &Actor) -> Result<(Vec<PersonRows>, usize), NeedsError> {
-        let policy = self.policy();
-        let now = self.now();
-        let (mut people, mut refused) = (Vec::new(), 0usize);
-        for subject in self.archive.subjects()? {
-            let history = self.archive.load_consent(&subject)?;
-            let grant = match decide(&policy, &actor.id, actor.role, TRAIN_NEEDS, &history, now) {
-                Decision::Allow(g) => g,
-                Decision::Deny(_) => {
-                    refused += 1;
-                    continue;
+        let mut people = Vec::new();
+        let refused =
+            self.read_consenting(actor, TRAIN_NEEDS, Collection::Events, &READ, |person| {
+                let rows = Timeline::from_records(&person.records).prefixes();
+                if !rows.is_empty() {
+                    people.push(PersonRows {
+                        subject: person.subject,
+                        rows,
+                    });
                 }
-            };
-            if !grant.allows_collection(Collection::Events) {
-                continue;
-            }
-            let dek = self.archive.data_key(&subject)?;
-            let mut projected = Vec::new();
-            for c in READ.into_iter().filter(|c| grant.allows_collection(*c)) {
-                for r in self
-                    .archive
-                    .read_records_with(&dek, &subject, c, TimeRange::ALL)?
-                {
-                    projected.extend(grant.project(r.collection, r.time, &r.data));
-                }
-            }
-            let rows = Timeline::from_records(&projected).prefixes();
-            if !rows.is_empty() {
-                people.push(PersonRows { subject, rows });
-            }
-        }
+                Ok(())
+            })?;
         Ok((people, refused))
     }
 
@@ -436,72 +418,34 @@ impl Node {
             return Err(NeedsError::NothingToTrain);
         }
         // Everyone read with a history shaped the label set, so everyone counts as used.
-        let mut sorted: Vec<String> = people.iter().map(|p| p.subject.to_hex()).collect();
-        sorted.sort();
-        let consent_state_hash = hex::encode(amble_crypto::sha256(sorted.join("\n").as_bytes()));
+        let used: Vec<SubjectId> = people.iter().map(|p| p.subject).collect();
+        let (sorted, consent_state_hash) = consent_state(&used);
 
         let (trainer, charge) = match &cfg.privacy {
             Privacy::Dp(dp) => {
                 let (mechanism, steps) = dp.plan()?;
-                let mut ledger = self.ledger(budget)?;
-                let charge = ledger.check_and_charge(&PlannedRun {
-                    model: LEDGER_MODEL.into(),
-                    mechanism,
-                    steps,
-                    subjects: sorted.clone(),
-                })?;
                 // The node's one ledger, shared with intent training.
-                self.save_ledger(&ledger)?;
-                let sgd = DpSgdConfig {
-                    sample_rate: dp.sample_rate,
-                    noise_multiplier: mechanism.noise_multiplier,
-                    clip_norm: dp.clip_norm,
-                    learning_rate: dp.learning_rate,
-                    steps,
-                    average_tail: dp.average_tail,
-                    final_lr_fraction: dp.final_lr_fraction,
-                    fit_bias: dp.fit_bias,
-                    threads: dp.threads,
-                };
+                let charge = self.charge_run(budget, LEDGER_MODEL, mechanism, steps, sorted)?;
+                let sgd = dp.sgd_config(&mechanism, steps);
                 (Trainer::Dp(sgd), Some(charge))
             }
             Privacy::None(sgd) => (Trainer::Plain(sgd), None),
         };
         let run = self.next_needs_run()?;
-        let epsilon = charge
-            .as_ref()
-            .map_or("none (not private)".to_owned(), |c| {
-                format!("{:.4}", c.run.epsilon.value())
-            });
-        let collections: Vec<String> = READ.iter().map(|c| c.as_str().to_owned()).collect();
-        let policy_version = self.policy().version();
-        let mut drafts = Vec::with_capacity(people.len() + 1);
-        for p in &people {
-            let mut d = actor
-                .draft(Action::Train)
-                .subject(p.subject)
-                .purpose(TRAIN_NEEDS)
-                .decision(amble_audit::Decision::Allow)
-                .count("run", run)
-                .reason("model=needs");
-            d.collections = collections.clone();
-            d.policy_version = Some(policy_version);
-            drafts.push(d);
-        }
-        let mut summary = actor
-            .draft(Action::Train)
-            .purpose(TRAIN_NEEDS)
-            .count("run", run)
-            .count("subjects_used", people.len() as u64)
-            .count("subjects_refused", refused as u64)
-            .count("examples", examples.len() as u64)
-            .reason(format!(
-                "model=needs consent_state={consent_state_hash} epsilon={epsilon}"
-            ));
-        summary.collections = collections;
-        summary.policy_version = Some(policy_version);
-        drafts.push(summary);
-        self.audit.append_batch(drafts)?;
+        self.log_training_run(
+            actor,
+            &TrainingLog {
+                purpose: TRAIN_NEEDS,
+                model: "needs",
+                collections: &READ,
+                used: &used,
+                refused,
+                examples: examples.len(),
+                consent_state_hash: &consent_state_hash,
+                charge: charge.as_ref(),
+                counts: &[("run", run)],
+            },
+        )?;
         drop(gate);
 
         let t0 = Instant::now();
@@ -628,7 +572,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amble_policy::{Policy, Role};
+    use amble_policy::{Decision, Policy, Role, decide};
     use serde_json::json;
 
     const POLICY: &str = r#"

@@ -1,18 +1,19 @@
 //! The node's local trainer: training data is read through the policy's `train.*` purposes
 //! (only subjects whose consent holds *now*, only the fields the purpose may see), the privacy
-//! budget ledger is charged before any noise is drawn, and each run writes one audit entry
-//! with counts, the purpose and the ε spent — never identities or contents.
+//! budget ledger is charged before any noise is drawn, and each run writes an audit entry per
+//! person it used (so their access log names it) and a summary with counts, the purpose and
+//! the ε spent — never contents. The rules themselves live in `training.rs`.
 
+use crate::training::{TrainingLog, consent_state};
 use crate::{Actor, Collection, Node, NodeError, Result};
-use amble_audit::Action;
+use amble_crypto::SubjectId;
 use amble_learn::eval::{IntentReport, IntentTrainConfig, Privacy, TextRow, train_intent};
 use amble_learn::federated::{LocalTraining, local_update};
 use amble_learn::intent::IntentModel;
-use amble_learn::ledger::{Budget, BudgetLedger, Charge, PlannedRun};
+use amble_learn::ledger::{Budget, BudgetLedger, Charge};
 use amble_learn::noise::NoiseSource;
 use amble_learn::softmax::Example;
 use amble_learn::softmax::ProgressFn;
-use amble_policy::{Decision, decide};
 use serde::Serialize;
 
 const LEDGER_KEY: &str = "privacy_ledger";
@@ -77,50 +78,36 @@ impl Node {
 
     /// Collects intent-training rows: interactions with a resolved intent, of every subject
     /// whose consent for `train.intent` holds now, projected by the policy (text masked).
-    fn intent_rows(&self, actor: &Actor) -> Result<(Vec<TextRow>, Vec<UsedSubject>, usize)> {
-        let policy = self.policy();
-        let now = self.now();
-        let (mut rows, mut used, mut refused) = (Vec::new(), Vec::new(), 0);
-        for (n, subject) in self.archive.subjects()?.into_iter().enumerate() {
-            let history = self.archive.load_consent(&subject)?;
-            let grant = match decide(&policy, &actor.id, actor.role, TRAIN_INTENT, &history, now) {
-                Decision::Allow(g) => g,
-                Decision::Deny(_) => {
-                    refused += 1;
-                    continue;
-                }
-            };
-            if !grant.allows_collection(Collection::Interactions) {
-                continue;
-            }
-            let dek = self.archive.data_key(&subject)?;
-            let recs = self.archive.read_records_with(
-                &dek,
-                &subject,
-                Collection::Interactions,
-                crate::TimeRange::ALL,
-            )?;
-            let before = rows.len();
-            for r in &recs {
-                let Some(p) = grant.project(r.collection, r.time, &r.data) else {
-                    continue;
-                };
-                let text = p.get("text").and_then(|v| v.as_str());
-                let label = p.get("intent").and_then(|v| v.as_str());
-                if let (Some(text), Some(label)) = (text, label) {
-                    if !label.is_empty() && label != "unknown" {
+    /// Returns the rows, the people they came from and how many people the policy refused.
+    fn intent_rows(&self, actor: &Actor) -> Result<(Vec<TextRow>, Vec<SubjectId>, usize)> {
+        let (mut rows, mut used) = (Vec::new(), Vec::new());
+        let refused = self.read_consenting(
+            actor,
+            TRAIN_INTENT,
+            Collection::Interactions,
+            &[Collection::Interactions],
+            |person| {
+                let before = rows.len();
+                for p in &person.records {
+                    let text = p.get("text").and_then(|v| v.as_str());
+                    let label = p.get("intent").and_then(|v| v.as_str());
+                    if let (Some(text), Some(label)) = (text, label)
+                        && !label.is_empty()
+                        && label != "unknown"
+                    {
                         rows.push(TextRow {
                             text: text.to_owned(),
                             label: label.to_owned(),
-                            subject: Some(n as u64),
+                            subject: Some(person.index as u64),
                         });
                     }
                 }
-            }
-            if rows.len() > before {
-                used.push((subject.to_hex(), subject));
-            }
-        }
+                if rows.len() > before {
+                    used.push(person.subject);
+                }
+                Ok(())
+            },
+        )?;
         Ok((rows, used, refused))
     }
 
@@ -141,43 +128,28 @@ impl Node {
         if rows.is_empty() {
             return Err(NodeError::NothingToTrain(TRAIN_INTENT));
         }
-        let used: Vec<String> = used.into_iter().map(|(h, _)| h).collect();
-        let mut sorted = used.clone();
-        sorted.sort();
-        let consent_state_hash = hex::encode(amble_crypto::sha256(sorted.join("\n").as_bytes()));
+        let (sorted, consent_state_hash) = consent_state(&used);
         let charge = match &cfg.privacy {
             Privacy::Dp(dp) => {
                 let (mechanism, steps) = dp.plan()?;
-                let mut ledger = self.ledger(budget)?;
-                let charge = ledger.check_and_charge(&PlannedRun {
-                    model: "intent".into(),
-                    mechanism,
-                    steps,
-                    subjects: used.clone(),
-                })?;
-                self.save_ledger(&ledger)?;
-                Some(charge)
+                Some(self.charge_run(budget, "intent", mechanism, steps, sorted)?)
             }
             Privacy::None(_) => None,
         };
-        let mut entry = actor
-            .draft(Action::Train)
-            .purpose(TRAIN_INTENT)
-            .count("subjects_used", used.len() as u64)
-            .count("subjects_refused", refused as u64)
-            .count("examples", rows.len() as u64)
-            .reason(format!(
-                "model=intent consent_state={consent_state_hash} epsilon={}",
-                charge
-                    .as_ref()
-                    .map_or("none (not private)".to_owned(), |c| format!(
-                        "{:.4}",
-                        c.run.epsilon.value()
-                    ))
-            ));
-        entry.collections = vec![Collection::Interactions.as_str().to_owned()];
-        entry.policy_version = Some(self.policy().version());
-        self.audit.append_durable(entry)?;
+        self.log_training_run(
+            actor,
+            &TrainingLog {
+                purpose: TRAIN_INTENT,
+                model: "intent",
+                collections: &[Collection::Interactions],
+                used: &used,
+                refused,
+                examples: rows.len(),
+                consent_state_hash: &consent_state_hash,
+                charge: charge.as_ref(),
+                counts: &[],
+            },
+        )?;
         let (model, report) = train_intent(&rows, test, cfg, progress)?;
         self.store_intent_model(&model)?;
         Ok(TrainRun {
@@ -205,9 +177,6 @@ impl Node {
         }
     }
 }
-
-/// A subject whose data a run used: hex pseudonym (for the ledger) and the id (for the log).
-type UsedSubject = (String, amble_crypto::SubjectId);
 
 /// What the coordinator asked this node to do in one round.
 #[derive(Debug, Clone)]
@@ -284,58 +253,27 @@ impl Node {
         if known.is_empty() {
             return Err(NodeError::NothingToTrain(TRAIN_INTENT));
         }
-        let mut sorted = used.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>();
-        sorted.sort();
-        let consent_state_hash = hex::encode(amble_crypto::sha256(sorted.join("\n").as_bytes()));
+        let (sorted, consent_state_hash) = consent_state(&used);
         let charge = match &task.training {
             LocalTraining::Dp(dp) => {
-                let mut ledger = self.ledger(budget)?;
-                let charge = ledger.check_and_charge(&PlannedRun {
-                    model: "intent".into(),
-                    mechanism: dp.mechanism()?,
-                    steps: dp.steps,
-                    subjects: sorted.clone(),
-                })?;
-                self.save_ledger(&ledger)?;
-                Some(charge)
+                Some(self.charge_run(budget, "intent", dp.mechanism()?, dp.steps, sorted)?)
             }
             LocalTraining::Plain { .. } => None,
         };
-        let policy_version = self.policy().version();
-        let mut drafts = Vec::with_capacity(used.len() + 1);
-        for (_, subject) in &used {
-            let mut d = actor
-                .draft(Action::Train)
-                .subject(*subject)
-                .purpose(TRAIN_INTENT)
-                .decision(amble_audit::Decision::Allow)
-                .count("round", round)
-                .count("model_version", base_version);
-            d.collections = vec![Collection::Interactions.as_str().to_owned()];
-            d.policy_version = Some(policy_version);
-            drafts.push(d);
-        }
-        let mut summary = actor
-            .draft(Action::Train)
-            .purpose(TRAIN_INTENT)
-            .count("round", round)
-            .count("model_version", base_version)
-            .count("subjects_used", used.len() as u64)
-            .count("subjects_refused", refused as u64)
-            .count("examples", known.len() as u64)
-            .reason(format!(
-                "model=intent federated consent_state={consent_state_hash} epsilon={}",
-                charge
-                    .as_ref()
-                    .map_or("none (not private)".to_owned(), |c| format!(
-                        "{:.4}",
-                        c.run.epsilon.value()
-                    ))
-            ));
-        summary.collections = vec![Collection::Interactions.as_str().to_owned()];
-        summary.policy_version = Some(policy_version);
-        drafts.push(summary);
-        self.audit.append_batch(drafts)?;
+        self.log_training_run(
+            actor,
+            &TrainingLog {
+                purpose: TRAIN_INTENT,
+                model: "intent federated",
+                collections: &[Collection::Interactions],
+                used: &used,
+                refused,
+                examples: known.len(),
+                consent_state_hash: &consent_state_hash,
+                charge: charge.as_ref(),
+                counts: &[("round", round), ("model_version", base_version)],
+            },
+        )?;
         drop(gate);
 
         let texts: Vec<&str> = known.iter().map(|(r, _)| r.text.as_str()).collect();

@@ -1,5 +1,6 @@
 //! Local training through the policy: consent decides who is read, the budget ledger decides
-//! whether a private run may happen, and each run leaves one audit entry with counts.
+//! whether a private run may happen, and each run leaves an entry per person it used and one
+//! summary with counts.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -87,6 +88,20 @@ fn test_rows() -> Vec<TextRow> {
         .collect()
 }
 
+/// The per-person entries of the last training run (those after the previous summary).
+fn last_run_people(node: &Node) -> Vec<amble_audit::Entry> {
+    let entries = node.audit_log().entries(..).unwrap();
+    let mut run: Vec<_> = entries
+        .into_iter()
+        .rev()
+        .filter(|e| e.action == Action::Train)
+        .skip(1)
+        .take_while(|e| e.subject.is_some())
+        .collect();
+    run.reverse();
+    run
+}
+
 fn last_train_entry(node: &Node) -> amble_audit::Entry {
     node.audit_log()
         .entries(..)
@@ -110,7 +125,18 @@ fn withdrawn_subject_is_not_in_the_next_training_run() {
     assert!(run.report.accuracy > 0.5, "learns: {}", run.report.accuracy);
     let first = last_train_entry(&node);
     assert_eq!(first.counts.get("subjects_used"), Some(&12));
-    assert!(first.subject.is_none(), "one entry per run, no identities");
+    assert!(first.subject.is_none(), "the summary names no one");
+    let people = last_run_people(&node);
+    assert_eq!(
+        people.len(),
+        12,
+        "one entry per person used, for their access log"
+    );
+    assert!(
+        people
+            .iter()
+            .all(|e| e.purpose.as_deref() == Some("train.intent"))
+    );
 
     node.change_consent(&op(), &person(3), "train.intent", ConsentChange::Withdraw)
         .unwrap();
@@ -125,6 +151,11 @@ fn withdrawn_subject_is_not_in_the_next_training_run() {
         second.counts.get("subjects_used"),
         Some(&11),
         "the audit log shows the drop"
+    );
+    assert_eq!(
+        last_run_people(&node).len(),
+        11,
+        "the withdrawn person is not logged as used"
     );
     assert!(node.intent_model().unwrap().is_some(), "model stored");
 }
