@@ -6,10 +6,10 @@
 use crate::node_cmd::operator;
 use crate::output::Output;
 use amble_crypto::ExternalRef;
-use amble_learn::accountant::{Delta, Epsilon};
-use amble_learn::eval::{DpIntentConfig, IntentTrainConfig, Privacy, TextRow};
-use amble_learn::featurise::FeatureConfig;
-use amble_learn::ledger::Budget;
+use amble_learn::model::FeatureConfig;
+use amble_learn::privacy::Budget;
+use amble_learn::privacy::{Delta, Epsilon};
+use amble_learn::train::{DpIntentConfig, IntentTrainConfig, Privacy, TextRow};
 use amble_node::{ConsentChange, Node, ReadOutcome, TimeRange, ingest};
 use amble_policy::Role;
 use anyhow::{Context, Result};

@@ -12,8 +12,8 @@
 
 use amble_coordinator::FederationStatus;
 use amble_crypto::ExternalRef;
-use amble_learn::eval::TextRow;
-use amble_learn::intent::IntentModel;
+use amble_learn::model::IntentModel;
+use amble_learn::train::TextRow;
 use amble_net::ClientIdentity;
 use amble_node::{Actor, Collection, ConsentChange, NewRecord, Node};
 use amble_policy::Role;
@@ -43,7 +43,7 @@ pub struct LabSpec {
     pub min_nodes: usize,
     pub round_deadline_secs: u64,
     /// `[model] features`.
-    pub features: amble_learn::featurise::FeatureKind,
+    pub features: amble_learn::model::FeatureKind,
     /// n-gram buckets (2^dim_log2) for `hashed` and `both`.
     pub dim_log2: u8,
     pub label_prior: f32,
@@ -83,7 +83,7 @@ impl LabSpec {
             nodes_per_round: nodes,
             min_nodes: nodes.div_ceil(2).max(1),
             round_deadline_secs: 120,
-            features: amble_learn::featurise::FeatureKind::Sentence,
+            features: amble_learn::model::FeatureKind::Sentence,
             dim_log2: 14,
             label_prior: 5.0,
             local_epochs: 1,
@@ -629,7 +629,7 @@ fn terminate(child: &mut Child) -> Result<()> {
 
 /// Accuracy of `model` on `test`.
 pub fn accuracy(model: &IntentModel, test: &[TextRow]) -> Result<f64> {
-    let ex = amble_learn::eval::examples_for(model, test)?;
+    let ex = amble_learn::train::examples_for(model, test)?;
     Ok(model.softmax().accuracy(&ex)?)
 }
 
@@ -637,8 +637,8 @@ pub fn accuracy(model: &IntentModel, test: &[TextRow]) -> Result<f64> {
 /// featuriser; a version with another one is featurised afresh).
 pub struct TestSet<'a> {
     rows: &'a [TextRow],
-    features: amble_learn::featurise::FeatureConfig,
-    examples: Vec<amble_learn::softmax::Example>,
+    features: amble_learn::model::FeatureConfig,
+    examples: Vec<amble_learn::model::Example>,
 }
 
 impl<'a> TestSet<'a> {
@@ -646,7 +646,7 @@ impl<'a> TestSet<'a> {
         Ok(TestSet {
             rows,
             features: model.featuriser().config().clone(),
-            examples: amble_learn::eval::examples_for(model, rows)?,
+            examples: amble_learn::train::examples_for(model, rows)?,
         })
     }
 
@@ -733,11 +733,11 @@ pub fn banking77(data_dir: &Path, nodes: usize, max_per_node: Option<usize>) -> 
     if nodes == 0 || nodes > 10 {
         bail!("the Banking77 split has 10 groups; choose 1 to 10 nodes");
     }
-    let train = amble_learn::eval::read_intent_csv(&data_dir.join("train.csv"))?;
-    let test = amble_learn::eval::read_intent_csv(&data_dir.join("test.csv"))?;
+    let train = amble_learn::train::read_intent_csv(&data_dir.join("train.csv"))?;
+    let test = amble_learn::train::read_intent_csv(&data_dir.join("test.csv"))?;
     let split =
-        amble_learn::federated::read_split(&data_dir.join("split-10-nodes-dirichlet-0.5.csv"))?;
-    let groups = amble_learn::federated::split_rows(train, &split)?;
+        amble_learn::experiment::read_split(&data_dir.join("split-10-nodes-dirichlet-0.5.csv"))?;
+    let groups = amble_learn::experiment::split_rows(train, &split)?;
     let mut out = vec![NodeData::default(); nodes];
     for (g, rows) in groups.into_iter().enumerate() {
         out[g % nodes].rows.extend(rows);

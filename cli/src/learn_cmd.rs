@@ -2,17 +2,17 @@
 
 use crate::node_cmd::DataDirArgs;
 use crate::output::Output;
-use amble_learn::accountant::{
+use amble_learn::model::FeatureKind;
+use amble_learn::model::{Progress, SgdConfig};
+use amble_learn::privacy::Budget;
+use amble_learn::privacy::{
     Conversion, Delta, Epsilon, SampledGaussian, epsilon_for, noise_multiplier_for, orders_abadi,
     orders_dp_accounting, orders_opacus,
 };
-use amble_learn::eval::{
+use amble_learn::train::{
     DpIntentConfig, IntentTrainConfig, NeedTrainConfig, Privacy, read_intent_csv, train_intent_csv,
     train_needs_helpdesk,
 };
-use amble_learn::featurise::FeatureKind;
-use amble_learn::ledger::Budget;
-use amble_learn::softmax::{Progress, SgdConfig};
 use amble_node::NeedsTrainConfig;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -203,7 +203,7 @@ pub(crate) fn run_privacy(cmd: PrivacyCommand, out: &Output) -> Result<ExitCode>
             let d = Delta::new(delta)?;
             let eps = match accountant {
                 AccountantKind::Pld => {
-                    amble_learn::pld::pld_epsilon(&mech, steps, d, 1e-4)?.value()
+                    amble_learn::privacy::pld_epsilon(&mech, steps, d, 1e-4)?.value()
                 }
                 AccountantKind::Rdp => {
                     let orders = match orders {
@@ -391,12 +391,12 @@ fn train_needs(
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(n) = args.synthetic {
-        let synth = amble_learn::synth::SynthConfig {
+        let synth = amble_learn::experiment::SynthConfig {
             subjects: n,
             seed: args.seed,
-            ..amble_learn::synth::SynthConfig::default()
+            ..amble_learn::experiment::SynthConfig::default()
         };
-        let (_, r) = amble_learn::eval::train_needs_synthetic(&synth, Some(progress))?;
+        let (_, r) = amble_learn::train::train_needs_synthetic(&synth, Some(progress))?;
         bar.finish_and_clear();
         out.report(&r, || {
             format!(

@@ -9,10 +9,10 @@ mod common;
 
 use amble_cli::lab::{Banking77, Lab, LabSpec, TestSet, banking77, person_ref};
 use amble_coordinator::{FederationStatus, Phase};
-use amble_learn::accountant::{
+use amble_learn::federation::LocalTraining;
+use amble_learn::privacy::{
     Conversion, Delta, RdpAccountant, SampledGaussian, orders_dp_accounting,
 };
-use amble_learn::federated::LocalTraining;
 use amble_proto::v1 as pb;
 use pb::federation_client::FederationClient;
 use std::path::{Path, PathBuf};
@@ -68,9 +68,9 @@ fn assert_no_double_counting(s: &FederationStatus) {
 fn ledger_epsilon(dir: &Path) -> f64 {
     let node = amble_node::Node::open(dir, None, None).unwrap();
     let l = node
-        .ledger(amble_learn::ledger::Budget {
-            model_epsilon: amble_learn::accountant::Epsilon::new(1.0).unwrap(),
-            subject_epsilon: amble_learn::accountant::Epsilon::new(1.0).unwrap(),
+        .ledger(amble_learn::privacy::Budget {
+            model_epsilon: amble_learn::privacy::Epsilon::new(1.0).unwrap(),
+            subject_epsilon: amble_learn::privacy::Epsilon::new(1.0).unwrap(),
             delta: Delta::new(1e-5).unwrap(),
         })
         .unwrap();
@@ -120,18 +120,18 @@ fn three_nodes_ten_rounds_approach_central_training() {
         .collect();
     // Central: the same rows in one place, the same featuriser and label prior, plain SGD.
     let all: Vec<_> = b.nodes.iter().flat_map(|d| d.rows.clone()).collect();
-    let mut central = amble_learn::intent::IntentModel::initial(
+    let mut central = amble_learn::model::IntentModel::initial(
         b.labels.clone(),
-        amble_learn::featurise::FeatureConfig::sentence(),
+        amble_learn::model::FeatureConfig::sentence(),
         lab.spec.label_prior,
     )
     .unwrap();
-    let ex = amble_learn::eval::examples_for(&central, &all).unwrap();
+    let ex = amble_learn::train::examples_for(&central, &all).unwrap();
     central
         .softmax_mut()
         .train_sgd(
             &ex,
-            &amble_learn::softmax::SgdConfig {
+            &amble_learn::model::SgdConfig {
                 epochs: 10,
                 learning_rate: 0.5,
                 decay: 0.0,
@@ -618,7 +618,7 @@ struct Rogue {
 
 impl Rogue {
     async fn submit(&mut self, round: u64, version: u64, values: &[f32]) -> Result<u64, String> {
-        let bytes = amble_learn::aggregate::f32_to_le(values);
+        let bytes = amble_learn::federation::f32_to_le(values);
         let header = pb::UpdateHeader {
             round,
             model: "intent".into(),

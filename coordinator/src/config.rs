@@ -2,9 +2,9 @@
 //! `deploy/coordinator.example.toml` for a commented example.
 
 use crate::CoordinatorError;
-use amble_learn::aggregate::Rule;
-use amble_learn::featurise::{FeatureConfig, FeatureKind};
-use amble_learn::federated::{FederatedDp, LocalTraining};
+use amble_learn::federation::Rule;
+use amble_learn::federation::{FederatedDp, LocalTraining};
+use amble_learn::model::{FeatureConfig, FeatureKind};
 use amble_net::TlsFiles;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -167,8 +167,8 @@ pub struct Plan {
 
 impl Plan {
     /// The step the coordinator takes on each round's aggregate (the simulator's, too).
-    pub fn server_step(&self) -> amble_learn::federated::ServerStep {
-        amble_learn::federated::ServerStep {
+    pub fn server_step(&self) -> amble_learn::federation::ServerStep {
+        amble_learn::federation::ServerStep {
             learning_rate: self.server_learning_rate,
             final_lr_fraction: self.server_final_lr_fraction,
             momentum: self.server_momentum,

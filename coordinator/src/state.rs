@@ -21,8 +21,8 @@ use crate::{Caller, CoordinatorError, Result};
 use amble_audit::{Action, AuditLog, Clock, Decision, EntryDraft};
 use amble_audit::{Checkpoint, NoteSigner, NoteVerifier, verify_note};
 use amble_crypto::SigningKey;
-use amble_learn::aggregate::{Rejection, Rule, UpdateCheck, WeightedSum, aggregate_blocks};
-use amble_learn::intent::IntentModel;
+use amble_learn::federation::{Rejection, Rule, UpdateCheck, WeightedSum, aggregate_blocks};
+use amble_learn::model::IntentModel;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -645,7 +645,7 @@ impl Coordinator {
     /// Feeds a chunk of little-endian f32 values; refuses a bad chunk at once.
     pub fn feed(&self, up: &mut Upload, caller: &Caller, bytes: &[u8]) -> Result<()> {
         let res = (|| -> std::result::Result<(), Rejection> {
-            let values = amble_learn::aggregate::f32_from_le(bytes)?;
+            let values = amble_learn::federation::f32_from_le(bytes)?;
             up.check.feed(&values)?;
             up.digest.update(bytes);
             up.pending.extend_from_slice(&values);
@@ -843,7 +843,7 @@ impl Coordinator {
                 .map_err(|e| CoordinatorError::Corrupt(format!("robust aggregation: {e}")))?
             }
         };
-        let aggregate_norm = amble_learn::federated::l2_norm(&aggregate);
+        let aggregate_norm = amble_learn::federation::l2_norm(&aggregate);
         let mut next = inner.global.clone();
         let mut velocity = inner.velocity.clone();
         self.plan

@@ -70,7 +70,7 @@ fn spool_key(round: u64, node: &str, block: u32) -> Vec<u8> {
 }
 
 fn decode_block(bytes: &[u8]) -> Result<Vec<f32>> {
-    amble_learn::aggregate::f32_from_le(bytes)
+    amble_learn::federation::f32_from_le(bytes)
         .map_err(|e| CoordinatorError::Corrupt(format!("spooled block: {e}")))
 }
 
@@ -142,7 +142,7 @@ impl Store {
     /// The server's momentum after model `version` was published (empty without momentum).
     pub(crate) fn velocity(&self, version: u64) -> Result<Vec<f32>> {
         match self.velocity.get(version.to_be_bytes())? {
-            Some(b) => amble_learn::aggregate::f32_from_le(&b)
+            Some(b) => amble_learn::federation::f32_from_le(&b)
                 .map_err(|e| CoordinatorError::Corrupt(format!("server velocity: {e}"))),
             None => Ok(Vec::new()),
         }
@@ -152,7 +152,7 @@ impl Store {
         if !velocity.is_empty() {
             self.velocity.insert(
                 version.to_be_bytes(),
-                amble_learn::aggregate::f32_to_le(velocity),
+                amble_learn::federation::f32_to_le(velocity),
             )?;
         }
         Ok(())
@@ -195,7 +195,7 @@ impl Store {
     ) -> Result<()> {
         self.spool.insert(
             spool_key(round, node, block),
-            amble_learn::aggregate::f32_to_le(values),
+            amble_learn::federation::f32_to_le(values),
         )?;
         Ok(())
     }
@@ -226,7 +226,7 @@ impl Store {
             .spool
             .get(spool_key(round, node, block))?
             .ok_or_else(|| CoordinatorError::Corrupt("spooled block missing".into()))?;
-        amble_learn::aggregate::f32_decode_into(&bytes, buf)
+        amble_learn::federation::f32_decode_into(&bytes, buf)
             .map_err(|e| CoordinatorError::Corrupt(e.to_string()))
     }
 

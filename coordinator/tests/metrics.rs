@@ -69,7 +69,7 @@ async fn submit(
     round: u64,
     values: &[f32],
 ) -> Result<pb::UpdateReceipt, tonic::Status> {
-    let bytes = amble_learn::aggregate::f32_to_le(values);
+    let bytes = amble_learn::federation::f32_to_le(values);
     let header = pb::UpdateHeader {
         round,
         model: "intent".into(),

@@ -5,15 +5,15 @@
 
 use amble_audit::{AuditLog, EntryDraft, NoteSigner};
 use amble_coordinator::{Caller, Coordinator, CoordinatorConfig, Phase, Plan, TrainingRecord};
-use amble_learn::aggregate::Rule;
-use amble_learn::federated::LocalTraining;
+use amble_learn::federation::LocalTraining;
+use amble_learn::federation::Rule;
 use std::path::Path;
 
 fn plan(rule: Rule, nodes_per_round: usize) -> Plan {
     Plan {
         model: "intent".into(),
         labels: vec!["a".into(), "b".into(), "c".into()],
-        features: amble_learn::featurise::FeatureConfig {
+        features: amble_learn::model::FeatureConfig {
             dim_log2: 4,
             ..Default::default()
         },
@@ -58,7 +58,7 @@ fn open(dir: &Path, p: Plan) -> Coordinator {
 
 /// Streams `values` as an update in chunks of 7 values.
 fn submit(c: &Coordinator, node: &str, round: u64, values: &[f32]) -> Result<usize, String> {
-    let bytes = amble_learn::aggregate::f32_to_le(values);
+    let bytes = amble_learn::federation::f32_to_le(values);
     let who = caller(node);
     let mut up = c
         .begin_upload(
@@ -83,7 +83,7 @@ fn submit(c: &Coordinator, node: &str, round: u64, values: &[f32]) -> Result<usi
 fn flat(c: &Coordinator, version: u64) -> Vec<f32> {
     let who = caller("n1");
     let (_, bytes) = c.model_bytes(&who, Some(version)).unwrap();
-    amble_learn::intent::IntentModel::from_bytes(&bytes)
+    amble_learn::model::IntentModel::from_bytes(&bytes)
         .unwrap()
         .to_flat()
 }
@@ -197,7 +197,7 @@ fn bad_updates_are_refused_and_nothing_is_counted() {
     c.feed(
         &mut up,
         &who,
-        &amble_learn::aggregate::f32_to_le(&vec![0.0; len]),
+        &amble_learn::federation::f32_to_le(&vec![0.0; len]),
     )
     .unwrap();
     assert!(
@@ -221,7 +221,7 @@ fn a_restart_resumes_the_round_with_exactly_the_accepted_updates() {
         submit(&c, "n1", 1, &vec![0.2; len]).unwrap();
         // n2's upload is cut off half way (the process dies): spooled blocks, no receipt.
         let who = caller("n2");
-        let bytes = amble_learn::aggregate::f32_to_le(&vec![0.6; len]);
+        let bytes = amble_learn::federation::f32_to_le(&vec![0.6; len]);
         let mut up = c
             .begin_upload(
                 &who,
@@ -344,7 +344,7 @@ fn the_example_config_resolves_to_a_private_plan() {
     let enc = plan.features.sentence.as_ref().expect("sentence features");
     assert_eq!(
         enc.encoder,
-        amble_learn::encoder::SentenceEncoder::builtin_id()
+        amble_learn::model::SentenceEncoder::builtin_id()
     );
     assert_eq!(plan.features.dim(), 384);
     let both = text.replace("features = \"sentence\"", "features = \"both\"");

@@ -9,7 +9,7 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_learn::aggregate::{UpdateCheck, WeightedSum};
+use amble_learn::federation::{UpdateCheck, WeightedSum};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const UPDATES: usize = 100;

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use amble_learn::encoder::SentenceEncoder;
-use amble_learn::eval::read_intent_csv;
+use amble_learn::model::SentenceEncoder;
+use amble_learn::train::read_intent_csv;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn texts(n: usize) -> Vec<String> {

@@ -6,15 +6,13 @@
 
 use std::path::PathBuf;
 
-use amble_learn::accountant::{
-    Conversion, Delta, SampledGaussian, epsilon_for, orders_dp_accounting,
-};
-use amble_learn::dpsgd::{DpSgdConfig, train_dp_sgd};
-use amble_learn::eval::{examples_for, read_intent_csv};
-use amble_learn::featurise::{FeatureConfig, Featuriser};
-use amble_learn::intent::IntentModel;
-use amble_learn::noise::NoiseSource;
-use amble_learn::softmax::{Example, SgdConfig, SoftmaxRegression};
+use amble_learn::model::IntentModel;
+use amble_learn::model::{Example, SgdConfig, SoftmaxRegression};
+use amble_learn::model::{FeatureConfig, Featuriser};
+use amble_learn::privacy::NoiseSource;
+use amble_learn::privacy::{Conversion, Delta, SampledGaussian, epsilon_for, orders_dp_accounting};
+use amble_learn::privacy::{DpSgdConfig, train_dp_sgd};
+use amble_learn::train::{examples_for, read_intent_csv};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 fn banking(dim_log2: u8) -> (IntentModel, Vec<Example>) {
@@ -113,7 +111,7 @@ fn noise(c: &mut Criterion) {
         let n = 10_000;
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function("opendp_gaussian_10k", |b| {
-            b.iter(|| amble_learn::opendp_ref::gaussian_samples(n, 1.0).expect("opendp"))
+            b.iter(|| amble_learn::privacy::gaussian_samples(n, 1.0).expect("opendp"))
         });
         g.finish();
     }

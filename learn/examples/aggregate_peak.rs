@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::time::Instant;
 
-use amble_learn::aggregate::{
+use amble_learn::federation::{
     Rule, UpdateCheck, WeightedSum, aggregate_blocks, f32_decode_into, f32_to_le,
 };
 

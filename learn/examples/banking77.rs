@@ -5,9 +5,9 @@
 //! `CHAR_MIN`, `CHAR_MAX`, `WORD_MAX` change the featuriser.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-use amble_learn::eval::*;
-use amble_learn::featurise::FeatureConfig;
-use amble_learn::softmax::SgdConfig;
+use amble_learn::model::FeatureConfig;
+use amble_learn::model::SgdConfig;
+use amble_learn::train::*;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 use std::path::PathBuf;
 
-use amble_learn::eval::{NeedTrainConfig, read_event_log, train_needs_cases, train_needs_helpdesk};
+use amble_learn::train::{
+    NeedTrainConfig, read_event_log, train_needs_cases, train_needs_helpdesk,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/helpdesk");

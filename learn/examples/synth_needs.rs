@@ -4,8 +4,8 @@
 //! (the same evaluation as `amble train needs --synthetic N`).
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-use amble_learn::eval::train_needs_synthetic;
-use amble_learn::synth::{SynthConfig, generate};
+use amble_learn::experiment::{SynthConfig, generate};
+use amble_learn::train::train_needs_synthetic;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

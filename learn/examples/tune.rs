@@ -17,12 +17,13 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use amble_learn::eval::{
+use amble_learn::experiment::{SimConfig, read_split, simulate_examples, split_rows};
+use amble_learn::federation::FederatedDp;
+use amble_learn::model::FeatureConfig;
+use amble_learn::model::IntentModel;
+use amble_learn::train::{
     DpIntentConfig, Privacy, TextRow, examples_for, fit_and_evaluate, read_intent_csv,
 };
-use amble_learn::featurise::FeatureConfig;
-use amble_learn::federated::{FederatedDp, SimConfig, read_split, simulate_examples, split_rows};
-use amble_learn::intent::IntentModel;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

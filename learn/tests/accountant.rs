@@ -2,11 +2,11 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_learn::accountant::{
+use amble_learn::privacy::pld_epsilon;
+use amble_learn::privacy::{
     Conversion, Delta, Epsilon, RdpAccountant, SampledGaussian, epsilon_for, noise_multiplier_for,
     orders_abadi, orders_dp_accounting, orders_fine, orders_opacus,
 };
-use amble_learn::pld::pld_epsilon;
 use proptest::prelude::*;
 
 fn eps(q: f64, sigma: f64, steps: u64, orders: &[f64], conv: Conversion) -> f64 {
@@ -209,7 +209,7 @@ proptest! {
 #[cfg(feature = "opendp-reference")]
 #[test]
 fn full_batch_gaussian_agrees_with_opendp() {
-    use amble_learn::opendp_ref::{gaussian_epsilon, gaussian_rho};
+    use amble_learn::privacy::{gaussian_epsilon, gaussian_rho};
     let sigma = 3.0;
     let rho = gaussian_rho(sigma, 1.0).unwrap();
     let m = SampledGaussian::new(1.0, sigma).unwrap();

@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 
-use amble_learn::eval::{
+use amble_learn::model::FeatureConfig;
+use amble_learn::model::SgdConfig;
+use amble_learn::train::{
     DpIntentConfig, IntentTrainConfig, Privacy, TextRow, read_intent_csv, train_intent,
     train_intent_csv,
 };
-use amble_learn::featurise::FeatureConfig;
-use amble_learn::softmax::SgdConfig;
 
 fn data(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -89,7 +89,7 @@ fn unknown_test_label_is_an_error_not_a_wrong_answer() {
     assert!(train_intent(&train[..200], &test, &cfg, None).is_err());
 }
 
-fn full_run(features: FeatureConfig, privacy: Privacy) -> amble_learn::eval::IntentReport {
+fn full_run(features: FeatureConfig, privacy: Privacy) -> amble_learn::train::IntentReport {
     let cfg = IntentTrainConfig { features, privacy };
     let r = train_intent_csv(&data("train.csv"), &data("test.csv"), &cfg, None).unwrap();
     println!("{}", serde_json::to_string_pretty(&r).unwrap());

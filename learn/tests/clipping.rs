@@ -2,10 +2,10 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_learn::dpsgd::{DpSgdConfig, subject_gradient, train_dp_sgd};
-use amble_learn::featurise::SparseVec;
-use amble_learn::noise::NoiseSource;
-use amble_learn::softmax::{Example, SoftmaxRegression};
+use amble_learn::model::SparseVec;
+use amble_learn::model::{Example, SoftmaxRegression};
+use amble_learn::privacy::NoiseSource;
+use amble_learn::privacy::{DpSgdConfig, subject_gradient, train_dp_sgd};
 use proptest::prelude::*;
 
 const K: usize = 5;

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use amble_learn::encoder::{BUILTIN_NAME, SentenceEncoder};
+use amble_learn::model::{BUILTIN_NAME, SentenceEncoder};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -39,7 +39,7 @@ fn reference() -> Reference {
 }
 
 fn banking77_test_texts() -> Vec<String> {
-    amble_learn::eval::read_intent_csv(&here("../data/banking77/test.csv"))
+    amble_learn::train::read_intent_csv(&here("../data/banking77/test.csv"))
         .unwrap()
         .into_iter()
         .map(|r| r.text)
@@ -50,7 +50,7 @@ fn banking77_test_texts() -> Vec<String> {
 fn tokenizer_gives_the_reference_ids_for_awkward_text() {
     let enc = SentenceEncoder::builtin().unwrap();
     let r = reference();
-    assert_eq!(r.max_seq_length, amble_learn::encoder::MAX_TOKENS);
+    assert_eq!(r.max_seq_length, amble_learn::model::MAX_TOKENS);
     assert!(r.tokens.len() >= 20);
     for t in &r.tokens {
         assert_eq!(enc.tokenize(&t.text), t.ids, "text {:?}", t.text);

@@ -3,7 +3,7 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_learn::featurise::{FeatureConfig, Featuriser};
+use amble_learn::model::{FeatureConfig, Featuriser};
 
 fn f() -> Featuriser {
     Featuriser::new(FeatureConfig::default()).unwrap()
@@ -49,7 +49,7 @@ fn related_texts_share_features_unrelated_do_not_much() {
     let a = f().featurise("my card has not arrived").unwrap();
     let b = f().featurise("the card hasn't arrived yet").unwrap();
     let c = f().featurise("我的银行卡丢了").unwrap();
-    let dot = |x: &amble_learn::featurise::SparseVec, y: &amble_learn::featurise::SparseVec| {
+    let dot = |x: &amble_learn::model::SparseVec, y: &amble_learn::model::SparseVec| {
         x.indices
             .iter()
             .zip(&x.values)
@@ -69,9 +69,9 @@ const GOLDEN_EN: &[u32] = &[144, 1218, 1296, 4683, 4779, 5343, 5384, 5471, 7000,
 const GOLDEN_ZH: &[u32] = &[7469, 8999, 9517, 10423, 11839, 16100, 18147, 19503, 24296, 31648, 33076, 41292, 43386, 47494, 49482, 50709, 51680, 52137, 56910, 57504, 57798, 59398, 62560, 62618, 63888, 64097, 65530];
 
 mod sentence {
-    use amble_learn::encoder::{EmbeddingCache, SentenceEncoder};
-    use amble_learn::featurise::{FeatureConfig, Featuriser, SENTENCE_DIM_HINT, SparseVec};
-    use amble_learn::intent::{IntentModel, label_phrase};
+    use amble_learn::model::{EmbeddingCache, SentenceEncoder};
+    use amble_learn::model::{FeatureConfig, Featuriser, SENTENCE_DIM_HINT, SparseVec};
+    use amble_learn::model::{IntentModel, label_phrase};
 
     fn norm2(v: &SparseVec, range: std::ops::Range<u32>) -> f32 {
         v.indices

@@ -7,11 +7,10 @@
 
 use std::path::PathBuf;
 
-use amble_learn::eval::{TextRow, read_intent_csv};
-use amble_learn::featurise::FeatureConfig;
-use amble_learn::federated::{
-    FederatedDp, LocalTraining, SimConfig, SimReport, read_split, simulate, split_rows,
-};
+use amble_learn::experiment::{SimConfig, SimReport, read_split, simulate, split_rows};
+use amble_learn::federation::{FederatedDp, LocalTraining};
+use amble_learn::model::FeatureConfig;
+use amble_learn::train::{TextRow, read_intent_csv};
 
 fn data(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

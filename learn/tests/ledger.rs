@@ -2,11 +2,11 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_learn::accountant::{
+use amble_learn::LearnError;
+use amble_learn::privacy::{Budget, BudgetLedger, PlannedRun};
+use amble_learn::privacy::{
     Conversion, Delta, Epsilon, SampledGaussian, epsilon_for, orders_dp_accounting,
 };
-use amble_learn::error::LearnError;
-use amble_learn::ledger::{Budget, BudgetLedger, PlannedRun};
 
 fn ledger() -> BudgetLedger {
     BudgetLedger::new(Budget {

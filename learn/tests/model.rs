@@ -2,10 +2,10 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_learn::featurise::FeatureConfig;
-use amble_learn::intent::IntentModel;
-use amble_learn::needs::{NeedContext, NeedFeatureConfig, NeedModel};
-use amble_learn::softmax::{Example, SgdConfig};
+use amble_learn::model::FeatureConfig;
+use amble_learn::model::IntentModel;
+use amble_learn::model::{Example, SgdConfig};
+use amble_learn::model::{NeedContext, NeedFeatureConfig, NeedModel};
 
 fn trained_intent() -> IntentModel {
     let labels = vec![

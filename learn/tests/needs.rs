@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
-use amble_learn::eval::{NeedTrainConfig, train_needs_helpdesk};
-use amble_learn::needs::{NeedFeatureConfig, NeedModel};
-use amble_learn::softmax::SgdConfig;
-use amble_learn::synth::{SynthConfig, generate};
+use amble_learn::experiment::{SynthConfig, generate};
+use amble_learn::model::SgdConfig;
+use amble_learn::model::{NeedFeatureConfig, NeedModel};
+use amble_learn::train::{NeedTrainConfig, train_needs_helpdesk};
 
 fn data(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -41,7 +41,7 @@ fn helpdesk_predictor_beats_the_most_frequent_next_baseline() {
     );
 }
 
-fn synth_model(subjects: usize) -> (NeedModel, Vec<amble_learn::synth::SynthSubject>) {
+fn synth_model(subjects: usize) -> (NeedModel, Vec<amble_learn::experiment::SynthSubject>) {
     let people = generate(&SynthConfig {
         subjects,
         seed: 11,
@@ -96,7 +96,7 @@ fn need_predictor_recovers_the_planted_rule_on_synthetic_archives() {
 #[test]
 fn need_prediction_names_the_features_that_drove_it() {
     let (m, _) = synth_model(3000);
-    let ctx = amble_learn::needs::NeedContext {
+    let ctx = amble_learn::model::NeedContext {
         events: vec!["rent_paid".into(), "card_lost".into()],
         tags: vec!["stage:student".into()],
     };

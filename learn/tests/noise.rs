@@ -3,7 +3,7 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_learn::noise::NoiseSource;
+use amble_learn::privacy::NoiseSource;
 
 fn mean_var(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;
@@ -54,7 +54,7 @@ fn ks(mut a: Vec<f64>, mut b: Vec<f64>) -> f64 {
 #[test]
 fn noise_distribution_matches_opendp_sampler() {
     let (n, scale) = (20_000, 2.5);
-    let theirs = amble_learn::opendp_ref::gaussian_samples(n, scale).unwrap();
+    let theirs = amble_learn::privacy::gaussian_samples(n, scale).unwrap();
     let mut ours = vec![0.0; n];
     NoiseSource::from_os()
         .unwrap()

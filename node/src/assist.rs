@@ -53,7 +53,7 @@ use crate::{Actor, Node, NodeError};
 use amble_audit::Action;
 use amble_consent::AssistanceLevel;
 use amble_crypto::ExternalRef;
-use amble_learn::intent::{IntentModel, IntentScore};
+use amble_learn::model::{IntentModel, IntentScore};
 use amble_policy::Line;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 //!
 //! A person's *timeline*: their event kinds in time order, and as tags their life stage and
 //! age band as they stood at each moment. The training set is the one the learn crate's
-//! [`amble_learn::eval::case_prefixes`] builds for an event log: for every event after the
+//! [`amble_learn::train::case_prefixes`] builds for an event log: for every event after the
 //! first, the history before it (and the tags as of the previous event) is the context, and
 //! the event's kind is the need that followed. A prediction asks the same question of the
 //! whole history: what comes next for this person.
@@ -39,12 +39,12 @@
 use crate::training::{TrainingLog, consent_state};
 use crate::{Actor, Collection, Node, NodeError, ReadOutcome, TimeRange};
 use amble_crypto::{ExternalRef, SubjectId};
-use amble_learn::dpsgd::{DpSgdConfig, train_dp_sgd};
-use amble_learn::eval::{DpIntentConfig, Privacy};
-use amble_learn::ledger::{Budget, Charge};
-use amble_learn::needs::{NeedContext, NeedFeatureConfig, NeedModel, NeedPrediction};
-use amble_learn::noise::NoiseSource;
-use amble_learn::softmax::{ProgressFn, SgdConfig};
+use amble_learn::model::{NeedContext, NeedFeatureConfig, NeedModel, NeedPrediction};
+use amble_learn::model::{ProgressFn, SgdConfig};
+use amble_learn::privacy::NoiseSource;
+use amble_learn::privacy::{Budget, Charge};
+use amble_learn::privacy::{DpSgdConfig, train_dp_sgd};
+use amble_learn::train::{DpIntentConfig, Privacy};
 use amble_policy::{DenyReason, ProjectedRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

@@ -123,7 +123,7 @@ pub struct Node {
     /// Sentence embeddings of training texts, kept between federated rounds so each text is
     /// encoded once. Memory only; holds only the texts the latest round read, and is emptied
     /// (voiding any round in flight) when anyone's consent is withdrawn or anyone is erased.
-    pub(crate) embeddings: amble_learn::encoder::EmbeddingCache,
+    pub(crate) embeddings: amble_learn::model::EmbeddingCache,
     /// What "now" is for consent, policy decisions and time stamps (tests move a
     /// [`amble_audit::ManualClock`]).
     clock: Arc<dyn Clock>,
@@ -178,7 +178,7 @@ impl Node {
             signer,
             origin,
             consent_gate: std::sync::Mutex::new(()),
-            embeddings: amble_learn::encoder::EmbeddingCache::new(),
+            embeddings: amble_learn::model::EmbeddingCache::new(),
             clock: amble_audit::clock::system(),
             controller: Controller {
                 pii_controller: "the organisation operating this amble node".into(),

@@ -7,13 +7,13 @@
 use crate::training::{TrainingLog, consent_state};
 use crate::{Actor, Collection, Node, NodeError, Result};
 use amble_crypto::SubjectId;
-use amble_learn::eval::{IntentReport, IntentTrainConfig, Privacy, TextRow, train_intent};
-use amble_learn::federated::{LocalTraining, local_update};
-use amble_learn::intent::IntentModel;
-use amble_learn::ledger::{Budget, BudgetLedger, Charge};
-use amble_learn::noise::NoiseSource;
-use amble_learn::softmax::Example;
-use amble_learn::softmax::ProgressFn;
+use amble_learn::federation::{LocalTraining, local_update};
+use amble_learn::model::Example;
+use amble_learn::model::IntentModel;
+use amble_learn::model::ProgressFn;
+use amble_learn::privacy::NoiseSource;
+use amble_learn::privacy::{Budget, BudgetLedger, Charge};
+use amble_learn::train::{IntentReport, IntentTrainConfig, Privacy, TextRow, train_intent};
 use serde::Serialize;
 
 const LEDGER_KEY: &str = "privacy_ledger";

@@ -16,8 +16,8 @@
 use crate::{Actor, Collection, Node, Result, TimeRange};
 use amble_audit::Action;
 use amble_crypto::SubjectId;
-use amble_learn::accountant::SampledGaussian;
-use amble_learn::ledger::{Budget, Charge, PlannedRun};
+use amble_learn::privacy::SampledGaussian;
+use amble_learn::privacy::{Budget, Charge, PlannedRun};
 use amble_policy::{Decision, ProjectedRecord, decide};
 
 /// One person whose consent for the purpose holds, with what the policy lets the run see.

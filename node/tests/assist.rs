@@ -10,8 +10,8 @@ mod server_support;
 
 use amble_consent::{AssistanceLevel, Method};
 use amble_crypto::ExternalRef;
-use amble_learn::eval::{IntentTrainConfig, TextRow};
-use amble_learn::ledger::Budget;
+use amble_learn::privacy::Budget;
+use amble_learn::train::{IntentTrainConfig, TextRow};
 use amble_node::assist::{ClassifyOptions, Route};
 use amble_node::server::{Limits, ServeConfig, Server, ServerError, TlsFiles};
 use amble_node::{Actor, Collection, ConsentChange, NeedsTrainConfig, NewRecord, Node};
@@ -54,7 +54,7 @@ fn r(s: &str) -> ExternalRef {
 }
 
 fn budget() -> Budget {
-    use amble_learn::accountant::{Delta, Epsilon};
+    use amble_learn::privacy::{Delta, Epsilon};
     Budget {
         model_epsilon: Epsilon::new(10.0).unwrap(),
         subject_epsilon: Epsilon::new(10.0).unwrap(),
@@ -491,8 +491,8 @@ async fn each_subject_call_leaves_one_audit_entry_and_the_text_is_never_logged()
 /// Synthetic people with their events and the need that followed, all consenting to
 /// `train.needs` and `personalisation` except the last, who consented to training only; then
 /// a non-private need model trained on them.
-fn prepare_needs(node: &Node) -> Vec<amble_learn::synth::SynthSubject> {
-    let people = amble_learn::synth::generate(&amble_learn::synth::SynthConfig {
+fn prepare_needs(node: &Node) -> Vec<amble_learn::experiment::SynthSubject> {
+    let people = amble_learn::experiment::generate(&amble_learn::experiment::SynthConfig {
         subjects: 60,
         seed: 3,
         ..Default::default()

@@ -5,8 +5,8 @@
 
 use amble_consent::Method;
 use amble_crypto::ExternalRef;
-use amble_learn::accountant::{Delta, Epsilon};
-use amble_learn::ledger::Budget;
+use amble_learn::privacy::Budget;
+use amble_learn::privacy::{Delta, Epsilon};
 use amble_node::{
     Actor, BackupError, Collection, ConsentChange, NewRecord, Node, NodeError, restore,
 };

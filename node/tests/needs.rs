@@ -9,9 +9,9 @@
 use amble_audit::{Action, Decision as Logged, Entry};
 use amble_consent::Method;
 use amble_crypto::ExternalRef;
-use amble_learn::accountant::{Delta, Epsilon};
-use amble_learn::ledger::Budget;
-use amble_learn::synth::{SynthConfig, SynthSubject, generate};
+use amble_learn::experiment::{SynthConfig, SynthSubject, generate};
+use amble_learn::privacy::Budget;
+use amble_learn::privacy::{Delta, Epsilon};
 use amble_node::needs::{NeedsError, PERSONALISATION, TRAIN_NEEDS};
 use amble_node::{Actor, Collection, ConsentChange, NeedsTrainConfig, NewRecord, Node};
 use amble_policy::{DenyReason, Role};

@@ -7,9 +7,9 @@
 use amble_audit::Action;
 use amble_consent::Method;
 use amble_crypto::ExternalRef;
-use amble_learn::accountant::{Delta, Epsilon};
-use amble_learn::eval::{DpIntentConfig, IntentTrainConfig, Privacy, TextRow};
-use amble_learn::ledger::Budget;
+use amble_learn::privacy::Budget;
+use amble_learn::privacy::{Delta, Epsilon};
+use amble_learn::train::{DpIntentConfig, IntentTrainConfig, Privacy, TextRow};
 use amble_node::{Actor, Collection, ConsentChange, NewRecord, Node, NodeError};
 use amble_policy::Role;
 
@@ -227,9 +227,9 @@ fn a_lowered_budget_holds_once_a_ledger_exists() {
 /// and the next round holds only the people it was allowed to read.
 #[test]
 fn cached_embeddings_never_outlive_consent_or_erasure() {
-    use amble_learn::featurise::FeatureConfig;
-    use amble_learn::federated::LocalTraining;
-    use amble_learn::intent::IntentModel;
+    use amble_learn::federation::LocalTraining;
+    use amble_learn::model::FeatureConfig;
+    use amble_learn::model::IntentModel;
     use amble_node::RoundTask;
 
     let dir = tempfile::tempdir().unwrap();

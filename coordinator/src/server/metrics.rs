@@ -133,7 +133,7 @@ pub(crate) fn render(c: &Coordinator, grpc: &GrpcStats) -> Result<String, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amble_learn::aggregate::Rejection;
+    use amble_learn::federation::Rejection;
 
     #[test]
     fn refusal_reasons_fall_in_their_class() {

@@ -14,9 +14,9 @@
 
 use super::Shared;
 use crate::{Actor, NodeError};
-use amble_learn::federated::LocalTraining;
-use amble_learn::intent::IntentModel;
-use amble_learn::ledger::Budget;
+use amble_learn::federation::LocalTraining;
+use amble_learn::model::IntentModel;
+use amble_learn::privacy::Budget;
 use amble_net::ClientIdentity;
 use amble_proto::v1 as pb;
 use pb::federation_client::FederationClient;
@@ -55,11 +55,11 @@ fn default_delta() -> f64 {
 
 impl FederationConfig {
     pub(crate) fn budget(&self) -> Result<Budget, NodeError> {
-        let eps = amble_learn::accountant::Epsilon::new(self.epsilon_budget)?;
+        let eps = amble_learn::privacy::Epsilon::new(self.epsilon_budget)?;
         Ok(Budget {
             model_epsilon: eps,
             subject_epsilon: eps,
-            delta: amble_learn::accountant::Delta::new(self.delta)?,
+            delta: amble_learn::privacy::Delta::new(self.delta)?,
         })
     }
 }
@@ -146,7 +146,7 @@ fn save_pending(n: &crate::Node, p: &Pending) -> Result<(), NodeError> {
     };
     n.set_meta(
         PENDING_VALUES_KEY,
-        &amble_learn::aggregate::f32_to_le(&p.delta),
+        &amble_learn::federation::f32_to_le(&p.delta),
     )?;
     let json = serde_json::to_vec(&header).map_err(|e| corrupt("pending update", e))?;
     n.set_meta(PENDING_KEY, &json)
@@ -536,7 +536,7 @@ async fn upload(
     model: &str,
     p: &Pending,
 ) -> Result<pb::UpdateReceipt, tonic::Status> {
-    let bytes = amble_learn::aggregate::f32_to_le(&p.delta);
+    let bytes = amble_learn::federation::f32_to_le(&p.delta);
     let header = pb::UpdateHeader {
         round: p.round,
         model: model.to_owned(),

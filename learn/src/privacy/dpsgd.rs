@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::accountant::{RdpAccountant, SampledGaussian};
 use crate::error::{LearnError, Result};
-use crate::noise::NoiseSource;
-use crate::softmax::{Example, ProgressFn, SoftmaxRegression, probabilities_into, report};
+use crate::model::{Example, ProgressFn, SoftmaxRegression, probabilities_into, report};
+use crate::privacy::NoiseSource;
+use crate::privacy::{RdpAccountant, SampledGaussian};
 
 /// DP-SGD settings. The privacy-relevant ones are `sample_rate`, `noise_multiplier` and
 /// `steps`; `clip_norm` scales the noise with the sensitivity.
@@ -402,7 +402,7 @@ pub fn train_dp_sgd(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::featurise::SparseVec;
+    use crate::model::SparseVec;
 
     /// The single-example fast path must add exactly what [`subject_gradient`] computes.
     #[test]

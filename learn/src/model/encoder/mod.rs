@@ -25,7 +25,7 @@ use ring::digest;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LearnError, Result};
-use crate::softmax::{ProgressFn, report};
+use crate::model::{ProgressFn, report};
 use bert::{Bert, BertConfig};
 use wordpiece::WordPiece;
 
@@ -78,10 +78,11 @@ pub const BUILTIN_WEIGHTS_SHA256: &str =
 #[cfg(feature = "builtin-encoder")]
 mod builtin {
     pub(super) const CONFIG: &[u8] =
-        include_bytes!("../../../data/models/all-MiniLM-L6-v2/config.json");
-    pub(super) const VOCAB: &str = include_str!("../../../data/models/all-MiniLM-L6-v2/vocab.txt");
+        include_bytes!("../../../../data/models/all-MiniLM-L6-v2/config.json");
+    pub(super) const VOCAB: &str =
+        include_str!("../../../../data/models/all-MiniLM-L6-v2/vocab.txt");
     pub(super) const WEIGHTS: &[u8] =
-        include_bytes!("../../../data/models/all-MiniLM-L6-v2/model.f16.safetensors");
+        include_bytes!("../../../../data/models/all-MiniLM-L6-v2/model.f16.safetensors");
 }
 
 impl SentenceEncoder {

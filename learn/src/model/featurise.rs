@@ -8,7 +8,7 @@
 //!   `std`'s randomly keyed hasher: a model trained on one node must see the same indices on
 //!   another. Indices `0 .. 2^dim_log2`.
 //! - **Sentence embedding** ([`SentenceFeatures`]): the public pretrained encoder's unit vector
-//!   for the text (see [`crate::encoder`]), minus a public centre, renormalised. Indices
+//!   for the text (see [`crate::model`]), minus a public centre, renormalised. Indices
 //!   `2^dim_log2 ..` (or from 0 without a hashed block).
 //!
 //! With both, the sentence block carries `share` of the squared norm and the n-grams the rest, so
@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{EmbeddingCache, EncoderId, SentenceEncoder, Ticket};
 use crate::error::{LearnError, Result};
-use crate::softmax::ProgressFn;
+use crate::model::ProgressFn;
+use crate::model::{EmbeddingCache, EncoderId, SentenceEncoder, Ticket};
 
 /// A sparse vector: strictly increasing `indices` and their `values` (same length).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -136,7 +136,7 @@ pub struct SentenceFeatures {
     pub share: f32,
     /// Subtracted from every embedding before renormalising (empty = nothing). Sentence
     /// embeddings of one domain share a large common direction that carries no class
-    /// information but would still carry noise; [`crate::intent::IntentModel::new`] sets this to
+    /// information but would still carry noise; [`crate::model::IntentModel::new`] sets this to
     /// the mean embedding of the intent *names* — public, so it costs no privacy — which is
     /// within a few degrees of the data's own mean.
     #[serde(default)]

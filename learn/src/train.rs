@@ -5,16 +5,16 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::accountant::{
+use crate::error::{LearnError, Result};
+use crate::model::FeatureConfig;
+use crate::model::IntentModel;
+use crate::model::{Example, ProgressFn, SgdConfig, argmax, report};
+use crate::model::{NeedContext, NeedFeatureConfig, NeedModel};
+use crate::privacy::NoiseSource;
+use crate::privacy::{
     Conversion, Delta, Epsilon, RdpAccountant, SampledGaussian, calibrate, orders_dp_accounting,
 };
-use crate::dpsgd::{DpSgdConfig, train_dp_sgd};
-use crate::error::{LearnError, Result};
-use crate::featurise::FeatureConfig;
-use crate::intent::IntentModel;
-use crate::needs::{NeedContext, NeedFeatureConfig, NeedModel};
-use crate::noise::NoiseSource;
-use crate::softmax::{Example, ProgressFn, SgdConfig, argmax, report};
+use crate::privacy::{DpSgdConfig, train_dp_sgd};
 
 /// One labelled text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -584,14 +584,14 @@ pub fn read_event_log(path: &Path) -> Result<Vec<Case>> {
 }
 
 /// Every prefix of every case with the activity that follows it (or [`END_OF_CASE`]), each
-/// holding at most the last [`MAX_CONTEXT_EVENTS`](crate::needs::MAX_CONTEXT_EVENTS) events
+/// holding at most the last [`MAX_CONTEXT_EVENTS`](crate::model::MAX_CONTEXT_EVENTS) events
 /// (all the features look at), so memory grows linearly with the log, not with the square of
 /// its longest case.
 pub fn case_prefixes(cases: &[Case], resource_tag: bool) -> Vec<(NeedContext, String)> {
     let mut out = Vec::new();
     for c in cases {
         for i in 1..=c.events.len() {
-            let from = i.saturating_sub(crate::needs::MAX_CONTEXT_EVENTS);
+            let from = i.saturating_sub(crate::model::MAX_CONTEXT_EVENTS);
             let ctx = NeedContext {
                 events: c.events[from..i].iter().map(|(a, _)| a.clone()).collect(),
                 tags: if resource_tag {
@@ -690,14 +690,14 @@ pub fn train_needs_cases(
     })
 }
 
-/// Trains the need predictor on a synthetic life archive (see [`crate::synth`]) and measures
+/// Trains the need predictor on a synthetic life archive (see [`crate::experiment`]) and measures
 /// it against the planted rule: 80 % of the generated people train, 20 % test. The baseline is
 /// the most frequent need in training. `test_prefixes` counts test people.
 pub fn train_needs_synthetic(
-    synth: &crate::synth::SynthConfig,
+    synth: &crate::experiment::SynthConfig,
     progress: ProgressFn<'_>,
 ) -> Result<(NeedModel, NeedReport)> {
-    let people = crate::synth::generate(synth);
+    let people = crate::experiment::generate(synth);
     if people.len() < 10 {
         return Err(LearnError::NoData(" (need at least 10 synthetic people)"));
     }
@@ -781,7 +781,7 @@ mod calibration_tests {
 #[cfg(test)]
 mod prefix_tests {
     use super::{Case, case_prefixes};
-    use crate::needs::{MAX_CONTEXT_EVENTS, NeedContext, feature_names};
+    use crate::model::{MAX_CONTEXT_EVENTS, NeedContext, feature_names};
 
     #[test]
     fn a_case_of_any_length_gives_bounded_prefixes_with_the_same_features() {

@@ -12,7 +12,7 @@ use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::needs::NeedContext;
+use crate::model::NeedContext;
 
 /// Life stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

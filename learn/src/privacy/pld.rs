@@ -15,8 +15,8 @@
 //! Both neighbouring directions of add/remove-one-subject are computed and the larger ε
 //! reported, as `dp_accounting`'s PLD accountant does.
 
-use crate::accountant::{Delta, Epsilon, SampledGaussian};
 use crate::error::{LearnError, Result};
+use crate::privacy::{Delta, Epsilon, SampledGaussian};
 
 /// A discrete privacy loss distribution: mass `pmf[i]` at loss `(offset + i)·h`, plus the mass
 /// of infinite loss.

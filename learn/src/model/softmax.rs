@@ -10,7 +10,7 @@ use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LearnError, Result};
-use crate::featurise::SparseVec;
+use crate::model::SparseVec;
 
 /// A training example: features, class index and the person it belongs to (the unit of
 /// privacy in DP-SGD; any stable per-person number, e.g. derived from the node's pseudonym).

@@ -10,9 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LearnError, Result};
-use crate::featurise::{SparseVec, hash_name};
-use crate::model_io::{FORMAT_VERSION, ModelHeader, read_model, write_model};
-use crate::softmax::{Example, ProgressFn, SgdConfig, SoftmaxRegression, top_k};
+use crate::model::{Example, ProgressFn, SgdConfig, SoftmaxRegression, top_k};
+use crate::model::{FORMAT_VERSION, ModelHeader, read_model, write_model};
+use crate::model::{SparseVec, hash_name};
 
 /// Model kind string in the serialised header.
 pub const NEEDS_KIND: &str = "needs-softmax";

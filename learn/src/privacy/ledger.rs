@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::accountant::{
+use crate::error::{LearnError, Result};
+use crate::privacy::{
     Conversion, Delta, Epsilon, Guarantee, RdpAccountant, SampledGaussian, epsilon_from_rdp,
     orders_dp_accounting,
 };
-use crate::error::{LearnError, Result};
 
 /// The configured budgets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LearnError, Result};
-use crate::featurise::{FeatureConfig, Featuriser, SparseVec};
-use crate::model_io::{FORMAT_VERSION, ModelHeader, read_model, write_model};
-use crate::softmax::{SoftmaxRegression, top_k};
+use crate::model::{FORMAT_VERSION, ModelHeader, read_model, write_model};
+use crate::model::{FeatureConfig, Featuriser, SparseVec};
+use crate::model::{SoftmaxRegression, top_k};
 
 /// An intent label as a phrase: `card_arrival` → "card arrival".
 pub fn label_phrase(label: &str) -> String {

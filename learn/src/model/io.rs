@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LearnError, Result};
-use crate::softmax::SoftmaxRegression;
+use crate::model::SoftmaxRegression;
 
 const MAGIC: &[u8; 8] = b"AMBLEMDL";
 /// Current format version.
