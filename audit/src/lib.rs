@@ -26,6 +26,20 @@
 //! and concurrency argument (entries are written before the data they describe). Retention
 //! ([`AuditLog::prune_before`]) removes old entry bodies but keeps their hashes, so the tree,
 //! its proofs and exports stay verifiable.
+//!
+//! ```
+//! use amble_audit::{Action, AuditLog, EntryDraft};
+//!
+//! let db = sled::Config::new().temporary(true).open()?;
+//! let log = AuditLog::open(&db)?;
+//! log.append_durable(EntryDraft::new("desk-1", "agent", Action::Read, "support"))?;
+//! log.append_durable(EntryDraft::new("crm", "app", Action::Append, "ingest"))?;
+//! assert_eq!(log.size(), 2);
+//! // Each entry is a leaf of the log's Merkle tree; the root commits to every one.
+//! let first = log.entries(0..1)?;
+//! assert_eq!(first[0].actor, "desk-1");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod clock;
 mod entry;

@@ -16,6 +16,15 @@
 //!
 //! Purposes are plain ids here; what a purpose may read is the policy crate's business, which
 //! hands this crate a [`PurposeInfo`] to describe it in receipts.
+//!
+//! ```
+//! // What a receipt signs: RFC 8785 canonical JSON (keys sorted, numbers in their shortest form).
+//! let v = serde_json::json!({"purpose": "train.intent", "at": 1.50, "given": true});
+//! assert_eq!(
+//!     amble_consent::canonical_json(&v),
+//!     br#"{"at":1.5,"given":true,"purpose":"train.intent"}"#
+//! );
+//! ```
 
 mod error;
 mod history;

@@ -18,6 +18,14 @@
 //! today) and reads time from an injected clock; a crash at any point resumes the round without counting an
 //! update twice or losing one. On the map in `docs/ARCHITECTURE.md` this crate sits beside
 //! `node`, above `learn`, `audit` and `net`.
+//!
+//! ```
+//! use amble_coordinator::server::metrics::refusal_class;
+//!
+//! // A refused update is counted by the class of the reason the coordinator logged.
+//! assert_eq!(refusal_class("replay: this exact update was already accepted in round 1"), "replay");
+//! assert_eq!(refusal_class("update has 5 values, the model has 4 parameters"), "shape");
+//! ```
 
 pub mod config;
 mod key;

@@ -17,6 +17,20 @@
 //! Every secret type zeroizes on drop and prints `[redacted]` under `Debug`. Ring's AES
 //! key schedules are rebuilt per call and dropped at once; ring does not zeroize them,
 //! which is the one residue we accept.
+//!
+//! ```
+//! use amble_crypto::{DataKey, RecordAad, SubjectId, open, seal};
+//!
+//! let key = DataKey::generate(1)?;
+//! let subject = SubjectId::from_bytes([7; 32]);
+//! let aad = RecordAad { subject: &subject, collection: "profile", record_id: b"r-1" };
+//! let sealed = seal(&key, &aad, br#"{"city":"Lyon"}"#)?;
+//! assert_eq!(open(&key, &aad, &sealed)?.as_bytes(), br#"{"city":"Lyon"}"#);
+//! // Moved to another collection, the ciphertext no longer opens.
+//! let elsewhere = RecordAad { collection: "events", ..aad };
+//! assert!(open(&key, &elsewhere, &sealed).is_err());
+//! # Ok::<(), amble_crypto::CryptoError>(())
+//! ```
 
 mod error;
 mod keyring;

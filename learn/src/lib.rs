@@ -35,6 +35,19 @@
 //!
 //! Privacy types carry their rules: [`privacy::Epsilon`] and [`privacy::Delta`] refuse invalid
 //! values, and a [`privacy::Guarantee`] prints as a sentence.
+//!
+//! ```
+//! use amble_learn::privacy::{Delta, Epsilon, calibrate, epsilon_for, orders_dp_accounting, Conversion};
+//!
+//! // The noise for 1,000 steps at sampling rate 1 % that cost at most ε = 8 at δ = 1e-5 …
+//! let (target, delta) = (Epsilon::new(8.0)?, Delta::new(1e-5)?);
+//! let mechanism = calibrate(target, delta, 0.01, 1_000)?;
+//! // … and the accountant agrees that those steps stay within it.
+//! let spent = epsilon_for(&mechanism, 1_000, &orders_dp_accounting(), delta, Conversion::Improved)?;
+//! assert!(spent.epsilon.value() <= 8.0 && spent.epsilon.value() > 7.99);
+//! assert!(Epsilon::new(-1.0).is_err(), "privacy types refuse invalid values");
+//! # Ok::<(), amble_learn::LearnError>(())
+//! ```
 #![warn(missing_docs)]
 
 mod error;

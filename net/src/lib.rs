@@ -13,6 +13,29 @@
 //!
 //! On the map in `docs/ARCHITECTURE.md` this crate sits beside `proto`, below `node` and
 //! `coordinator`.
+//!
+//! ```
+//! use amble_net::{ServiceError, status};
+//! use tonic::Code;
+//!
+//! #[derive(Debug)]
+//! enum MyError { NotFound, Disk(std::io::Error) }
+//! impl std::fmt::Display for MyError {
+//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+//!         match self { MyError::NotFound => write!(f, "no such person"), MyError::Disk(e) => write!(f, "disk: {e}") }
+//!     }
+//! }
+//! // The gRPC code is decided beside the error's definition …
+//! impl ServiceError for MyError {
+//!     fn code(&self) -> Code {
+//!         match self { MyError::NotFound => Code::NotFound, MyError::Disk(_) => Code::Internal }
+//!     }
+//! }
+//! // … and an internal failure never reaches the caller in detail.
+//! assert_eq!(status("node", MyError::NotFound).message(), "no such person");
+//! let internal = status("node", MyError::Disk(std::io::Error::other("/srv/data: EIO")));
+//! assert!(!internal.message().contains("/srv/data"));
+//! ```
 
 mod auth;
 mod client;

@@ -14,6 +14,27 @@
 //! second engine goes beside it without touching the rest of the crate. On
 //! the map in `docs/ARCHITECTURE.md` this crate sits above `crypto` (keys, sealing,
 //! pseudonyms) and below the `amble` binary.
+//!
+//! ```
+//! use amble_consent::Method;
+//! use amble_crypto::ExternalRef;
+//! use amble_node::{Actor, Collection, NewRecord, Node, ReadOutcome, TimeRange};
+//! use amble_policy::Role;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let node = Node::init(dir.path(), None)?; // a new key file, the example policy
+//! let crm = Actor::new("crm", Role::App, Method::Api);
+//! let ann = ExternalRef::parse("phone:+15550100")?;
+//! let serde_json::Value::Object(data) = serde_json::json!({"display_name": "Ann"}) else { unreachable!() };
+//! node.append(&crm, &ann, &NewRecord { collection: Collection::Profile, time: node.now(), data })?;
+//! // Training reads only people who consented to it; Ann has not.
+//! let trainer = Actor::new("trainer", Role::Node, Method::Api);
+//! let read = node.read(&trainer, &ann, "train.intent", TimeRange::ALL)?;
+//! assert!(matches!(read, ReadOutcome::Denied(_)));
+//! // Both the append and the refused read are in the audit log.
+//! assert!(node.audit_log().size() >= 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod archive;
 pub mod assist;

@@ -18,6 +18,32 @@
 //!
 //! Consent state is derived from the history on every call, never cached, so a withdrawal
 //! recorded before a decision governs it.
+//!
+//! ```
+//! use amble_consent::ConsentHistory;
+//! use amble_policy::{Decision, Policy, Role, decide};
+//!
+//! let policy = Policy::from_toml_str(
+//!     r#"
+//! version = 1
+//! [[purpose]]
+//! id = "support"
+//! description = "answer the person's requests"
+//! legal_basis = "legitimate_interest"
+//! roles = ["agent"]
+//! [purpose.read]
+//! profile = ["display_name"]
+//! "#,
+//!     "example",
+//! )?;
+//! let none = ConsentHistory::default();
+//! let now = time::OffsetDateTime::now_utc();
+//! // Legitimate interest needs no consent, but only the roles the purpose names may read.
+//! assert!(matches!(decide(&policy, "desk-1", Role::Agent, "support", &none, now), Decision::Allow(_)));
+//! assert!(matches!(decide(&policy, "crm", Role::App, "support", &none, now), Decision::Deny(_)));
+//! assert!(matches!(decide(&policy, "desk-1", Role::Agent, "marketing", &none, now), Decision::Deny(_)));
+//! # Ok::<(), amble_policy::PolicyError>(())
+//! ```
 
 mod decide;
 mod duration;

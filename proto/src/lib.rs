@@ -15,6 +15,24 @@
 //! server takes the caller's id and role from its client certificate.
 //!
 //! On the map in `docs/ARCHITECTURE.md` this crate sits beside `crypto`, below `node`.
+//!
+//! ```
+//! use amble_proto::chunks::{Chunk, split};
+//! use amble_proto::v1::ExportChunk;
+//!
+//! // A document bigger than one message travels as chunks that each fit the limit, and
+//! // `chunks::join` puts the stream back together whole.
+//! let doc = "人".repeat(1000); // 3,000 bytes of UTF-8
+//! let parts: Vec<ExportChunk> = split(doc.clone(), 512);
+//! assert!(parts.len() > 1);
+//! let mut back = Vec::new();
+//! for part in parts {
+//!     let bytes = part.into_bytes();
+//!     assert!(bytes.len() <= 512);
+//!     back.extend(bytes);
+//! }
+//! assert_eq!(String::from_utf8(back).unwrap(), doc);
+//! ```
 
 /// Version 1 of the amble protocol.
 pub mod v1 {
