@@ -108,6 +108,7 @@ impl<'de> Deserialize<'de> for Action {
 }
 
 /// The policy outcome an entry records; `None` for actions no policy decided (a key rotation).
+/// Closed on purpose, like `amble_policy::Decision`: a new outcome must break every `match`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {

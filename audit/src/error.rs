@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// A proof could not be built or does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProofError {
     #[error(
         "leaf index {index} is not in a tree of {size} entries; ask for an index below the tree size"
@@ -43,6 +44,7 @@ pub enum ProofError {
 
 /// An entry line is not a valid canonical entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EntryError {
     #[error("entry is not valid entry JSON: {0}")]
     Parse(String),
@@ -60,6 +62,7 @@ pub enum EntryError {
 
 /// A signed note, key string or checkpoint is malformed or does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NoteError {
     #[error("key name {0:?} is invalid: it must be non-empty with no spaces or `+`")]
     BadKeyName(String),
@@ -137,6 +140,7 @@ impl StorageError {
 
 /// An operation on the stored log failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuditError {
     #[error(
         "audit log storage failed: {0}; check disk space and permissions of the node's database"
@@ -173,6 +177,7 @@ pub enum AuditError {
 /// Offline verification of an exported log failed. Where the fault can be pinned to one line
 /// of `entries.jsonl`, the error names the line (1-based) and the seq found or expected.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     #[error("cannot read {path}: {source}")]
     Io {

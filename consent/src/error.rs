@@ -2,6 +2,7 @@ use crate::ConsentState;
 
 /// Why a change to a consent history was refused. Nothing was recorded when one is returned.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConsentError {
     #[error(
         "purpose id `{0}` is not valid; use 1 to 64 characters from a-z, 0-9, `.`, `_` and `-`, as declared in the policy"
@@ -52,6 +53,7 @@ impl ConsentError {
 /// Why a consent receipt file did not verify. A receipt that fails for any reason must not be
 /// trusted for anything, including its displayed content.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReceiptError {
     #[error("receipt file is not valid JSON ({0}); it was damaged or is not a consent receipt")]
     NotJson(serde_json::Error),

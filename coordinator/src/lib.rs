@@ -50,6 +50,7 @@ pub struct Caller {
 
 /// What went wrong; each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CoordinatorError {
     #[error("configuration: {0}")]
     Config(String),

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 /// What went wrong in a cryptographic operation or with a key file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CryptoError {
     #[error("the system random generator failed")]
     Rng,

@@ -65,6 +65,7 @@ const BACKDATE: Duration = Duration::minutes(5);
 
 /// What went wrong in the PKI; each message says what to do next.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PkiError {
     #[error("{0} already holds a CA (ca.key exists); refusing to overwrite it")]
     AlreadyInitialised(PathBuf),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in `amble-learn`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LearnError {
     /// A configuration value is out of range; the message names the field and the allowed range.
     #[error("invalid configuration: {0}")]

@@ -56,6 +56,7 @@ use std::path::PathBuf;
 
 /// What keeps a TLS endpoint from being set up; each message names the file or address.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetError {
     #[error("configuration: {0}")]
     Config(String),

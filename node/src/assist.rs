@@ -69,6 +69,7 @@ pub const MAX_TEXT_CHARS: usize = 10_000;
 
 /// What stops a request from being classified; each message says what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AssistError {
     #[error("no intent model yet: train one (`amble train intent`) or join a federation")]
     NoIntentModel,

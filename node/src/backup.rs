@@ -72,6 +72,7 @@ const AUDIT_CHECK_DIR: &str = ".restore-audit-check";
 
 /// What went wrong backing up or restoring; each message says what to do next.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackupError {
     #[error("{0} already exists; choose a new file name for the backup")]
     OutExists(PathBuf),

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 /// What went wrong in the node's archive; each message says what to do next.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     #[error(
         "data directory {0} does not exist or is not initialised; run `amble node init --data-dir {0}`"

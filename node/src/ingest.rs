@@ -43,6 +43,7 @@ impl std::fmt::Display for LineError {
 
 /// Why an ingest did not happen.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IngestError {
     #[error("cannot read {path}: {source}")]
     Read {

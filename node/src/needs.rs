@@ -77,6 +77,7 @@ const READ: [Collection; 3] = [
 
 /// What stops a need prediction or a need training run; each message says what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NeedsError {
     #[error(
         "no need model yet: run `amble train needs --data-dir DATA_DIR` on this node (add --epsilon for a private run)"

@@ -70,12 +70,12 @@ impl Node {
         let mut refused = 0;
         for (index, subject) in self.archive.subjects()?.into_iter().enumerate() {
             let history = self.archive.load_consent(&subject)?;
-            let grant = match decide(&policy, &actor.id, actor.role, purpose, &history, now) {
-                Decision::Allow(g) => g,
-                Decision::Deny(_) => {
-                    refused += 1;
-                    continue;
-                }
+            // Anything but an allow (a denial, or a decision this node does not know) refuses.
+            let Decision::Allow(grant) =
+                decide(&policy, &actor.id, actor.role, purpose, &history, now)
+            else {
+                refused += 1;
+                continue;
             };
             if !grant.allows_collection(required) {
                 continue;

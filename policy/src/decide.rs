@@ -11,7 +11,9 @@ use std::fmt;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-/// The outcome of [`decide`].
+/// The outcome of [`decide`]. Closed on purpose (not `#[non_exhaustive]`, unlike the error
+/// and reason enums): a new kind of decision must break every `match` on it at compile time,
+/// never fall silently into a wildcard arm.
 #[derive(Debug, Clone)]
 pub enum Decision {
     Allow(Grant),
@@ -20,6 +22,7 @@ pub enum Decision {
 
 /// Why a read was refused. `Display` is a sentence the person concerned understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DenyReason {
     UnknownPurpose {
         purpose: String,

@@ -13,6 +13,7 @@ use toml::Spanned;
 
 /// Why a policy file was refused. A refused file is refused as a whole: nothing of it is used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError {
     #[error("cannot read policy file {path}: {source}; check the path and its permissions")]
     Read {

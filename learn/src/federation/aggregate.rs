@@ -375,6 +375,7 @@ fn median(col: &mut [f32]) -> f32 {
 
 /// Why [`aggregate_blocks`] failed: the updates were refused, or reading them failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum AggregateError<E> {
     /// The aggregation itself refused (non-finite spooled value, bad trim, no updates, …).
     /// For [`Rejection::NonFinite`] the index is within the whole update.

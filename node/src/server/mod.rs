@@ -51,6 +51,7 @@ const FAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What stops the service from starting or running; each message says what to fix.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     #[error("configuration: {0}")]
     Config(String),
@@ -87,6 +88,7 @@ impl From<NetError> for ServerError {
             NetError::Config(m) => ServerError::Config(m),
             NetError::Tls(m) => ServerError::Tls(m),
             NetError::Io { path, source } => ServerError::Io { path, source },
+            other => ServerError::Config(other.to_string()),
         }
     }
 }
