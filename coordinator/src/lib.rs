@@ -36,17 +36,12 @@ mod store;
 
 pub use config::{CoordinatorConfig, Plan};
 pub use server::CoordinatorServer;
-pub use state::{Coordinator, FederationStatus, Phase, Receipt, RoundSummary, TrainingRecord};
+pub use state::{Acceptance, Coordinator, FederationStatus, Phase, RoundSummary, TrainingRecord};
 
 use std::path::PathBuf;
 
-/// Who is calling, as read from the verified client certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub id: String,
-    pub role: String,
-    pub request_id: String,
-}
+/// Who is calling, as the shared auth layer read it from the verified client certificate.
+pub use amble_net::Caller;
 
 /// What went wrong; each message says what to do about it.
 #[derive(Debug, thiserror::Error)]

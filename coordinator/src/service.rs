@@ -63,7 +63,7 @@ impl Gatekeeper for Coordinator {
         } else {
             format!("role {} may not call {path}", caller.role)
         };
-        self.log_denied(&to_caller(caller), path, &reason)
+        self.log_denied(caller, path, &reason)
             .map_err(|e| e.to_string())
     }
 
@@ -73,18 +73,12 @@ impl Gatekeeper for Coordinator {
         let caller = Caller {
             id: certificate.to_owned(),
             role: "unidentified".into(),
+            federation: String::new(),
+            root: amble_net::TrustRoot::Federation,
             request_id: hex::encode(rid),
         };
         self.log_denied(&caller, path, why)
             .map_err(|e| e.to_string())
-    }
-}
-
-fn to_caller(c: &amble_net::Caller) -> Caller {
-    Caller {
-        id: c.id.clone(),
-        role: c.role.clone(),
-        request_id: c.request_id.clone(),
     }
 }
 
@@ -108,12 +102,9 @@ async fn blocking<T: Send + 'static>(
 
 /// The caller the auth layer admitted for `req`.
 fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions()
-        .get::<amble_net::Caller>()
-        .map(to_caller)
-        .ok_or_else(|| {
-            Status::internal("request reached a service without an authenticated caller")
-        })
+    req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+        Status::internal("request reached a service without an authenticated caller")
+    })
 }
 
 /// `Federation` and `Audit` over one coordinator.

@@ -63,9 +63,10 @@ impl RoundState {
     }
 }
 
-/// What the coordinator wrote when it accepted an update.
+/// What the coordinator wrote when it accepted an update: the update's acceptance (stored in
+/// the `receipts` tree; not a consent receipt, which is `amble_consent::SignedReceipt`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Receipt {
+pub struct Acceptance {
     pub round: u64,
     pub node: String,
     pub norm: f64,
@@ -104,7 +105,7 @@ pub struct Member {
 pub struct RoundSummary {
     pub round: u64,
     pub version: u64,
-    pub updates: Vec<Receipt>,
+    pub updates: Vec<Acceptance>,
     pub declined: BTreeMap<String, String>,
     /// Why the round closed: `quota`, `all_answered` or `deadline`.
     pub closed_by: String,
@@ -160,7 +161,7 @@ struct Inner {
     /// The server's momentum after `global` was published (empty without momentum).
     velocity: Vec<f32>,
     sum: WeightedSum,
-    accepted: BTreeMap<String, Receipt>,
+    accepted: BTreeMap<String, Acceptance>,
     uploading: BTreeSet<String>,
 }
 
@@ -326,7 +327,7 @@ impl Coordinator {
             return Ok(());
         }
         let round = inner.state.round;
-        let accepted: BTreeMap<String, Receipt> = self
+        let accepted: BTreeMap<String, Acceptance> = self
             .store
             .receipts_of(round)?
             .into_iter()
@@ -681,7 +682,7 @@ impl Coordinator {
 
     /// Ends an upload: final checks (length, norm, hash, replay); on success writes the receipt
     /// (the acceptance), adds the update to the round and closes the round if it is complete.
-    pub fn finish(&self, mut up: Upload, caller: &Caller) -> Result<(Receipt, usize)> {
+    pub fn finish(&self, mut up: Upload, caller: &Caller) -> Result<(Acceptance, usize)> {
         let pending = std::mem::take(&mut up.pending);
         if !pending.is_empty() {
             self.spool_block(&mut up, &pending)?;
@@ -707,7 +708,7 @@ impl Coordinator {
                 &format!("replay: this exact update was already accepted in round {old}"),
             ));
         }
-        let receipt = Receipt {
+        let receipt = Acceptance {
             round: up.round,
             node: up.node.clone(),
             norm,

@@ -11,7 +11,7 @@
 //! | `models`   | version (u64 BE)                  | the model's bytes             |
 //! | `members`  | node id                           | JSON [`Member`]               |
 //! | `spool`    | round (u64 BE) ‖ node ‖ 0 ‖ block (u32 BE) | little-endian f32 values |
-//! | `receipts` | round (u64 BE) ‖ node ‖ 0         | JSON [`Receipt`]              |
+//! | `receipts` | round (u64 BE) ‖ node ‖ 0         | JSON [`Acceptance`]              |
 //! | `history`  | round (u64 BE)                    | JSON [`RoundSummary`]         |
 //! | `velocity` | version (u64 BE)                  | the server's momentum after it, little-endian f32 |
 //!
@@ -19,7 +19,7 @@
 //! implement these same methods; nothing above this file would change.
 
 use crate::config::Plan;
-use crate::state::{Member, Receipt, RoundState, RoundSummary};
+use crate::state::{Acceptance, Member, RoundState, RoundSummary};
 use crate::{CoordinatorError, Result};
 use amble_audit::AuditLog;
 use serde::{Deserialize, Serialize};
@@ -261,14 +261,14 @@ impl Store {
     }
 
     /// Writes a receipt: the acceptance of an update (durable once [`Store::flush`] returns).
-    pub(crate) fn put_receipt(&self, receipt: &Receipt) -> Result<()> {
+    pub(crate) fn put_receipt(&self, receipt: &Acceptance) -> Result<()> {
         self.receipts
             .insert(round_node_key(receipt.round, &receipt.node), json(receipt)?)?;
         Ok(())
     }
 
     /// The receipts of `round`, by node.
-    pub(crate) fn receipts_of(&self, round: u64) -> Result<Vec<Receipt>> {
+    pub(crate) fn receipts_of(&self, round: u64) -> Result<Vec<Acceptance>> {
         self.receipts
             .scan_prefix(round.to_be_bytes())
             .map(|kv| {
@@ -281,11 +281,11 @@ impl Store {
     /// The first receipt, in round order, for which `matches` holds.
     pub(crate) fn find_receipt(
         &self,
-        matches: impl Fn(&Receipt) -> bool,
-    ) -> Result<Option<Receipt>> {
+        matches: impl Fn(&Acceptance) -> bool,
+    ) -> Result<Option<Acceptance>> {
         for kv in self.receipts.iter() {
             let (_, v) = kv?;
-            let r: Receipt = from_json(&v, "receipt")?;
+            let r: Acceptance = from_json(&v, "receipt")?;
             if matches(&r) {
                 return Ok(Some(r));
             }

@@ -41,6 +41,8 @@ fn caller(id: &str) -> Caller {
     Caller {
         id: id.into(),
         role: "node".into(),
+        federation: "test.fed".into(),
+        root: amble_net::TrustRoot::Local,
         request_id: "t".into(),
     }
 }
