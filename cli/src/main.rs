@@ -2,20 +2,14 @@
 //!
 //! A thin layer over the library crates (see `docs/ARCHITECTURE.md`): it parses arguments,
 //! opens what the command needs, calls one library function and prints the result for a
-//! person (or as JSON with `--json`). Exit codes: 0 success, 1 error, 2 usage error,
+//! person (or as JSON with `--json`). Each `amble <word>` is one file under `cmd/`. Exit codes: 0 success, 1 error, 2 usage error,
 //! 3 access denied by consent or policy.
 
-mod assist_cmd;
-mod audit_cmd;
-mod coordinator_cmd;
-mod demo;
-mod demo_node;
-mod learn_cmd;
-mod node_cmd;
+mod cmd;
+mod common;
 mod output;
-mod pki_cmd;
-mod policy_cmd;
-mod remote_cmd;
+
+use cmd::{assist, audit, consent, coordinator, demo, node, pki, policy, privacy, subject, train};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -82,34 +76,34 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Operate a node's data directory directly (offline commands).
     #[command(subcommand)]
-    Node(node_cmd::NodeCommand),
+    Node(node::NodeCommand),
     /// Check a policy file and derive its record of processing.
     #[command(subcommand)]
-    Policy(policy_cmd::PolicyCommand),
+    Policy(policy::PolicyCommand),
     /// Export, verify and prove a node's tamper-evident access log (auditors).
     #[command(subcommand)]
-    Audit(audit_cmd::AuditCommand),
+    Audit(audit::AuditCommand),
     /// Privacy accountant: ε for a training plan, or σ for a target ε.
     #[command(subcommand)]
-    Privacy(learn_cmd::PrivacyCommand),
+    Privacy(privacy::PrivacyCommand),
     /// Train and evaluate models locally (intent classifier, need predictor).
     #[command(subcommand)]
-    Train(learn_cmd::TrainCommand),
+    Train(train::TrainCommand),
     /// Verify consent receipts.
     #[command(subcommand)]
-    Consent(policy_cmd::ConsentCommand),
+    Consent(consent::ConsentCommand),
     /// Run the federation's certificate authority: init, issue, revoke, list.
     #[command(subcommand)]
-    Pki(pki_cmd::PkiCommand),
+    Pki(pki::PkiCommand),
     /// A subject's rights over a running node (mutual TLS): consent, export, erase, access log.
     #[command(subcommand)]
-    Subject(remote_cmd::SubjectCommand),
+    Subject(subject::SubjectCommand),
     /// Ask a running node what a text is about and who should answer it (mutual TLS).
     #[command(subcommand)]
-    Assist(assist_cmd::AssistCommand),
+    Assist(assist::AssistCommand),
     /// Run the federation's coordinator, check its plan, or ask where a federation is.
     #[command(subcommand)]
-    Coordinator(coordinator_cmd::CoordinatorCommand),
+    Coordinator(coordinator::CoordinatorCommand),
 }
 
 fn main() -> ExitCode {
@@ -117,23 +111,23 @@ fn main() -> ExitCode {
     let out = output::Output { json: cli.json };
     if matches!(
         cli.command,
-        Command::Node(node_cmd::NodeCommand::Serve { .. })
-            | Command::Coordinator(coordinator_cmd::CoordinatorCommand::Serve { .. })
+        Command::Node(node::NodeCommand::Serve { .. })
+            | Command::Coordinator(coordinator::CoordinatorCommand::Serve { .. })
     ) {
         init_service_log(cli.log_format);
     }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args, &out),
-        Command::Node(cmd) => node_cmd::run(cmd, &out),
-        Command::Policy(cmd) => policy_cmd::run_policy(cmd, &out),
-        Command::Audit(cmd) => audit_cmd::run(cmd, &out),
-        Command::Privacy(cmd) => learn_cmd::run_privacy(cmd, &out),
-        Command::Train(cmd) => learn_cmd::run_train(cmd, &out),
-        Command::Consent(cmd) => policy_cmd::run_consent(cmd, &out),
-        Command::Pki(cmd) => pki_cmd::run(cmd, &out),
-        Command::Subject(cmd) => remote_cmd::run_subject(cmd, &out),
-        Command::Coordinator(cmd) => coordinator_cmd::run(cmd, &out),
-        Command::Assist(cmd) => assist_cmd::run(cmd, &out),
+        Command::Node(cmd) => node::run(cmd, &out),
+        Command::Policy(cmd) => policy::run(cmd, &out),
+        Command::Audit(cmd) => audit::run(cmd, &out),
+        Command::Privacy(cmd) => privacy::run(cmd, &out),
+        Command::Train(cmd) => train::run(cmd, &out),
+        Command::Consent(cmd) => consent::run(cmd, &out),
+        Command::Pki(cmd) => pki::run(cmd, &out),
+        Command::Subject(cmd) => subject::run(cmd, &out),
+        Command::Coordinator(cmd) => coordinator::run(cmd, &out),
+        Command::Assist(cmd) => assist::run(cmd, &out),
     };
     match result {
         Ok(code) => code,

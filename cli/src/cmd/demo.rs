@@ -8,6 +8,8 @@
 //!
 //! `--single-node` runs the older in-process walkthrough of one node instead.
 
+mod single_node;
+
 use crate::output::Output;
 use amble_cli::lab::{Lab, LabSpec, TestSet, banking77, person_ref};
 use amble_coordinator::{FederationStatus, Phase};
@@ -93,8 +95,8 @@ struct Summary {
 
 pub(crate) fn run(args: DemoArgs, out: &Output) -> Result<ExitCode> {
     if args.single_node {
-        return crate::demo_node::run(
-            crate::demo_node::NodeDemo {
+        return single_node::run(
+            single_node::NodeDemo {
                 subjects: args.subjects,
                 epsilon: args.epsilon,
                 keep: args.keep,

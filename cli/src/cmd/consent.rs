@@ -1,21 +1,11 @@
-//! `amble policy …` and `amble consent …`: checking policies and receipts offline.
+//! `amble consent …`: verify consent receipts.
 
 use crate::output::Output;
 use amble_crypto::VerifyingKey;
-use amble_policy::Policy;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Subcommand)]
-pub(crate) enum PolicyCommand {
-    /// Validate a policy file and print what each purpose may read (purposes × collections ×
-    /// fields, with transforms). An invalid file is reported with its line and column.
-    Check { file: PathBuf },
-    /// Print the GDPR Art. 30 record of processing activities derived from a policy, as Markdown.
-    Ropa { file: PathBuf },
-}
 
 #[derive(Subcommand)]
 pub(crate) enum ConsentCommand {
@@ -27,31 +17,6 @@ pub(crate) enum ConsentCommand {
         #[arg(long)]
         key: String,
     },
-}
-
-pub(crate) fn run_policy(cmd: PolicyCommand, out: &Output) -> Result<ExitCode> {
-    match cmd {
-        PolicyCommand::Check { file } => {
-            let p = Policy::load(&file)?;
-            out.report(
-                &serde_json::json!({"file": file, "version": p.version(),
-                    "purposes": p.purposes().map(|x| x.id.clone()).collect::<Vec<_>>()}),
-                || {
-                    format!(
-                        "{} is valid (version {})\n\n{}",
-                        file.display(),
-                        p.version(),
-                        p.summary_table()
-                    )
-                },
-            );
-        }
-        PolicyCommand::Ropa { file } => {
-            let p = Policy::load(&file)?;
-            println!("{}", p.ropa_markdown());
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads a public key given as a file or inline: 32 bytes in base64, or a C2SP verifier key
@@ -79,7 +44,7 @@ pub(crate) fn load_public_key(arg: &str) -> Result<VerifyingKey> {
     }
 }
 
-pub(crate) fn run_consent(cmd: ConsentCommand, out: &Output) -> Result<ExitCode> {
+pub(crate) fn run(cmd: ConsentCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         ConsentCommand::VerifyReceipt { file, key } => {
             let key = load_public_key(&key)?;

@@ -1,12 +1,14 @@
 //! `amble audit …`: the auditor's commands. `export`, `prove` and `subject` open a node's
 //! data directory; `verify` needs only the exported folder and public keys.
 
-use crate::node_cmd::DataDirArgs;
+use crate::cmd::node::DataDirArgs;
+use crate::common::{RemoteArgs, runtime};
 use crate::output::Output;
 use amble_audit::note::NoteVerifier;
 use amble_crypto::ExternalRef;
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,7 +67,7 @@ pub(crate) enum AuditCommand {
     /// reads (role auditor or admin).
     Fetch {
         #[command(flatten)]
-        remote: crate::remote_cmd::RemoteArgs,
+        remote: crate::common::RemoteArgs,
         #[arg(long)]
         out: PathBuf,
     },
@@ -152,18 +154,18 @@ pub(crate) fn run(cmd: AuditCommand, out: &Output) -> Result<ExitCode> {
         AuditCommand::Prune { dir, keep_days } => {
             let node = dir.open()?;
             let before = time::OffsetDateTime::now_utc() - time::Duration::days(keep_days.into());
-            let n = node.prune_audit_before(&crate::node_cmd::operator(), before)?;
+            let n = node.prune_audit_before(&crate::cmd::node::operator(), before)?;
             out.report(&serde_json::json!({"pruned": n}), || {
                 format!("pruned {n} entry bodies older than {keep_days} days; their hashes remain")
             });
         }
         AuditCommand::Fetch { remote, out: dir } => {
-            return crate::remote_cmd::audit_fetch(&remote, &dir, out);
+            return audit_fetch(&remote, &dir, out);
         }
         AuditCommand::Subject { dir, reference } => {
             let node = dir.open()?;
             let r = ExternalRef::parse(&reference).context("bad --ref")?;
-            let entries = node.access_log(&crate::node_cmd::operator(), &r)?;
+            let entries = node.access_log(&crate::cmd::node::operator(), &r)?;
             out.report(&entries, || {
                 let mut s = format!("{} entries about this person\n", entries.len());
                 for e in &entries {
@@ -185,4 +187,22 @@ pub(crate) fn run(cmd: AuditCommand, out: &Output) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+/// `amble audit fetch`: the auditor's copy of the node's log, in the folder format
+/// `amble audit verify` reads (entries.jsonl, checkpoint, log.pub).
+pub(crate) fn audit_fetch(remote: &RemoteArgs, dir: &Path, out: &Output) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let f = amble_cli::fetch::fetch_log(remote.channel().await?, dir).await?;
+        let v = serde_json::json!({ "dir": dir, "entries": f.entries, "witnessed": f.witnessed });
+        out.report(&v, || {
+            format!(
+                "fetched {} entries and a signed checkpoint{} into {}; check them with `amble audit verify {}`",
+                f.entries,
+                if f.witnessed { " (and the witness-cosigned one)" } else { "" },
+                dir.display(),
+                dir.display()
+            )
+        });
+        Ok(ExitCode::SUCCESS)
+    })
 }

@@ -3,7 +3,7 @@
 //! training with a withdrawal, erase, key rotation, and a scan of every byte on disk for
 //! plaintext.
 
-use crate::node_cmd::operator;
+use crate::cmd::node::operator;
 use crate::output::Output;
 use amble_crypto::ExternalRef;
 use amble_learn::model::FeatureConfig;

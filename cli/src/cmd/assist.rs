@@ -1,8 +1,8 @@
 //! `amble assist classify`: ask a running node what a text is about and who should answer it.
 //! `amble assist needs`: ask it what a person is likely to need next, and why.
 
+use crate::common::{Denied, RemoteArgs};
 use crate::output::Output;
-use crate::remote_cmd::{Denied, RemoteArgs};
 use amble_node::server::client::{ClientIdentity, source_chain};
 use amble_proto::v1 as pb;
 use anyhow::Result;
@@ -50,7 +50,7 @@ fn call_error(what: &str, s: tonic::Status) -> anyhow::Error {
 }
 
 pub(crate) fn run(cmd: AssistCommand, out: &Output) -> Result<ExitCode> {
-    let rt = crate::remote_cmd::runtime()?;
+    let rt = crate::common::runtime()?;
     let (remote, text, subject, k) = match cmd {
         AssistCommand::Classify {
             remote,

@@ -1,12 +1,16 @@
-//! `amble node …`: offline operator commands that open a data directory directly.
+//! `amble node …`: offline operator commands that open a data directory directly, and
+//! `amble node serve`, the node as a long-running service.
 
+use crate::common::runtime;
 use crate::output::Output;
 use amble_consent::Method;
 use amble_crypto::ExternalRef;
+use amble_node::server::{ServeConfig, Server, ServerError};
 use amble_node::{Actor, ConsentChange, Node, ReadOutcome, TimeRange, ingest};
 use amble_policy::Role;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -240,7 +244,7 @@ pub(crate) enum NodeCommand {
 
 pub(crate) fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
-        NodeCommand::Serve { config } => return crate::remote_cmd::serve(&config, out),
+        NodeCommand::Serve { config } => return serve(&config, out),
         NodeCommand::Init(dir) => {
             let a = Node::init(&dir.data_dir, dir.key_file.as_deref())?;
             let key = dir
@@ -559,3 +563,37 @@ pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> 
     amble_crypto::write_private(path, bytes)
         .with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// `amble node serve`: runs the node until SIGTERM; SIGHUP reloads policy and TLS files.
+pub(crate) fn serve(config: &Path, out: &Output) -> Result<ExitCode> {
+    // The log subscriber is installed by main (`--log-format`).
+    let config = ServeConfig::load(config)?;
+    runtime()?.block_on(async {
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr()?;
+        let mut v = serde_json::json!({ "listening": addr.to_string() });
+        let portal = server.portal_addr();
+        if let Some(p) = portal {
+            v["portal"] = serde_json::json!(p.to_string());
+        }
+        out.report(&v, || match portal {
+            None => format!("listening on {addr} (mutual TLS 1.3)"),
+            Some(p) => format!(
+                "listening on {addr} (mutual TLS 1.3); self-service page on https://{p} (TLS 1.3)"
+            ),
+        });
+        match server.run_until_signalled().await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e @ ServerError::StorageFault(_)) => {
+                // Workers may still wait on the failed store; dropping the runtime would wait
+                // with them. End now, for the supervisor to restart on known-good state.
+                eprintln!("error: {e}");
+                std::process::exit(STORAGE_FAULT_EXIT);
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// `node serve`'s exit status after a storage fault (EX_TEMPFAIL: restart and try again).
+pub(crate) const STORAGE_FAULT_EXIT: i32 = 75;

@@ -77,8 +77,7 @@ pub(crate) fn run(cmd: CoordinatorCommand, out: &Output) -> Result<ExitCode> {
             key,
             ca,
         } => {
-            let s =
-                crate::remote_cmd::runtime()?.block_on(status(&coordinator, &cert, &key, &ca))?;
+            let s = crate::common::runtime()?.block_on(status(&coordinator, &cert, &key, &ca))?;
             out.report(&s, || render_status(&s));
             Ok(ExitCode::SUCCESS)
         }
@@ -140,7 +139,7 @@ pub(crate) fn render_status(s: &FederationStatus) -> String {
 fn serve(config: &Path, out: &Output) -> Result<ExitCode> {
     // The log subscriber is installed by main (`--log-format`).
     let config = CoordinatorConfig::load(config)?;
-    crate::remote_cmd::runtime()?.block_on(async {
+    crate::common::runtime()?.block_on(async {
         let server = CoordinatorServer::bind(config).await?;
         let addr = server.local_addr()?;
         let witness = server.coordinator().witness_key().to_string();
