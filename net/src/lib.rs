@@ -37,6 +37,8 @@
 //! assert!(!internal.message().contains("/srv/data"));
 //! ```
 
+#![warn(missing_docs)]
+
 mod auth;
 mod client;
 mod incoming;
@@ -58,13 +60,18 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
+    /// A setting is missing or contradicts another (the message names it).
     #[error("configuration: {0}")]
     Config(String),
+    /// A certificate, key or CRL does not parse or does not fit (the message names the file).
     #[error("TLS: {0}")]
     Tls(String),
+    /// A file could not be read.
     #[error("i/o error on {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },

@@ -195,6 +195,7 @@ impl GrpcStats {
 pub struct Scrape(Registry);
 
 impl Scrape {
+    /// No values yet; each family is named `{prefix}_…`.
     pub fn new(prefix: &str) -> Self {
         Scrape(Registry::with_prefix(prefix))
     }
@@ -230,6 +231,7 @@ pub struct GrpcMetricsLayer {
 }
 
 impl GrpcMetricsLayer {
+    /// A layer that records into `stats`.
     pub fn new(stats: Arc<GrpcStats>) -> Self {
         GrpcMetricsLayer { stats }
     }
@@ -384,6 +386,7 @@ impl MetricsEndpoint {
         })
     }
 
+    /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
