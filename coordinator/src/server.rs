@@ -156,14 +156,7 @@ impl CoordinatorServer {
         let ready = Arc::new(AtomicBool::new(true));
         let metrics_task = self.metrics.map(|endpoint| {
             let (c, grpc) = (Arc::clone(&self.coordinator), Arc::clone(&self.grpc_stats));
-            tokio::spawn(endpoint.run(Arc::clone(&ready), move || {
-                let (c, grpc) = (Arc::clone(&c), Arc::clone(&grpc));
-                async move {
-                    tokio::task::spawn_blocking(move || metrics::render(&c, &grpc))
-                        .await
-                        .map_err(|e| format!("metrics task failed: {e}"))?
-                }
-            }))
+            endpoint.spawn(Arc::clone(&ready), move || metrics::render(&c, &grpc))
         });
         let svc = FederationService(Arc::clone(&self.coordinator));
         let result = tonic::transport::Server::builder()

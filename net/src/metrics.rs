@@ -391,6 +391,23 @@ impl MetricsEndpoint {
         self.listener.local_addr()
     }
 
+    /// Starts serving on its own task (abort it to stop). `/readyz` follows `ready`;
+    /// `render` writes the `/metrics` text and runs on the blocking pool, since it reads the
+    /// service's store.
+    pub fn spawn<R>(self, ready: Arc<AtomicBool>, render: R) -> tokio::task::JoinHandle<()>
+    where
+        R: Fn() -> Result<String, String> + Clone + Send + Sync + 'static,
+    {
+        tokio::spawn(self.run(ready, move || {
+            let render = render.clone();
+            async move {
+                tokio::task::spawn_blocking(render)
+                    .await
+                    .map_err(|e| format!("metrics task failed: {e}"))?
+            }
+        }))
+    }
+
     /// Serves until the task is aborted. `render` produces the `/metrics` text.
     pub async fn run<F, Fut>(self, ready: Arc<AtomicBool>, render: F)
     where

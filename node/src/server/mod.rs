@@ -308,14 +308,7 @@ impl Server {
         let ready = Arc::new(AtomicBool::new(true));
         let metrics_task = self.metrics.map(|endpoint| {
             let (shared, grpc) = (Arc::clone(&self.shared), Arc::clone(&self.grpc_stats));
-            tokio::spawn(endpoint.run(Arc::clone(&ready), move || {
-                let (shared, grpc) = (Arc::clone(&shared), Arc::clone(&grpc));
-                async move {
-                    tokio::task::spawn_blocking(move || metrics::render(&shared, &grpc))
-                        .await
-                        .map_err(|e| format!("metrics task failed: {e}"))?
-                }
-            }))
+            endpoint.spawn(Arc::clone(&ready), move || metrics::render(&shared, &grpc))
         });
         let m = limits.max_message_bytes;
         let shared = &self.shared;
