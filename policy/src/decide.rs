@@ -16,7 +16,9 @@ use time::OffsetDateTime;
 /// never fall silently into a wildcard arm.
 #[derive(Debug, Clone)]
 pub enum Decision {
+    /// The read may happen, and sees what the grant allows.
     Allow(Grant),
+    /// The read is refused, for this reason.
     Deny(DenyReason),
 }
 
@@ -24,23 +26,37 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DenyReason {
+    /// The policy in force declares no such purpose.
     UnknownPurpose {
+        /// The purpose asked for.
         purpose: String,
+        /// The version of the policy that does not declare it.
         policy_version: u64,
     },
+    /// The caller's role is not among the purpose's roles.
     RoleNotAllowed {
+        /// The caller's role.
         role: Role,
+        /// The purpose asked for.
         purpose: String,
     },
+    /// The purpose relies on consent and the person never gave it.
     NoConsent {
+        /// The purpose asked for.
         purpose: String,
     },
+    /// The person withdrew their consent.
     ConsentWithdrawn {
+        /// The purpose asked for.
         purpose: String,
+        /// When they withdrew it.
         at: OffsetDateTime,
     },
+    /// The consent was given until a time that has passed.
     ConsentExpired {
+        /// The purpose asked for.
         purpose: String,
+        /// When it expired.
         at: OffsetDateTime,
     },
 }
@@ -164,18 +180,22 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// The purpose the read was allowed for.
     pub fn purpose(&self) -> &str {
         &self.purpose.id
     }
 
+    /// The version of the policy that allowed it.
     pub fn policy_version(&self) -> u64 {
         self.policy_version
     }
 
+    /// Who was allowed (the certificate's id).
     pub fn actor(&self) -> &str {
         &self.actor
     }
 
+    /// In which role.
     pub fn role(&self) -> Role {
         self.role
     }
@@ -295,10 +315,12 @@ pub struct ProjectedRecord {
 }
 
 impl ProjectedRecord {
+    /// The collection the record belongs to.
     pub fn collection(&self) -> Collection {
         self.collection
     }
 
+    /// When what the record describes happened.
     pub fn time(&self) -> OffsetDateTime {
         self.time
     }
@@ -313,10 +335,12 @@ impl ProjectedRecord {
         self.fields.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// How many granted fields the record holds.
     pub fn len(&self) -> usize {
         self.fields.len()
     }
 
+    /// Whether it holds no granted field.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }
@@ -337,18 +361,22 @@ pub struct Projection {
 }
 
 impl Projection {
+    /// Whose records these are (a pseudonym).
     pub fn subject(&self) -> &SubjectId {
         &self.subject
     }
 
+    /// The purpose they were read for.
     pub fn purpose(&self) -> &str {
         &self.purpose
     }
 
+    /// The version of the policy that shaped them.
     pub fn policy_version(&self) -> u64 {
         self.policy_version
     }
 
+    /// The records, each with only its granted fields, transformed.
     pub fn records(&self) -> &[ProjectedRecord] {
         &self.records
     }

@@ -7,8 +7,11 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} `{given}`; expected one of: {expected}")]
 pub struct UnknownName {
+    /// The vocabulary (`role`, `collection`, …).
     pub what: &'static str,
+    /// The name as given.
     pub given: String,
+    /// Every valid name, comma-separated.
     pub expected: String,
 }
 
@@ -53,12 +56,19 @@ macro_rules! vocabulary {
 vocabulary!(
     /// Who is asking, as the client certificate says. The node's own trainer acts as `node`.
     Role, "role", {
+        /// The federation's coordinator (from the federation CA; reaches only witness methods).
         Coordinator => "coordinator",
+        /// A node: another member of the federation, or this node's own trainer.
         Node => "node",
+        /// An application of the organisation (its CRM, its ingest jobs).
         App => "app",
+        /// A service agent, human or bot, answering a person.
         Agent => "agent",
+        /// An auditor of the access log.
         Auditor => "auditor",
+        /// The node's operator.
         Admin => "admin",
+        /// The self-service page's front end, acting for the person signed in to it.
         SubjectPortal => "subject-portal",
     }
 );
@@ -66,9 +76,13 @@ vocabulary!(
 vocabulary!(
     /// The GDPR Art. 6 ground a purpose relies on.
     LegalBasis, "legal basis", {
+        /// Art. 6(1)(a): the person's consent, which they can withdraw.
         Consent => "consent",
+        /// Art. 6(1)(b): a contract with the person.
         Contract => "contract",
+        /// Art. 6(1)(c): a legal obligation of the organisation.
         LegalObligation => "legal_obligation",
+        /// Art. 6(1)(f): the organisation's legitimate interest.
         LegitimateInterest => "legitimate_interest",
     }
 );
@@ -76,11 +90,17 @@ vocabulary!(
 vocabulary!(
     /// The parts of a life archive. `health` is a special category (GDPR Art. 9).
     Collection, "collection", {
+        /// Who the person is: name, birth year, city.
         Profile => "profile",
+        /// Where they are in life, and its tags (student, new parent, retiree).
         LifeStage => "life_stage",
+        /// What they are working towards.
         Goals => "goals",
+        /// What happened to them (moved home, a baby born).
         Events => "events",
+        /// Their service conversations, on every channel.
         Interactions => "interactions",
+        /// Health data: a special category, read only under explicit consent.
         Health => "health",
     }
 );

@@ -15,19 +15,25 @@ use toml::Spanned;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// The file could not be read.
     #[error("cannot read policy file {path}: {source}; check the path and its permissions")]
     Read {
+        /// The file.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file was read but is not a valid policy; the first problem, with where it is.
     #[error("{source_name}:{line}:{column}: {message}{}", more_note(*.more))]
     Invalid {
+        /// The file's name, as given.
         source_name: String,
         /// 1-based line of the first problem.
         line: usize,
         /// 1-based column (in characters) of the first problem.
         column: usize,
+        /// What is wrong there, and what to write instead.
         message: String,
         /// How many further problems were found after the first.
         more: usize,
@@ -55,7 +61,9 @@ impl PolicyError {
 /// A field a purpose may read, with the transform applied before the purpose sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldRule {
+    /// The field's name in the record.
     pub name: String,
+    /// What is done to it first (`age_band`, `mask`, …); `None` passes it as it is.
     pub transform: Option<Transform>,
 }
 
@@ -71,10 +79,13 @@ impl std::fmt::Display for FieldRule {
 /// One declared purpose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Purpose {
+    /// The purpose's id (`train.intent`), named by every read.
     pub id: String,
     /// Plain language; shown to end users.
     pub description: String,
+    /// The ground it relies on; with `consent`, reads need the person's consent in force.
     pub legal_basis: LegalBasis,
+    /// The roles that may read under it.
     pub roles: Vec<Role>,
     /// Who receives data under this purpose (for the record of processing).
     pub recipients: Vec<String>,
@@ -106,14 +117,18 @@ impl Purpose {
 /// A retention period as written and as a length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retention {
+    /// As written (`P2Y`).
     pub text: String,
+    /// As a length (years count 365 days, months 30).
     pub duration: time::Duration,
 }
 
 /// Which automation line each intent is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Automation {
+    /// The line of an intent the table does not list.
     pub default: Line,
+    /// Intent label → its line.
     pub intents: BTreeMap<String, Line>,
 }
 
@@ -301,10 +316,12 @@ impl Policy {
     }
 
     /// Where the policy was read from.
+    /// Where the policy was read from (a file name).
     pub fn source(&self) -> &str {
         &self.source
     }
 
+    /// Its `version`: every decision names the version that made it.
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -314,6 +331,7 @@ impl Policy {
         self.purposes.iter().map(|p| &**p)
     }
 
+    /// The purpose declared as `id`, if any.
     pub fn purpose(&self, id: &str) -> Option<&Purpose> {
         self.purposes.iter().find(|p| p.id == id).map(|p| &**p)
     }
@@ -347,6 +365,7 @@ impl Policy {
             .unwrap_or(self.automation.default)
     }
 
+    /// The automation table: which line each intent is on.
     pub fn automation(&self) -> &Automation {
         &self.automation
     }
@@ -356,6 +375,7 @@ impl Policy {
         &self.tables.regions
     }
 
+    /// The bucket set declared as `name` (for the `bucket:NAME` transform), if any.
     pub fn buckets(&self, name: &str) -> Option<&Buckets> {
         self.tables.buckets.get(name)
     }

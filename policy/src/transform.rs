@@ -48,10 +48,12 @@ impl Buckets {
         Buckets { bounds, labels }
     }
 
+    /// The upper bounds between buckets, increasing.
     pub fn bounds(&self) -> &[f64] {
         &self.bounds
     }
 
+    /// The label of each bucket (one more than there are bounds).
     pub fn labels(&self) -> &[String] {
         &self.labels
     }
