@@ -537,58 +537,26 @@ pub(super) fn esc(s: &str) -> String {
     o
 }
 
-fn hexval(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Decodes `application/x-www-form-urlencoded` (also a query string).
-/// Decodes an `application/x-www-form-urlencoded` body the way the page reads its forms
-/// (`+` is a space, `%XX` a byte, a bad escape stays as written, invalid UTF-8 is replaced).
-/// Public so that `fuzz/` reaches it.
+/// Decodes an `application/x-www-form-urlencoded` body (also a query string) with the
+/// `form_urlencoded` crate, the WHATWG parser the `url` crate uses: `+` is a space, `%XX` a
+/// byte, a bad escape stays as written, invalid UTF-8 is replaced; a repeated name keeps its
+/// last value. Public so that `fuzz/` reaches it.
 pub fn decode_form(s: &str) -> HashMap<String, String> {
-    let dec = |p: &str| -> String {
-        let b = p.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => match (hexval(b[i + 1]), hexval(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                },
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    s.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (dec(k), dec(v))
-        })
+    form_urlencoded::parse(s.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
+/// The session id from the request's `Cookie` headers (RFC 6265 pairs, parsed by the
+/// `cookie` crate); pairs that do not parse are skipped.
 fn cookie(req: &Request<hyper::body::Incoming>) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
+        .flat_map(|v| cookie::Cookie::split_parse(v).filter_map(Result::ok))
+        .find(|c| c.name() == COOKIE)
+        .map(|c| c.value().to_owned())
 }
 
 /// Constant-time comparison of two tokens (their length is not secret).
@@ -846,6 +814,17 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_decode_as_browsers_encode_them_and_bad_escapes_stay_as_written() {
+        let f = decode_form("a=1+2&b=%E4%BA%BA&c=%zz&&d&a=3&e=%FF");
+        assert_eq!(f["a"], "3", "a repeated name keeps its last value");
+        assert_eq!(f["b"], "人");
+        assert_eq!(f["c"], "%zz");
+        assert_eq!(f["d"], "");
+        assert_eq!(f["e"], "\u{FFFD}", "invalid UTF-8 is replaced");
+        assert_eq!(f.len(), 5);
+    }
 
     #[test]
     fn escaping_and_form_decoding() {
