@@ -28,6 +28,7 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in declaration order.
     pub const ALL: [Method; 5] = [
         Method::App,
         Method::Web,
@@ -36,6 +37,7 @@ impl Method {
         Method::Cli,
     ];
 
+    /// The method's name as written in histories and receipts.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::App => "app",
@@ -60,12 +62,14 @@ pub enum AssistanceLevel {
 }
 
 impl AssistanceLevel {
+    /// Every level, from the least automation to the most.
     pub const ALL: [AssistanceLevel; 3] = [
         AssistanceLevel::HumanOnly,
         AssistanceLevel::AiSuggests,
         AssistanceLevel::AiAnswers,
     ];
 
+    /// The level's name as written in histories and receipts.
     pub fn as_str(self) -> &'static str {
         match self {
             AssistanceLevel::HumanOnly => "human_only",
@@ -92,8 +96,11 @@ impl AssistanceLevel {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{given}` is not a valid {what}; use one of: {expected}")]
 pub struct UnknownValue {
+    /// What was being named (`method`, `level`, …).
     pub what: &'static str,
+    /// The name as given.
     pub given: String,
+    /// Every accepted name, comma-separated.
     pub expected: String,
 }
 
@@ -126,12 +133,16 @@ str_enum!(AssistanceLevel, "AI-assistance level");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentEventKind {
+    /// The person gave consent.
     Given,
+    /// The person withdrew it.
     Withdrawn,
+    /// It lapsed.
     Expired,
 }
 
 impl ConsentEventKind {
+    /// The kind's name as written in histories and receipts.
     pub fn as_str(self) -> &'static str {
         match self {
             ConsentEventKind::Given => "given",
@@ -157,9 +168,11 @@ pub struct Recorded {
     /// the future would not govern reads until then, and one dated before the last change is
     /// refused.
     pub at: OffsetDateTime,
+    /// Through which channel.
     pub method: Method,
     /// The id of the person or service that recorded it (an agent id, `subject-portal`, …).
     pub actor: String,
+    /// The policy version in force.
     pub policy_version: u64,
 }
 
@@ -167,8 +180,11 @@ pub struct Recorded {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentEvent {
+    /// The purpose id (`train.intent`, …).
     pub purpose: String,
+    /// What happened.
     pub kind: ConsentEventKind,
+    /// When, by the node's clock.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// For `given`: when the consent lapses on its own, if it does.
@@ -181,8 +197,11 @@ pub struct ConsentEvent {
     /// Whether the consent was given explicitly (a separate, specific statement), as special
     /// categories of data such as health require. For withdrawals it repeats the consent's flag.
     pub explicit: bool,
+    /// The policy version in force when it was recorded.
     pub policy_version: u64,
+    /// Through which channel.
     pub method: Method,
+    /// Who recorded it.
     pub actor: String,
     /// The `consentReceiptID` of the receipt issued for this change.
     pub receipt_id: String,
@@ -192,12 +211,18 @@ pub struct ConsentEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssistanceEvent {
+    /// The level chosen.
     pub level: AssistanceLevel,
+    /// When, by the node's clock.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// The policy version in force when it was recorded.
     pub policy_version: u64,
+    /// Through which channel.
     pub method: Method,
+    /// Who recorded it.
     pub actor: String,
+    /// The `consentReceiptID` of the receipt issued for this change.
     pub receipt_id: String,
 }
 
@@ -206,21 +231,29 @@ pub struct AssistanceEvent {
 pub enum ConsentState {
     /// No consent for this purpose was ever recorded.
     Never,
+    /// Consent is in force.
     Given {
+        /// Since when.
         since: OffsetDateTime,
+        /// Until when, if it lapses on its own.
         valid_until: Option<OffsetDateTime>,
+        /// Whether it was given explicitly.
         explicit: bool,
     },
+    /// The person withdrew it.
     Withdrawn {
+        /// When.
         at: OffsetDateTime,
     },
     /// Either an explicit `expired` event or a `given` whose `valid_until` has passed.
     Expired {
+        /// When.
         at: OffsetDateTime,
     },
 }
 
 impl ConsentState {
+    /// Whether consent is in force.
     pub fn is_given(&self) -> bool {
         matches!(self, ConsentState::Given { .. })
     }
@@ -290,7 +323,9 @@ impl Default for ConsentHistory {
 /// The terms of a consent being given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Terms {
+    /// When the consent lapses on its own, if it does.
     pub valid_until: Option<OffsetDateTime>,
+    /// Whether it is given explicitly (a separate, specific statement).
     pub explicit: bool,
 }
 
@@ -303,6 +338,7 @@ pub(crate) fn valid_purpose_id(p: &str) -> bool {
 }
 
 impl ConsentHistory {
+    /// An empty history: no consent given, the default AI-assistance level.
     pub fn new() -> Self {
         ConsentHistory {
             format: HISTORY_FORMAT,
@@ -320,15 +356,18 @@ impl ConsentHistory {
         Ok(h)
     }
 
+    /// The history as JSON bytes (what the archive seals).
     pub fn to_json_bytes(&self) -> Vec<u8> {
         // Serialising plain structs of strings, integers and timestamps cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Every consent change, in the order recorded.
     pub fn consent_events(&self) -> &[ConsentEvent] {
         &self.consent
     }
 
+    /// Every AI-assistance change, in the order recorded.
     pub fn assistance_events(&self) -> &[AssistanceEvent] {
         &self.assistance
     }

@@ -25,6 +25,7 @@
 //!     br#"{"at":1.5,"given":true,"purpose":"train.intent"}"#
 //! );
 //! ```
+#![warn(missing_docs)]
 
 mod error;
 mod history;

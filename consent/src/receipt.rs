@@ -29,9 +29,13 @@ pub struct Controller {
     pub pii_controller: String,
     /// A person or office to contact about privacy.
     pub contact: String,
+    /// Its postal address.
     pub address: String,
+    /// Its privacy e-mail address.
     pub email: String,
+    /// Its privacy telephone number.
     pub phone: String,
+    /// Its web page, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pii_controller_url: Option<String>,
 }
@@ -46,18 +50,26 @@ pub struct ReceiptPurpose {
     pub purpose_category: Vec<String>,
     /// `EXPLICIT` or `IMPLICIT`.
     pub consent_type: String,
+    /// The categories of personal data the purpose reads (its collections).
     pub pii_category: Vec<String>,
+    /// Whether this is the service's primary purpose.
     pub primary_purpose: bool,
+    /// When and how the consent ends (withdrawal at any time, its expiry).
     pub termination: String,
+    /// Whether data is disclosed to third parties under it.
     pub third_party_disclosure: bool,
+    /// Who those third parties are (the purpose's recipients).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub third_party_name: Vec<String>,
 }
 
+/// A service of the controller, with the purposes the receipt covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReceiptService {
+    /// The service's name.
     pub service: String,
+    /// The purposes of this receipt.
     pub purposes: Vec<ReceiptPurpose>,
 }
 
@@ -67,6 +79,7 @@ pub struct ReceiptService {
 pub struct ReceiptEvent {
     /// `given`, `withdrawn`, `expired` or `ai_assistance`.
     pub event: String,
+    /// The purpose id the change is about (none for an AI-assistance change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose_id: Option<String>,
     /// The W3C DPV state the consent is in after this change.
@@ -74,11 +87,16 @@ pub struct ReceiptEvent {
     pub dpv_state: Option<String>,
     /// RFC 3339.
     pub at: String,
+    /// For `given`: when the consent lapses on its own (RFC 3339), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<String>,
+    /// Whether the consent was given explicitly (what special categories need).
     pub explicit: bool,
+    /// The policy version in force when the change was recorded.
     pub policy_version: u64,
+    /// Who recorded the change (an agent id, `subject-portal`, …).
     pub actor: String,
+    /// For `ai_assistance`: the level chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai_assistance: Option<String>,
 }
@@ -87,23 +105,34 @@ pub struct ReceiptEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Receipt {
+    /// The Kantara Consent Receipt specification version.
     pub version: String,
+    /// The jurisdiction whose law applies.
     pub jurisdiction: String,
     /// Seconds since the Unix epoch, as Kantara specifies.
     pub consent_timestamp: i64,
+    /// How the consent was collected (app, web, agent, API, CLI).
     pub collection_method: String,
+    /// A unique id for this receipt (a UUID v4).
     #[serde(rename = "consentReceiptID")]
     pub consent_receipt_id: String,
     /// Standard base64 of the node's Ed25519 verifying key.
     pub public_key: String,
+    /// The language of the receipt's texts.
     pub language: String,
     /// The subject's pseudonym in hex; never an external reference.
     pub pii_principal_id: String,
+    /// The data controllers.
     pub pii_controllers: Vec<Controller>,
+    /// Where the controller's privacy notice is.
     pub policy_url: String,
+    /// The services and purposes the receipt covers.
     pub services: Vec<ReceiptService>,
+    /// Whether special categories of data are involved.
     pub sensitive: bool,
+    /// Which special categories (e.g. `health`).
     pub spi_cat: Vec<String>,
+    /// What changed (amble's extension).
     pub amble_event: ReceiptEvent,
 }
 
@@ -130,6 +159,7 @@ pub struct SignedReceipt {
 }
 
 impl SignedReceipt {
+    /// The receipt's content.
     pub fn receipt(&self) -> &Receipt {
         &self.receipt
     }
@@ -137,6 +167,7 @@ impl SignedReceipt {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+    /// The receipt file's bytes, exactly as signed.
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }
