@@ -108,3 +108,27 @@ impl amble_net::ServiceError for CoordinatorError {
 }
 
 pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn a_refusal_says_its_reason_and_an_internal_failure_says_nothing_of_the_coordinator() {
+        let s = amble_net::status("coordinator", CoordinatorError::Refused("replay: x".into()));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::FailedPrecondition, "replay: x")
+        );
+        let s = amble_net::status("coordinator", CoordinatorError::NoSuchVersion(9));
+        assert_eq!(s.code(), Code::NotFound);
+        // Before the shared rule, the coordinator answered "coordinator error: {inner}".
+        let s = amble_net::status(
+            "coordinator",
+            CoordinatorError::Corrupt("spooled block under /srv/amble/db missing".into()),
+        );
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("/srv/amble"), "{}", s.message());
+    }
+}
