@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
+    /// The current time in milliseconds since the Unix epoch (UTC); 0 if the system clock is set
+    /// before 1970.
     fn now_ms(&self) -> u64;
 
     /// The same instant as a UTC date and time.

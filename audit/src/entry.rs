@@ -19,18 +19,34 @@ use time::{OffsetDateTime, UtcOffset};
 /// [`Action::Other`], so an older verifier can still check a newer log.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Action {
+    /// Records were appended for the subject (`counts.records`, `collections`).
     Append,
+    /// The subject's records were read for a purpose (allowed or denied), or their consent
+    /// history or access log was looked up.
     Read,
+    /// The subject gave or withdrew consent for a purpose, or changed their AI-assistance choice.
     ConsentChange,
+    /// Everything about the subject was exported for them (GDPR Art. 15/20).
     Export,
+    /// The subject was erased: their data key destroyed and records removed (`counts.records`).
     Erase,
+    /// The node master key was rotated and the data keys rewrapped under the new one.
     RotateKey,
+    /// Records past their collection's retention were deleted; `counts` holds how many per
+    /// collection.
     RetentionSweep,
+    /// Another external reference was linked to the existing subject.
     Link,
+    /// An external reference was unlinked from the subject.
     Unlink,
+    /// Another subject was merged into this one (`reason` names the absorbed pseudonym).
     Merge,
+    /// A training run read the subject's records, or (without a subject) the run's summary.
     Train,
+    /// A newer policy was put in force (`counts.policy_version`).
     PolicyReload,
+    /// A call was refused before it touched anything: the caller's role may not make it, or its
+    /// certificate names no usable identity.
     DeniedCall,
     /// A one-time link to the self-service page was issued for the subject.
     PortalLink,
@@ -60,6 +76,7 @@ const KNOWN_ACTIONS: &[(&str, Action)] = &[
 ];
 
 impl Action {
+    /// The snake_case name written in entries (`consent_change`; an unknown action's own name).
     pub fn as_str(&self) -> &str {
         if let Action::Other(s) = self {
             return s;
@@ -112,8 +129,11 @@ impl<'de> Deserialize<'de> for Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
+    /// The policy allowed the access.
     Allow,
+    /// The access or call was refused; the entry's `reason` says why.
     Deny,
+    /// No policy decided this action (an append, a key rotation, a sweep).
     None,
 }
 
@@ -163,16 +183,26 @@ pub struct Entry {
     pub actor: String,
     /// The actor's role (`app`, `agent`, `auditor`, `admin`, `node`, `coordinator`, …).
     pub role: String,
+    /// What was done.
     pub action: Action,
     /// The subject's pseudonym, never an external reference.
     #[serde(with = "subject_hex")]
     pub subject: Option<SubjectId>,
+    /// The purpose the access was made for (`support`, `train.intent`, …); for a refused
+    /// coordinator call, the method called. `None` when no purpose applies.
     pub purpose: Option<String>,
+    /// Collections the action touched; for an allowed read, those the purpose was granted.
     pub collections: Vec<String>,
+    /// Fields an allowed read exposed, each as `collection.field`.
     pub fields: Vec<String>,
+    /// The policy outcome, `none` when no policy decided.
     pub decision: Decision,
+    /// Why, in a few words: a denial's code and reason, `withdrawn`, `model=…`. Never carries
+    /// record contents or external references.
     pub reason: Option<String>,
+    /// Version of the policy in force when the action was decided, if one was consulted.
     pub policy_version: Option<u64>,
+    /// Opaque id shared by every entry one request produced, to correlate them.
     pub request_id: String,
     /// Numbers that describe the action: records removed by a sweep, subjects in a round.
     pub counts: BTreeMap<String, u64>,
@@ -205,17 +235,29 @@ impl Entry {
 pub struct EntryDraft {
     /// `None`: the log stamps the time of the append. Tests may pin it.
     pub time: Option<OffsetDateTime>,
+    /// Who acts; see [`Entry::actor`].
     pub actor: String,
+    /// The actor's role; see [`Entry::role`].
     pub role: String,
+    /// What was done.
     pub action: Action,
+    /// The subject's pseudonym, if the action concerns one person.
     pub subject: Option<SubjectId>,
+    /// The purpose the access was made for; see [`Entry::purpose`].
     pub purpose: Option<String>,
+    /// Collections touched; see [`Entry::collections`].
     pub collections: Vec<String>,
+    /// Fields exposed, as `collection.field`.
     pub fields: Vec<String>,
+    /// The policy outcome; `none` unless set.
     pub decision: Decision,
+    /// Why, in a few words; never record contents or external references.
     pub reason: Option<String>,
+    /// Version of the policy in force, if one was consulted.
     pub policy_version: Option<u64>,
+    /// Opaque id shared by every entry of one request.
     pub request_id: String,
+    /// Numbers that describe the action; see [`Entry::counts`].
     pub counts: BTreeMap<String, u64>,
 }
 
@@ -244,26 +286,32 @@ impl EntryDraft {
         }
     }
 
+    /// Names the subject the entry is about (stored as its pseudonym only).
     pub fn subject(mut self, s: SubjectId) -> Self {
         self.subject = Some(s);
         self
     }
+    /// Sets the purpose the access was made for.
     pub fn purpose(mut self, p: impl Into<String>) -> Self {
         self.purpose = Some(p.into());
         self
     }
+    /// Sets the policy outcome (the default is `none`).
     pub fn decision(mut self, d: Decision) -> Self {
         self.decision = d;
         self
     }
+    /// Sets the reason; keep record contents and external references out of it.
     pub fn reason(mut self, r: impl Into<String>) -> Self {
         self.reason = Some(r.into());
         self
     }
+    /// Pins the entry's time instead of the time of the append; it is stored in UTC.
     pub fn at(mut self, t: OffsetDateTime) -> Self {
         self.time = Some(t);
         self
     }
+    /// Sets count `k` to `v`, replacing any earlier value under the same key.
     pub fn count(mut self, k: impl Into<String>, v: u64) -> Self {
         self.counts.insert(k.into(), v);
         self

@@ -37,17 +37,25 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
+/// File name of the entries in an export directory: one canonical entry per line.
 pub const ENTRIES_FILE: &str = "entries.jsonl";
+/// File name of the signed checkpoint over the whole tree, pruned entries included.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// File name of the log's verifier key string; the key name is the log's origin.
 pub const LOG_KEY_FILE: &str = "log.pub";
+/// File name of the [`PrunedPrefix`], present only when retention pruned the first entries.
 pub const PREFIX_FILE: &str = "prefix.json";
+/// File name of the optional latest checkpoint a witness cosigned.
 pub const WITNESSED_FILE: &str = "witnessed-checkpoint";
 
 /// The compact range standing in for pruned entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrunedPrefix {
+    /// Number of pruned entries: the seq of the first line of `entries.jsonl`.
     pub first_seq: u64,
+    /// Hashes of the perfect subtrees covering seqs `0..first_seq`, largest first; one per set
+    /// bit of `first_seq`.
     #[serde(with = "serde_b64_vec")]
     pub peaks: Vec<Hash>,
 }
@@ -55,9 +63,11 @@ pub struct PrunedPrefix {
 /// What [`export_dir`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSummary {
+    /// The directory the export was written to.
     pub dir: PathBuf,
     /// Tree size of the signed checkpoint.
     pub size: u64,
+    /// Root hash of the tree at `size`, as signed in the checkpoint.
     pub root: Hash,
     /// Seq of the first line of `entries.jsonl` (0 unless pruned).
     pub first_seq: u64,
@@ -138,10 +148,13 @@ pub fn export_dir(
 /// What an offline verification established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// The log's origin (its key name), as the checkpoint's first line gives it.
     pub origin: String,
     /// The log key that signed the checkpoint (verifier key string).
     pub log_key: String,
+    /// Tree size of the verified checkpoint, pruned entries included.
     pub size: u64,
+    /// Root hash of the verified checkpoint, recomputed from the entries.
     pub root: Hash,
     /// Seq of the first entry present (entries before it were pruned; their hashes checked).
     pub first_seq: u64,
@@ -168,8 +181,12 @@ pub struct VerifyReport {
 /// A checkpoint a witness cosigned, as the verifier established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Witnessed {
+    /// Tree size of the witnessed checkpoint; the export's first `size` entries were shown to
+    /// lead to its root.
     pub size: u64,
+    /// Names of trusted witness keys whose cosignatures on it verified.
     pub witnesses: Vec<String>,
+    /// Names of its signers whose keys were not supplied, so were not checked.
     pub unknown_cosigners: Vec<String>,
 }
 

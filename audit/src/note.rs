@@ -72,6 +72,8 @@ pub struct NoteVerifier {
 }
 
 impl NoteVerifier {
+    /// The verifier for `key` under `name`, computing its key id; fails with
+    /// [`NoteError::BadKeyName`] if `name` is empty or has whitespace or `+`.
     pub fn new(name: &str, key: VerifyingKey) -> Result<Self, NoteError> {
         check_name(name)?;
         Ok(NoteVerifier {
@@ -92,12 +94,15 @@ impl NoteVerifier {
         Ok(v)
     }
 
+    /// The key name, which signature lines must carry (for a log key, the log's origin).
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The 4-byte key id that prefixes each of this key's signatures.
     pub fn key_id(&self) -> [u8; 4] {
         self.id
     }
+    /// The Ed25519 public key.
     pub fn key(&self) -> &VerifyingKey {
         &self.key
     }
@@ -133,6 +138,8 @@ pub struct NoteSigner {
 }
 
 impl NoteSigner {
+    /// A signer using `key` under `name`; fails with [`NoteError::BadKeyName`] if `name` is
+    /// empty or has whitespace or `+`.
     pub fn new(name: &str, key: SigningKey) -> Result<Self, NoteError> {
         check_name(name)?;
         let id = key_id(name, &key.verifying_key());
@@ -177,6 +184,7 @@ impl NoteSigner {
         ))
     }
 
+    /// The public key string others check this signer's notes with.
     pub fn verifier(&self) -> NoteVerifier {
         NoteVerifier {
             name: self.name.clone(),
@@ -185,6 +193,7 @@ impl NoteSigner {
         }
     }
 
+    /// The key name written on each signature line.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -353,14 +362,19 @@ pub fn verify_note(
 /// A C2SP tlog-checkpoint body: origin, tree size, root hash (and optional extension lines).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The log's unique name (first line); amble uses the log key's name.
     pub origin: String,
+    /// Number of entries in the tree the checkpoint commits to.
     pub size: u64,
+    /// RFC 9162 root hash of that tree.
     pub root: Hash,
     /// Extension lines after the root, each without its newline; amble writes none.
     pub extensions: Vec<String>,
 }
 
 impl Checkpoint {
+    /// A checkpoint without extension lines; fails with [`NoteError::BadOrigin`] if `origin` is
+    /// empty or contains a control character.
     pub fn new(origin: &str, size: u64, root: Hash) -> Result<Self, NoteError> {
         if origin.is_empty() || origin.contains('\n') || origin.chars().any(|c| c.is_control()) {
             return Err(NoteError::BadOrigin(origin.to_owned()));

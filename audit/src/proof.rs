@@ -212,12 +212,17 @@ pub(crate) use self::b64_vec as serde_b64_vec;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InclusionProof {
+    /// Index (seq) of the leaf the proof is for.
     pub leaf_index: u64,
+    /// Size of the tree the proof is for; compare with a checkpoint of this size.
     pub tree_size: u64,
+    /// RFC 9162 leaf hash of the entry's canonical JSON.
     #[serde(with = "b64")]
     pub leaf_hash: Hash,
+    /// Root of the tree of `tree_size` leaves that the proof leads to.
     #[serde(with = "b64")]
     pub root_hash: Hash,
+    /// Sibling hashes, leaf side first (RFC 9162 PATH).
     #[serde(with = "b64_vec")]
     pub proof: Vec<Hash>,
 }
@@ -235,10 +240,14 @@ impl InclusionProof {
         )
     }
 
+    /// Pretty-printed JSON, hashes in standard base64 (empty string if serialisation fails,
+    /// which it cannot for this type).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Parses the JSON form; [`ProofError::Json`] if a field is missing, unknown or malformed.
+    /// The proof itself is not checked: call [`InclusionProof::verify`].
     pub fn from_json(s: &str) -> Result<Self, ProofError> {
         serde_json::from_str(s).map_err(|e| ProofError::Json(e.to_string()))
     }
@@ -248,17 +257,24 @@ impl InclusionProof {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyProof {
+    /// Size of the earlier tree; must be at least 1.
     pub old_size: u64,
+    /// Size of the later tree; at least `old_size`.
     pub new_size: u64,
+    /// Root of the tree of `old_size` leaves.
     #[serde(with = "b64")]
     pub old_root: Hash,
+    /// Root of the tree of `new_size` leaves.
     #[serde(with = "b64")]
     pub new_root: Hash,
+    /// Hashes of the RFC 9162 consistency proof (SUBPROOF order); empty when the sizes are equal.
     #[serde(with = "b64_vec")]
     pub proof: Vec<Hash>,
 }
 
 impl ConsistencyProof {
+    /// Checks that the tree with `old_root` is a prefix of the tree with `new_root`. Compare
+    /// both roots with signed checkpoints to make it mean something.
     pub fn verify(&self) -> Result<(), ProofError> {
         verify_consistency(
             self.old_size,
@@ -269,10 +285,14 @@ impl ConsistencyProof {
         )
     }
 
+    /// Pretty-printed JSON, hashes in standard base64 (empty string if serialisation fails,
+    /// which it cannot for this type).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Parses the JSON form; [`ProofError::Json`] if a field is missing, unknown or malformed.
+    /// The proof itself is not checked: call [`ConsistencyProof::verify`].
     pub fn from_json(s: &str) -> Result<Self, ProofError> {
         serde_json::from_str(s).map_err(|e| ProofError::Json(e.to_string()))
     }

@@ -147,10 +147,13 @@ impl Frontier {
         decompose(0, size)
     }
 
+    /// Number of leaves in the tree this frontier describes.
     pub fn size(&self) -> u64 {
         self.size
     }
 
+    /// Hashes of the perfect subtrees that make up the tree, largest (leftmost) first; one per
+    /// set bit of the size.
     pub fn peaks(&self) -> &[Hash] {
         &self.peaks
     }
@@ -194,6 +197,7 @@ pub struct MemoryTree {
 }
 
 impl MemoryTree {
+    /// An empty tree.
     pub fn new() -> Self {
         MemoryTree::default()
     }
@@ -226,6 +230,7 @@ impl MemoryTree {
         index
     }
 
+    /// Number of leaves appended.
     pub fn size(&self) -> u64 {
         self.frontier.size()
     }
@@ -241,6 +246,7 @@ impl MemoryTree {
         range_hash(self, 0, size)
     }
 
+    /// Hash of leaf `index`; [`ProofError::MissingNode`] if the tree has no such leaf.
     pub fn leaf_hash(&self, index: u64) -> Result<Hash, ProofError> {
         self.perfect(0, index)
     }

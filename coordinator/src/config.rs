@@ -18,9 +18,14 @@ pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     /// Where the coordinator keeps its database and its witness key.
     pub data_dir: PathBuf,
+    /// `[tls]`: the coordinator's certificate and key, and as `client_ca` the federation CA
+    /// (with its CRL) that node certificates must chain to.
     pub tls: TlsFiles,
+    /// `[federation]`: rounds, their size and deadline, the clip bound and the aggregation.
     pub federation: FederationSection,
+    /// `[model]`: the model the federation trains.
     pub model: ModelSection,
+    /// `[training]`: what each node runs locally per round.
     pub training: TrainingSection,
     /// The optional health, readiness and metrics endpoint (`[metrics]`, plain HTTP: it
     /// exposes no personal data and no identifiers; see [`crate::server::metrics`]).
@@ -113,25 +118,40 @@ impl ModelSection {
 pub enum TrainingSection {
     /// Plain local SGD: no privacy guarantee. Only for public or synthetic data.
     Plain {
+        /// Passes over the node's data per round.
         epochs: usize,
+        /// Initial local learning rate.
         learning_rate: f32,
+        /// Learning rate at local epoch e is `learning_rate / (1 + decay · e)`; 0 (the default)
+        /// keeps it constant.
         #[serde(default)]
         decay: f32,
+        /// L2 penalty per example step; 0 (the default) disables it.
         #[serde(default)]
         l2: f32,
     },
     /// DP-SGD with per-person clipping at every node; σ is calibrated so that all rounds
     /// together cost `epsilon` at `delta` for each person at each node.
     Dp {
+        /// ε per person at each node, over all rounds together.
         epsilon: f64,
+        /// δ the ε is stated at (default 1e-5).
         #[serde(default = "default_delta")]
         delta: f64,
+        /// Poisson sampling rate of a node's people per DP-SGD step, in (0, 1].
         sample_rate: f64,
+        /// DP-SGD steps each node runs per round.
         steps_per_round: u64,
+        /// L2 bound on each person's gradient contribution per step (the C of DP-SGD).
         clip_norm: f64,
+        /// Local DP-SGD learning rate.
         learning_rate: f32,
+        /// Average the iterates of the last fraction of a round's steps (0, the default, keeps the
+        /// last one). Post-processing: no privacy cost.
         #[serde(default)]
         average_tail: f64,
+        /// The local learning rate decays linearly to this fraction of itself over a round (1, the
+        /// default, keeps it constant).
         #[serde(default = "one")]
         final_lr_fraction: f32,
     },
@@ -144,17 +164,29 @@ fn default_delta() -> f64 {
 /// The plan every node is told at Join: the resolved, validated configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// The model kind (`intent`).
     pub model: String,
+    /// The intent labels, in the order of the model's outputs.
     pub labels: Vec<String>,
+    /// How every participant turns a text into features.
     pub features: FeatureConfig,
+    /// Weight of the initial model built from the labels' names (0 = zero weights).
     pub label_prior: f32,
+    /// Rounds to run.
     pub rounds: u64,
+    /// A round closes as soon as this many updates were accepted.
     pub nodes_per_round: usize,
+    /// At the deadline, a round closes if at least this many updates were accepted.
     pub min_nodes: usize,
+    /// Seconds a round stays open (at least 1).
     pub round_deadline_secs: u64,
+    /// L2 bound on every update; the coordinator refuses anything above it.
     pub clip_bound: f64,
+    /// How accepted updates are combined (mean, trimmed mean or median).
     pub aggregation: Rule,
+    /// The aggregate is added to the global model times this.
     pub server_learning_rate: f32,
+    /// The server learning rate decays linearly to this fraction of itself by the last round.
     pub server_final_lr_fraction: f32,
     /// Heavy-ball momentum on the aggregate (0 = none; absent in plans stored before it).
     #[serde(default)]

@@ -16,9 +16,11 @@ use std::fmt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
+/// The `format` value a key file must carry; any other value is refused on load.
 pub const KEYRING_FORMAT: &str = "amble-keyring/v1";
 const DEK_AAD_DOMAIN: &[u8] = b"amble/dek/v1";
 
+/// Generation number of a node master key (KEK), starting at 1 and raised by each rotation.
 pub type KekVersion = u32;
 
 /// The node's keys. Zeroized on drop (each key is a [`Secret32`]); never printed.
@@ -147,10 +149,12 @@ impl Keyring {
         write_private(path, &bytes).map_err(io)
     }
 
+    /// The master key version that [`Keyring::wrap`] uses for new and rewrapped data keys.
     pub fn current_version(&self) -> KekVersion {
         self.current
     }
 
+    /// Every master key version still held, in ascending order (the current one included).
     pub fn versions(&self) -> Vec<KekVersion> {
         self.keks.keys().copied().collect()
     }
@@ -179,10 +183,13 @@ impl Keyring {
         old
     }
 
+    /// The HMAC key that turns external references into [`SubjectId`]s. Losing or changing it
+    /// makes every stored pseudonym unreachable from its external reference.
     pub fn pepper(&self) -> &Secret32 {
         &self.pepper
     }
 
+    /// The node's Ed25519 signing key, rebuilt from the stored seed on each call.
     pub fn signing_key(&self) -> Result<SigningKey, CryptoError> {
         SigningKey::from_seed(self.signing_seed.clone())
     }

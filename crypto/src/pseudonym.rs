@@ -1,3 +1,5 @@
+//! External references and the pseudonyms ([`SubjectId`]) they map to under the pepper.
+
 use crate::{CryptoError, Secret32};
 use ring::hmac;
 use std::fmt;
@@ -92,6 +94,7 @@ impl ExternalRef {
         Ok(ExternalRef(format!("{channel}:{}", id.as_str())))
     }
 
+    /// The lowercase channel before the `:` (`phone`, `email`, …); safe to log.
     pub fn channel(&self) -> &str {
         self.0.split_once(':').map(|(c, _)| c).unwrap_or("")
     }
@@ -114,18 +117,24 @@ impl fmt::Debug for ExternalRef {
 pub struct SubjectId([u8; 32]);
 
 impl SubjectId {
+    /// A pseudonym from its 32 raw bytes, as read back from storage.
     pub fn from_bytes(b: [u8; 32]) -> Self {
         SubjectId(b)
     }
+    /// A pseudonym from a slice, or `None` unless it is exactly 32 bytes.
     pub fn from_slice(b: &[u8]) -> Option<Self> {
         Some(SubjectId(b.try_into().ok()?))
     }
+    /// The 32 raw bytes of the HMAC tag.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+    /// Lowercase hex of the 32 bytes (64 characters), the form used in logs and exports.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+    /// Parses the form written by [`SubjectId::to_hex`] (either case); `None` unless it is valid
+    /// hex of exactly 32 bytes.
     pub fn from_hex(s: &str) -> Option<Self> {
         let v = hex::decode(s).ok()?;
         Self::from_slice(&v)

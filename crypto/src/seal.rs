@@ -9,6 +9,8 @@ use crate::{CryptoError, Plaintext, Secret32, SubjectId};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use std::fmt;
 
+/// Format version byte at the start of every sealed record; [`open`] refuses any other
+/// value with [`CryptoError::Malformed`].
 pub const SEAL_VERSION: u8 = 1;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
@@ -31,6 +33,7 @@ impl DataKey {
         Self::from_parts(Secret32::random()?, version)
     }
 
+    /// This key's generation, written into the header of every record it seals.
     pub fn version(&self) -> u32 {
         self.version
     }
@@ -62,6 +65,8 @@ pub(crate) fn aead_key(secret: &Secret32) -> Result<LessSafeKey, CryptoError> {
 /// A data key as it may be stored: wrapped (AES-256-GCM) under node master key `kek_version`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WrappedKey {
+    /// Version of the node master key this data key is wrapped under; [`crate::Keyring::unwrap`]
+    /// needs that version still in the keyring.
     pub kek_version: u32,
     /// `dek_version(4) ‖ nonce(12) ‖ ciphertext(32) ‖ tag(16)`
     pub(crate) body: Vec<u8>,
@@ -76,6 +81,8 @@ impl WrappedKey {
         v
     }
 
+    /// Decodes the form written by [`WrappedKey::to_bytes`]; fails with
+    /// [`CryptoError::UnwrapFailed`] unless it is exactly 68 bytes long.
     pub fn from_bytes(b: &[u8]) -> Result<Self, CryptoError> {
         if b.len() != 4 + 4 + NONCE_LEN + 32 + TAG_LEN {
             return Err(CryptoError::UnwrapFailed);
@@ -98,8 +105,12 @@ impl fmt::Debug for WrappedKey {
 /// Where a sealed record lives; bound into its AAD.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordAad<'a> {
+    /// The subject whose data key sealed the record.
     pub subject: &'a SubjectId,
+    /// Name of the collection the record belongs to (`profile`, `events`, …); only its first
+    /// 65,535 bytes are bound.
     pub collection: &'a str,
+    /// The record's identifier within its collection, bound byte for byte.
     pub record_id: &'a [u8],
 }
 

@@ -1,3 +1,5 @@
+//! Containers for secret and decrypted bytes: zeroized on drop, never printed.
+
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -13,6 +15,7 @@ impl Secret32 {
         Ok(s)
     }
 
+    /// Takes 32 bytes as a secret. The array is `Copy`: any copy the caller keeps is not zeroized.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Secret32(bytes)
     }
@@ -23,6 +26,7 @@ impl Secret32 {
         Some(Secret32(arr))
     }
 
+    /// The raw secret bytes, for handing to a cipher or HMAC; never print or store them in plain.
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
     }
@@ -39,15 +43,19 @@ impl fmt::Debug for Secret32 {
 pub struct Plaintext(Zeroizing<Vec<u8>>);
 
 impl Plaintext {
+    /// Takes ownership of decrypted bytes so they are zeroized when dropped.
     pub fn new(bytes: Vec<u8>) -> Self {
         Plaintext(Zeroizing::new(bytes))
     }
+    /// The decrypted bytes; copies made from them are not zeroized.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    /// Whether there are no bytes.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

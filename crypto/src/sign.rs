@@ -4,6 +4,7 @@ use crate::{CryptoError, Secret32};
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use std::fmt;
 
+/// A raw 64-byte Ed25519 signature (RFC 8032).
 pub type SignatureBytes = [u8; 64];
 
 /// An Ed25519 private key, held as its 32-byte seed (zeroized on drop).
@@ -13,26 +14,31 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
+    /// A new key from a random seed drawn from the OS generator.
     pub fn generate() -> Result<Self, CryptoError> {
         Self::from_seed(Secret32::random()?)
     }
 
+    /// The key whose RFC 8032 private seed is `seed`; the same seed always gives the same key.
     pub fn from_seed(seed: Secret32) -> Result<Self, CryptoError> {
         let pair = Ed25519KeyPair::from_seed_unchecked(seed.expose())
             .map_err(|_| CryptoError::BadSigningKey)?;
         Ok(SigningKey { seed, pair })
     }
 
+    /// The 32-byte private seed, for writing the key back to a key file; never log it.
     pub fn seed(&self) -> &Secret32 {
         &self.seed
     }
 
+    /// The public half, which others use to check this key's signatures.
     pub fn verifying_key(&self) -> VerifyingKey {
         let mut pk = [0u8; 32];
         pk.copy_from_slice(self.pair.public_key().as_ref());
         VerifyingKey(pk)
     }
 
+    /// Signs `msg` (deterministic, as Ed25519 is: same key and message, same signature).
     pub fn sign(&self, msg: &[u8]) -> SignatureBytes {
         let sig = self.pair.sign(msg);
         let mut out = [0u8; 64];
@@ -52,14 +58,18 @@ impl fmt::Debug for SigningKey {
 pub struct VerifyingKey([u8; 32]);
 
 impl VerifyingKey {
+    /// Wraps 32 raw public-key bytes; they are only checked when a signature is verified.
     pub fn from_bytes(b: [u8; 32]) -> Self {
         VerifyingKey(b)
     }
+    /// Like [`VerifyingKey::from_bytes`], but fails with [`CryptoError::BadSigningKey`] unless the
+    /// slice is exactly 32 bytes.
     pub fn from_slice(b: &[u8]) -> Result<Self, CryptoError> {
         Ok(VerifyingKey(
             b.try_into().map_err(|_| CryptoError::BadSigningKey)?,
         ))
     }
+    /// The 32 raw public-key bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -68,6 +78,9 @@ impl VerifyingKey {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }
+    /// Parses the standard base64 form written by [`VerifyingKey::to_base64`], ignoring
+    /// surrounding whitespace; fails with [`CryptoError::BadSigningKey`] unless it decodes to
+    /// exactly 32 bytes.
     pub fn from_base64(s: &str) -> Result<Self, CryptoError> {
         use base64::Engine;
         let v = base64::engine::general_purpose::STANDARD
@@ -76,6 +89,8 @@ impl VerifyingKey {
         Self::from_slice(&v)
     }
 
+    /// Checks that `sig` is this key's Ed25519 signature over `msg`, or returns
+    /// [`CryptoError::BadSignature`].
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
         UnparsedPublicKey::new(&ED25519, &self.0)
             .verify(msg, sig)

@@ -16,13 +16,19 @@ use time::OffsetDateTime;
 const DB_DIR: &str = "archive";
 const KEY_FILE: &str = "node.key";
 const PEPPER_CHECK_REF: &str = "amble:pepper-check";
+/// The `schema` value of every [`SubjectExport`]; changes when the document's shape does.
 pub const EXPORT_SCHEMA: &str = "amble.export/v1";
 
 /// A record to append: which collection, when it happened, and its fields.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
+    /// The collection the record belongs to; its retention and the purposes that may read it
+    /// follow from the policy.
     pub collection: Collection,
+    /// When the event happened, not when it was ingested; at most a day after the node's clock.
     pub time: OffsetDateTime,
+    /// The record's fields. Every number must be exact as a double (within ±2^53); put
+    /// identifiers and large amounts in strings.
     pub data: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -38,18 +44,23 @@ pub(crate) struct Record {
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    /// The subject the record was filed under (new if the reference was unknown).
     pub subject: SubjectId,
+    /// The record's id, unique within this archive.
     pub record_id: u64,
 }
 
 /// A half-open time range `[from, to)`; `None` is unbounded.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TimeRange {
+    /// Earliest time included, or `None` for no lower bound.
     pub from: Option<OffsetDateTime>,
+    /// First time excluded, or `None` for no upper bound.
     pub to: Option<OffsetDateTime>,
 }
 
 impl TimeRange {
+    /// Every time: no bound on either side.
     pub const ALL: TimeRange = TimeRange {
         from: None,
         to: None,
@@ -65,45 +76,68 @@ impl TimeRange {
 /// Everything the archive holds about one subject (GDPR Art. 15/20), as one document.
 #[derive(Debug, Clone, Serialize)]
 pub struct SubjectExport {
+    /// Always [`EXPORT_SCHEMA`].
     pub schema: &'static str,
+    /// The subject's pseudonym in hex (never an external reference).
     pub subject: String,
+    /// When the export was made, by the node's clock.
     #[serde(with = "time::serde::rfc3339")]
     pub exported_at: OffsetDateTime,
+    /// How many external references are linked to the subject (the references themselves are
+    /// not stored, so cannot be exported).
     pub reference_count: usize,
+    /// Records in the export, over all collections.
     pub record_count: usize,
+    /// The decrypted records by collection name, each in time order; collections without records
+    /// are left out.
     pub records: BTreeMap<&'static str, Vec<ExportedRecord>>,
 }
 
+/// One decrypted record in a [`SubjectExport`].
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportedRecord {
+    /// The record's id, unique within the archive.
     pub id: u64,
+    /// When the event happened.
     #[serde(with = "time::serde::rfc3339")]
     pub time: OffsetDateTime,
+    /// The record's fields, as appended.
     pub data: serde_json::Value,
 }
 
 /// What an erase did.
 #[derive(Debug, Clone, Serialize)]
 pub struct EraseReport {
+    /// The erased subject's pseudonym in hex.
     pub subject: String,
+    /// Records deleted; they were unreadable already once the data key was destroyed.
     pub records_deleted: usize,
+    /// External references that pointed at the subject and no longer resolve.
     pub references_removed: usize,
 }
 
 /// What a key rotation did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RotateReport {
+    /// The master key version every data key is now wrapped under.
     pub new_version: u32,
+    /// Master key versions removed from the key file. Data keys wrapped only under them (in an
+    /// older backup, say) no longer open, which is what completes an erasure.
     pub retired_versions: Vec<u32>,
+    /// Data keys rewrapped under the new version (records themselves are not re-encrypted).
     pub keys_rewrapped: usize,
 }
 
 /// What a merge did.
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeReport {
+    /// Pseudonym (hex) of the subject that remains.
     pub kept: String,
+    /// Pseudonym (hex) of the subject merged in; its data key is destroyed.
     pub absorbed: String,
+    /// Records re-sealed under the kept subject's key.
     pub records_moved: usize,
+    /// External references re-pointed to the kept subject.
     pub references_moved: usize,
 }
 

@@ -71,16 +71,23 @@ pub const MAX_TEXT_CHARS: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AssistError {
+    /// The node has no intent model stored yet, so nothing can be classified.
     #[error("no intent model yet: train one (`amble train intent`) or join a federation")]
     NoIntentModel,
+    /// The request's text is empty or only whitespace.
     #[error("text is empty; send what the person wrote or said")]
     EmptyText,
+    /// The text is longer than [`MAX_TEXT_CHARS`]. Holds its length in characters.
     #[error("text has {0} characters; send at most {MAX_TEXT_CHARS}")]
     TextTooLong(usize),
+    /// The number of intents asked for is outside `1..=MAX_K`. Holds the number asked for.
     #[error("k = {0}: ask for 1..={MAX_K} results (0 means {DEFAULT_K})")]
     BadK(usize),
+    /// A confidence threshold that is not a finite number in (0, 1]. Holds the value given.
     #[error("confidence threshold {0} must be a number in (0, 1]")]
     BadThreshold(f32),
+    /// Reading the model, the subject's consent or the policy failed, the model could not be
+    /// used, or the audit entry could not be written.
     #[error(transparent)]
     Node(#[from] NodeError),
 }
@@ -116,6 +123,7 @@ impl From<amble_learn::LearnError> for AssistError {
 pub struct Threshold(f32);
 
 impl Threshold {
+    /// A threshold of `v`, or [`AssistError::BadThreshold`] unless `v` is finite and in (0, 1].
     pub fn new(v: f32) -> Result<Self, AssistError> {
         if v.is_finite() && v > 0.0 && v <= 1.0 {
             Ok(Threshold(v))
@@ -124,6 +132,7 @@ impl Threshold {
         }
     }
 
+    /// The threshold as a probability in (0, 1].
     pub fn value(self) -> f32 {
         self.0
     }
@@ -163,6 +172,7 @@ pub enum Route {
 }
 
 impl Route {
+    /// Every route, from most to least automated.
     pub const ALL: [Route; 4] = [
         Route::SelfService,
         Route::BotDraft,
@@ -170,6 +180,7 @@ impl Route {
         Route::Expert,
     ];
 
+    /// The snake_case name used in audit entries and the API (`self_service`, `bot_draft`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Route::SelfService => "self_service",
@@ -206,7 +217,9 @@ pub enum LevelSource {
 /// A request's AI-assistance level and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Asker {
+    /// The AI-assistance level that applies to the request.
     pub level: AssistanceLevel,
+    /// Whether the level is the subject's own, or the default for no or an unknown subject.
     pub source: LevelSource,
 }
 
@@ -217,6 +230,7 @@ impl Asker {
         source: LevelSource::NoSubject,
     };
 
+    /// The level a known subject's consent history gives.
     pub fn subject(level: AssistanceLevel) -> Self {
         Asker {
             level,
@@ -228,7 +242,9 @@ impl Asker {
 /// A route and the one line that says why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Routed {
+    /// Who should answer.
     pub route: Route,
+    /// One line for the agent's screen that says why; it names the intent but never the text.
     pub reason: String,
 }
 
@@ -308,9 +324,13 @@ pub struct Classification {
     pub line: Line,
     /// The AI-assistance level that applied, and where it came from.
     pub asker: Asker,
+    /// Who should answer, by the routing rule.
     pub route: Route,
+    /// One line that says why this route (see [`Routed::reason`]).
     pub reason: String,
+    /// The confidence threshold that applied.
     pub threshold: Threshold,
+    /// Version of the policy whose automation lines were used.
     pub policy_version: u64,
 }
 

@@ -74,55 +74,107 @@ const AUDIT_CHECK_DIR: &str = ".restore-audit-check";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
+    /// A backup was asked for at a path that already exists; nothing is overwritten. Holds the
+    /// path.
     #[error("{0} already exists; choose a new file name for the backup")]
     OutExists(PathBuf),
+    /// The file to restore does not start with `amble-backup/`. Holds its path.
     #[error("{0} is not an amble backup (it does not start with {BACKUP_FORMAT:?})")]
     NotABackup(PathBuf),
+    /// The file is an amble backup, but of a format (or a database format) this version does not
+    /// restore.
     #[error(
         "{path} is an amble backup of format {found:?}; this version of amble restores {BACKUP_FORMAT:?} only"
     )]
-    UnsupportedFormat { path: PathBuf, found: String },
+    UnsupportedFormat {
+        /// The backup file.
+        path: PathBuf,
+        /// The format it declares.
+        found: String,
+    },
+    /// The backup is truncated, its content does not match its content hash or signature, its
+    /// body disagrees with its header, or it changed while being restored. Nothing is left
+    /// restored.
     #[error(
         "backup {path} is truncated or corrupted ({reason}); nothing was restored from it — use another copy"
     )]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The backup file.
+        path: PathBuf,
+        /// What did not match.
+        reason: String,
+    },
+    /// The backup verifies under the public key it names, but that is not the key file's signing
+    /// key: the key file belongs to another node.
     #[error(
         "backup {path} was made by node {backup_origin}, but key file {key_file} belongs to node {key_origin}; pass the key file of the node that made the backup"
     )]
     WrongKeyFile {
+        /// The backup file.
         path: PathBuf,
+        /// The key file given for the restore.
         key_file: PathBuf,
+        /// Origin (`amble.node/…`) of the node that made the backup.
         backup_origin: String,
+        /// Origin of the node the key file belongs to.
         key_origin: String,
     },
+    /// The key file's current master key is newer than the one the backup's data keys are
+    /// wrapped under: the key was rotated (as every erase does) after the backup was taken, so
+    /// restoring it could bring back erased people.
     #[error(
         "the node master key was rotated after this backup was taken (backup: v{backup}, key file: v{current}); every erase rotates the key, so restoring it could bring back people erased since. Restore a backup taken after the last rotation"
     )]
-    PredatesRotation { backup: u32, current: u32 },
+    PredatesRotation {
+        /// Master key version the backup's data keys are wrapped under.
+        backup: u32,
+        /// Current master key version in the key file.
+        current: u32,
+    },
+    /// The key file's current master key is older than the backup's: it is an old copy of the
+    /// key file, not the node's current one.
     #[error(
         "key file {key_file} holds master key v{current}, older than the backup's v{backup}; pass the node's current key file"
     )]
     KeyFileOlder {
+        /// The key file given for the restore.
         key_file: PathBuf,
+        /// Master key version the backup's data keys are wrapped under.
         backup: u32,
+        /// Current master key version in the key file.
         current: u32,
     },
+    /// A backup was asked for while data keys are wrapped under more than one master key version
+    /// (a rotation did not finish), so no single version could be recorded. Holds the versions
+    /// found.
     #[error(
         "the node's data keys are wrapped under master key versions {0:?}; finish the rotation with `amble node rotate-key`, then back up"
     )]
     MixedKeyVersions(Vec<u32>),
+    /// The restore's data directory holds something other than the key file to use. Holds the
+    /// directory.
     #[error("{0} is not empty; restore only into a new or empty data directory")]
     TargetNotEmpty(PathBuf),
+    /// A tree's entry count changed between reading the header and writing its entries: something
+    /// wrote to the node during the backup. Holds which tree and the two counts.
     #[error("the node changed while it was being backed up ({0}); stop the service and try again")]
     ChangedDuringBackup(String),
+    /// The restored audit log does not verify, or its recomputed size and root differ from those
+    /// in the backup's header; the restore was undone. Holds the details.
     #[error("the restored audit log does not verify: {0}; the restore was undone")]
     AuditMismatch(String),
+    /// Reading the backup or policy file, or writing the backup or the restored data directory,
+    /// failed.
     #[error("i/o error on {path}: {source}")]
     Io {
+        /// The file or directory the operation was on.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A node operation failed: the key file did not load, the backup's policy is invalid, the
+    /// restored database did not open, or an audit append failed.
     #[error(transparent)]
     Node(#[from] NodeError),
 }
@@ -140,7 +192,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TreeCount {
+    /// The tree's name in the database.
     pub name: String,
+    /// Number of key-value entries it holds.
     pub entries: u64,
 }
 
@@ -164,43 +218,63 @@ struct Header {
 /// How far a backup or restore is: entries written so far out of all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
+    /// Entries written so far.
     pub done: u64,
+    /// Entries in all trees.
     pub total: u64,
 }
 
 /// What a backup wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupReport {
+    /// The backup file written.
     pub file: PathBuf,
+    /// Always [`BACKUP_FORMAT`].
     pub format: &'static str,
+    /// When the backup was taken, by the node's clock.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The node's origin (`amble.node/…`), which also names its audit log.
     pub origin: String,
     /// The master-key version every data key in the backup is wrapped under.
     pub kek_version: u32,
+    /// Every database tree in the backup, in file order, with its entry count.
     pub trees: Vec<TreeCount>,
+    /// Entries over all trees.
     pub entries: u64,
+    /// Size of the backup file in bytes.
     pub bytes: u64,
     /// Hex RFC 9162 root over the file's content (what the signature covers).
     pub content_root: String,
+    /// Entries in the node's audit log, including the entry that logs this backup.
     pub audit_size: u64,
+    /// Hex root of the audit log at `audit_size`.
     pub audit_root: String,
 }
 
 /// What a restore established.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
+    /// The data directory restored into.
     pub data_dir: PathBuf,
+    /// The key file the restored node opens with.
     pub key_file: PathBuf,
+    /// When the backup was taken.
     #[serde(with = "time::serde::rfc3339")]
     pub backup_created_at: OffsetDateTime,
+    /// Origin of the node that made the backup (and the key file's node).
     pub origin: String,
+    /// Master key version every restored data key is wrapped under (the key file's current one).
     pub kek_version: u32,
+    /// Every database tree restored, with its entry count.
     pub trees: Vec<TreeCount>,
+    /// Entries restored over all trees.
     pub entries: u64,
+    /// Subjects in the restored archive.
     pub subjects: usize,
     /// The audit log as backed up: its size and root, recomputed from its entries.
     pub audit_size: u64,
+    /// Hex root of the audit log as backed up, recomputed from its entries.
     pub audit_root: String,
     /// Audit entries whose bodies were present and re-hashed (pruned ones are covered by
     /// their stored subtree hashes).

@@ -79,24 +79,34 @@ const READ: [Collection; 3] = [
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NeedsError {
+    /// A prediction was asked for before any need model was trained on this node; nothing was
+    /// read.
     #[error(
         "no need model yet: run `amble train needs --data-dir DATA_DIR` on this node (add --epsilon for a private run)"
     )]
     NoNeedModel,
+    /// The number of needs asked for is outside `1..=MAX_NEEDS_K`. Holds the number asked for.
     #[error("k = {0}: ask for 1..={MAX_NEEDS_K} needs (0 means {DEFAULT_NEEDS_K})")]
     BadK(usize),
+    /// The policy refused to read the person's archive for `personalisation`; the denied read is
+    /// already in the audit log. Holds the policy's reason.
     #[error(
         "the policy refused to read this person's archive for {PERSONALISATION}: {0} ({code}); needs are predicted only for people who consented to {PERSONALISATION}, for the roles the policy lists for it", code = .0.code()
     )]
     Denied(DenyReason),
+    /// No consenting person has an event after their first whose kind is among the needs kept, so
+    /// there is no example to train on.
     #[error(
         "nothing to train needs on: no person with consent for {TRAIN_NEEDS} has two or more events whose kind is among the needs kept (min_label_subjects or the labels list)"
     )]
     NothingToTrain,
+    /// A DP training config sets `label_prior`, which the need model cannot use. Holds the value.
     #[error(
         "label_prior = {0} has no meaning for the need model (its labels are event kinds, not phrases); set it to 0"
     )]
     LabelPrior(f32),
+    /// Reading the archive or the policy, charging the ledger, training, storing the model or
+    /// writing the audit log failed.
     #[error(transparent)]
     Node(#[from] NodeError),
 }
@@ -138,6 +148,7 @@ impl From<amble_audit::AuditError> for NeedsError {
 /// How to train the need model on this node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeedsTrainConfig {
+    /// How a timeline becomes features: hashed dimension and how many recent events are placed.
     pub features: NeedFeatureConfig,
     /// DP-SGD (the ε ledger is charged) or plain SGD (no guarantee). `label_prior` must be 0.
     pub privacy: Privacy,
@@ -195,6 +206,7 @@ impl NeedsTrainConfig {
 /// What a need training run read and spent: counts, never identities or contents.
 #[derive(Debug, Clone, Serialize)]
 pub struct NeedsRun {
+    /// The purpose the run read through (always [`TRAIN_NEEDS`]).
     pub purpose: &'static str,
     /// This node's need-training run number (also in the run's audit entries).
     pub run: u64,
@@ -212,14 +224,18 @@ pub struct NeedsRun {
     pub consent_state_hash: String,
     /// SHA-256 (hex) of the stored model.
     pub model_sha256: String,
+    /// What the run cost the privacy budget; `None` when it ran without differential privacy.
     pub charge: Option<Charge>,
+    /// Wall-clock time spent training, in seconds (reading the archive not included).
     pub train_seconds: f64,
 }
 
 /// Where the stored need model came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeedsModelInfo {
+    /// The need-training run number that produced the model.
     pub run: u64,
+    /// SHA-256 (hex) of the stored model bytes.
     pub sha256: String,
     /// ε of the run that trained it (None: not private).
     pub epsilon: Option<f64>,

@@ -26,13 +26,20 @@ pub const TRAIN_INTENT: &str = "train.intent";
 /// What a training run read and spent.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainRun {
+    /// The purpose the run read through (always [`TRAIN_INTENT`]).
     pub purpose: &'static str,
+    /// People who contributed at least one example.
     pub subjects_used: usize,
+    /// People the policy refused for the purpose (no consent now, or the grant lacks the
+    /// collection); none of their records was read.
     pub subjects_refused: usize,
+    /// Training examples: interactions with a resolved intent.
     pub examples: usize,
     /// SHA-256 over the sorted pseudonyms used: names the consent state without naming anyone.
     pub consent_state_hash: String,
+    /// How the model did on the test rows, and how training went.
     pub report: IntentReport,
+    /// What the run cost the privacy budget; `None` when it ran without differential privacy.
     pub charge: Option<Charge>,
 }
 
@@ -181,9 +188,11 @@ impl Node {
 /// What the coordinator asked this node to do in one round.
 #[derive(Debug, Clone)]
 pub struct RoundTask {
+    /// The round number the coordinator is running.
     pub round: u64,
     /// The global model version the round trains from.
     pub base_version: u64,
+    /// What to run locally (plain SGD or DP-SGD) and with which settings.
     pub training: LocalTraining,
     /// The L2 bound the update must respect.
     pub clip_bound: f64,
@@ -192,11 +201,15 @@ pub struct RoundTask {
 /// One federated round as this node ran it: what it read and spent, never who.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RoundRun {
+    /// The round number.
     pub round: u64,
     /// The global model version the round trained from.
     pub base_version: u64,
+    /// People who contributed at least one example.
     pub subjects_used: usize,
+    /// People the policy refused for [`TRAIN_INTENT`]; none of their records was read.
     pub subjects_refused: usize,
+    /// Examples trained on: rows whose intent the federation's model knows.
     pub examples: usize,
     /// Rows whose intent the federation's model does not know (left out).
     pub unknown_labels: usize,
@@ -204,10 +217,13 @@ pub struct RoundRun {
     pub consent_state_hash: String,
     /// ε of this round alone, and the model's cumulative ε at this node after it (DP only).
     pub epsilon_round: Option<f64>,
+    /// The model's cumulative ε at this node after this round (DP only).
     pub epsilon_total: Option<f64>,
+    /// δ of this round's guarantee (DP only).
     pub delta: Option<f64>,
     /// L2 norm of the update before it was clipped to the federation's bound.
     pub raw_norm: f64,
+    /// Whether the update was scaled down to the clip bound.
     pub clipped: bool,
 }
 
