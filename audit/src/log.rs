@@ -1,19 +1,19 @@
-//! The stored log: entries, hashes and the subject index in the node's sled database.
+//! The stored log: entries, hashes and the subject index, kept by a [`LogStore`] (sled in the
+//! node's and the coordinator's own database, see [`crate::store`]).
 //!
-//! Trees (all prefixed `audit`):
-//! - `audit`: seq (u64 big-endian) → canonical entry JSON;
-//! - `audit_nodes`: level (u8) ‖ index (u64 BE) → 32-byte hash of that perfect subtree;
-//!   every subtree hash is written once, when its last leaf arrives (on average two writes
-//!   per append), so proofs are O(log n) lookups and pruning entries never loses a hash;
-//! - `audit_subject`: subject pseudonym (32) ‖ seq (u64 BE) → empty;
-//! - `audit_meta`: `pruned_before` → u64 BE.
+//! Every subtree hash is written once, when its last leaf arrives (on average two writes per
+//! append), so proofs are O(log n) lookups and pruning entries never loses a hash.
 //!
-//! **Crash safety.** One append (or one batch) is one sled transaction over these trees, so an
-//! entry and its hashes land together or not at all. `append` does not flush; `append_durable`
-//! and `append_batch` do. The node appends the entry that describes a change *before* it writes
+//! **Crash safety.** One append (or one batch) is one atomic commit, so an entry and its
+//! hashes land together or not at all. `append` does not flush; `append_durable` and
+//! `append_batch` do. The node appends the entry that describes a change *before* it writes
 //! the change, to the same sled `Db`: sled recovers a prefix of its write log after a crash, so
 //! data can never survive without the entry that describes it (an entry can survive without its
 //! data — an access that was logged but did not complete, which is the safe direction).
+//!
+//! **Time.** Entries are stamped by the log's [`Clock`] (the system's unless the service
+//! injected its own with [`AuditLog::with_clock`]), so a test that moves the service's clock
+//! moves its audit entries with it.
 //!
 //! **Concurrency.** Open one `AuditLog` per database and share it (e.g. in an `Arc`); a second
 //! instance on the same database is detected at its first conflicting append and refused.
@@ -22,72 +22,22 @@
 //! `append_durable` callers share flushes (group commit). Proofs and reads take the lock
 //! only to snapshot the frontier; the hashes they use are immutable once written.
 
+use crate::clock::Clock;
 use crate::entry::{Entry, EntryDraft};
-use crate::error::{AuditError, ProofError, StorageError, StorageErrorKind};
+use crate::error::{AuditError, ProofError};
 use crate::hash::{Hash, leaf_hash};
 use crate::note::{Checkpoint, NoteSigner};
 use crate::proof::{ConsistencyProof, InclusionProof};
+use crate::store::{Batch, LogStore};
 use crate::tree::{Frontier, PerfectNodes, consistency_path, inclusion_path, range_hash};
 use amble_crypto::{SigningKey, SubjectId};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use time::OffsetDateTime;
 
-/// sled's errors, told as what they mean to a caller. sled names a directory another handle
-/// still holds as an I/O error that says so; every other I/O error, corruption and sled's own
-/// bugs are faults of the storage.
-impl From<sled::Error> for StorageError {
-    fn from(e: sled::Error) -> Self {
-        let kind = match &e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                StorageErrorKind::LockBusy
-            }
-            sled::Error::Io(_) | sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => {
-                StorageErrorKind::Fault
-            }
-            _ => StorageErrorKind::Other,
-        };
-        StorageError::new(kind, e.to_string())
-    }
-}
-
-impl From<sled::Error> for AuditError {
-    fn from(e: sled::Error) -> Self {
-        AuditError::Storage(e.into())
-    }
-}
-
-pub const ENTRIES_TREE: &str = "audit";
-pub const NODES_TREE: &str = "audit_nodes";
-pub const SUBJECT_TREE: &str = "audit_subject";
-pub const META_TREE: &str = "audit_meta";
-const META_PRUNED: &[u8] = b"pruned_before";
 /// Perfect-subtree hashes at this level and above are also kept in memory: one per 4096
 /// entries (16 MB per billion), and they are the nodes every proof touches.
 const CACHED_FROM_LEVEL: u8 = 12;
-
-fn node_key(level: u8, index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = level;
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
-fn subject_key(s: &SubjectId, seq: u64) -> [u8; 40] {
-    let mut k = [0u8; 40];
-    k[..32].copy_from_slice(s.as_bytes());
-    k[32..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn be_u64(bytes: &[u8]) -> Result<u64, AuditError> {
-    let arr: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| AuditError::Corrupt("a stored counter or key is not 8 bytes".into()))?;
-    Ok(u64::from_be_bytes(arr))
-}
 
 struct State {
     frontier: Frontier,
@@ -96,11 +46,8 @@ struct State {
 
 /// The node's audit log. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct AuditLog {
-    db: sled::Db,
-    entries: sled::Tree,
-    nodes: sled::Tree,
-    subjects: sled::Tree,
-    meta: sled::Tree,
+    store: Box<dyn LogStore>,
+    clock: Arc<dyn Clock>,
     state: Mutex<State>,
     /// Group commit: the log size known to be on disk, and a lock so one flusher runs at a
     /// time while later durable appenders wait and then find themselves already covered.
@@ -115,39 +62,15 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-/// Entries, hashes and index writes prepared outside the transaction.
-#[derive(Default)]
-struct Pending {
-    entries: Vec<(u64, Vec<u8>)>,
-    nodes: Vec<(u8, u64, Hash)>,
-    subjects: Vec<[u8; 40]>,
-}
-
 impl AuditLog {
-    /// Opens (or creates) the log in the node's database and rebuilds the in-memory frontier
-    /// from the stored hashes (O(log n) reads).
-    pub fn open(db: &sled::Db) -> Result<AuditLog, AuditError> {
-        let entries = db.open_tree(ENTRIES_TREE)?;
-        let nodes = db.open_tree(NODES_TREE)?;
-        let subjects = db.open_tree(SUBJECT_TREE)?;
-        let meta = db.open_tree(META_TREE)?;
-        let size = match nodes.scan_prefix([0u8]).next_back() {
-            Some(kv) => {
-                let (k, _) = kv?;
-                be_u64(&k[1..])? + 1
-            }
-            None => 0,
-        };
-        let pruned_before = match meta.get(META_PRUNED)? {
-            Some(v) => be_u64(&v)?,
-            None => 0,
-        };
+    /// The log kept by `store`, stamping entries by the system clock; rebuilds the in-memory
+    /// frontier from the stored hashes (O(log n) reads).
+    pub fn over(store: Box<dyn LogStore>) -> Result<AuditLog, AuditError> {
+        let size = store.leaf_count()?;
+        let pruned_before = store.pruned_before()?;
         let log = AuditLog {
-            db: db.clone(),
-            entries,
-            nodes,
-            subjects,
-            meta,
+            store,
+            clock: crate::clock::system(),
             state: Mutex::new(State {
                 frontier: Frontier::new(),
                 pruned_before,
@@ -157,23 +80,17 @@ impl AuditLog {
         };
         {
             let mut top = log.top.write().map_err(|_| AuditError::Poisoned)?;
-            for kv in log.nodes.range([CACHED_FROM_LEVEL]..) {
-                let (k, v) = kv?;
-                let (level, index) = (k[0], be_u64(&k[1..])?);
-                let hash: Hash = v.as_ref().try_into().map_err(|_| {
-                    AuditError::Corrupt(format!(
-                        "hash at level {level} index {index} is not 32 bytes"
-                    ))
+            log.store
+                .nodes_from(CACHED_FROM_LEVEL, &mut |level, index, hash| {
+                    push_top(&mut top, level, index, hash)
                 })?;
-                push_top(&mut top, level, index, hash)?;
-            }
         }
         let peaks = Frontier::peak_positions(size)
             .into_iter()
             .map(|(l, i)| log.perfect(l, i))
             .collect::<Result<Vec<_>, _>>()?;
         let frontier = Frontier::from_peaks(size, peaks)?;
-        if size > pruned_before && !log.entries.contains_key((size - 1).to_be_bytes())? {
+        if size > pruned_before && log.store.body(size - 1)?.is_none() {
             return Err(AuditError::Corrupt(format!(
                 "hashes cover {size} entries but entry {} is missing",
                 size - 1
@@ -181,6 +98,12 @@ impl AuditLog {
         }
         log.lock()?.frontier = frontier;
         Ok(log)
+    }
+
+    /// The same log, stamping new entries by `clock` (the service's injected clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, AuditError> {
@@ -218,18 +141,18 @@ impl AuditLog {
     /// Appends one entry; returns its seq. Written but not flushed: call [`AuditLog::flush`]
     /// (or use [`AuditLog::append_durable`]) before acknowledging anything that depends on it.
     pub fn append(&self, draft: EntryDraft) -> Result<u64, AuditError> {
-        let range = self.append_many(vec![draft], OffsetDateTime::now_utc())?;
+        let range = self.append_many(vec![draft], self.clock.now())?;
         Ok(range.start)
     }
 
-    /// Appends several entries in one transaction without flushing: for callers that write
-    /// the data the entries describe into the same sled database next and flush once for
-    /// both (sled recovers a prefix of its log, so the data cannot outlive its entries).
+    /// Appends several entries in one commit without flushing: for callers that write the
+    /// data the entries describe into the same database next and flush once for both (sled
+    /// recovers a prefix of its log, so the data cannot outlive its entries).
     pub fn append_many_unflushed(
         &self,
         drafts: Vec<EntryDraft>,
     ) -> Result<std::ops::Range<u64>, AuditError> {
-        self.append_many(drafts, OffsetDateTime::now_utc())
+        self.append_many(drafts, self.clock.now())
     }
 
     /// Appends one entry and returns its seq once it is on disk.
@@ -248,7 +171,7 @@ impl AuditLog {
         &self,
         drafts: Vec<EntryDraft>,
     ) -> Result<std::ops::Range<u64>, AuditError> {
-        let range = self.append_many(drafts, OffsetDateTime::now_utc())?;
+        let range = self.append_many(drafts, self.clock.now())?;
         self.flush_through(range.end)?;
         Ok(range)
     }
@@ -257,7 +180,7 @@ impl AuditLog {
     pub fn flush(&self) -> Result<(), AuditError> {
         let size = self.size();
         let mut flushed = self.flushed.lock().map_err(|_| AuditError::Poisoned)?;
-        self.db.flush()?;
+        self.store.flush()?;
         *flushed = (*flushed).max(size);
         Ok(())
     }
@@ -271,7 +194,7 @@ impl AuditLog {
         }
         // Everything appended before this point is covered by the flush below.
         let covered = self.size();
-        self.db.flush()?;
+        self.store.flush()?;
         *flushed = (*flushed).max(covered);
         Ok(())
     }
@@ -287,41 +210,21 @@ impl AuditLog {
             return Ok(start..start);
         }
         let mut frontier = st.frontier.clone();
-        let mut p = Pending::default();
+        let mut p = Batch::default();
         for d in drafts {
             let seq = frontier.size();
             let entry = d.into_entry(seq, now);
             let bytes = entry.to_canonical_json()?;
             let nodes = &mut p.nodes;
             frontier.push(leaf_hash(&bytes), |l, i, h| nodes.push((l, i, *h)));
-            if let Some(s) = &entry.subject {
-                p.subjects.push(subject_key(s, seq));
+            if let Some(s) = entry.subject {
+                p.subjects.push((s, seq));
             }
             p.entries.push((seq, bytes));
         }
-        (&self.entries, &self.nodes, &self.subjects)
-            .transaction(|(te, tn, ts)| {
-                // Seqs come from this instance's frontier; if the first leaf slot is taken,
-                // another `AuditLog` on the same database got there first. Any divergence
-                // between two instances shows up here for the one that is behind.
-                if tn.get(node_key(0, start))?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(()));
-                }
-                for (seq, bytes) in &p.entries {
-                    te.insert(&seq.to_be_bytes(), bytes.as_slice())?;
-                }
-                for (l, i, h) in &p.nodes {
-                    tn.insert(&node_key(*l, *i)[..], &h[..])?;
-                }
-                for k in &p.subjects {
-                    ts.insert(&k[..], &[] as &[u8])?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => AuditError::from(e),
-                TransactionError::Abort(()) => AuditError::SecondInstance(start),
-            })?;
+        // Seqs come from this instance's frontier; if the first leaf slot is taken, another
+        // `AuditLog` on the same storage got there first, and the store refuses the batch.
+        self.store.commit(start, &p)?;
         let end = frontier.size();
         st.frontier = frontier;
         let mut top = self.top.write().map_err(|_| AuditError::Poisoned)?;
@@ -333,7 +236,7 @@ impl AuditLog {
 
     /// The entry with this seq.
     pub fn entry(&self, seq: u64) -> Result<Entry, AuditError> {
-        match self.entries.get(seq.to_be_bytes())? {
+        match self.store.body(seq)? {
             Some(b) => Ok(Entry::from_canonical_json(&b)?),
             None if seq < self.first_kept()? => Err(AuditError::Pruned(seq)),
             None => Err(AuditError::NoSuchEntry(seq)),
@@ -342,32 +245,12 @@ impl AuditLog {
 
     /// Stored entries with seqs in `range` (pruned ones are simply absent).
     pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, AuditError> {
-        self.raw_entries(range)?
-            .into_iter()
-            .map(|(_, b)| Ok(Entry::from_canonical_json(&b)?))
-            .collect()
-    }
-
-    fn raw_range(&self, range: impl RangeBounds<u64>) -> (Bound<[u8; 8]>, Bound<[u8; 8]>) {
-        let map = |b: Bound<&u64>| match b {
-            Bound::Included(x) => Bound::Included(x.to_be_bytes()),
-            Bound::Excluded(x) => Bound::Excluded(x.to_be_bytes()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        (map(range.start_bound()), map(range.end_bound()))
-    }
-
-    fn raw_entries(
-        &self,
-        range: impl RangeBounds<u64>,
-    ) -> Result<Vec<(u64, sled::IVec)>, AuditError> {
-        self.entries
-            .range(self.raw_range(range))
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((be_u64(&k)?, v))
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.for_each_raw(range, |_, b| {
+            out.push(Entry::from_canonical_json(b)?);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Streams stored entry bodies (canonical bytes) with seqs in `range` to `f`.
@@ -376,20 +259,18 @@ impl AuditLog {
         range: impl RangeBounds<u64>,
         mut f: impl FnMut(u64, &[u8]) -> Result<(), AuditError>,
     ) -> Result<(), AuditError> {
-        for kv in self.entries.range(self.raw_range(range)) {
-            let (k, v) = kv?;
-            f(be_u64(&k)?, &v)?;
-        }
-        Ok(())
+        let (from, to) = half_open(range);
+        self.store.bodies(from, to, &mut |seq, body| {
+            f(seq, body)?;
+            Ok(true)
+        })
     }
 
     /// Every stored entry about `subject`, in seq order.
     pub fn entries_for_subject(&self, subject: &SubjectId) -> Result<Vec<Entry>, AuditError> {
         let mut out = Vec::new();
-        for kv in self.subjects.scan_prefix(subject.as_bytes()) {
-            let (k, _) = kv?;
-            let seq = be_u64(&k[32..])?;
-            if let Some(b) = self.entries.get(seq.to_be_bytes())? {
+        for seq in self.store.subject_seqs(subject)? {
+            if let Some(b) = self.store.body(seq)? {
                 out.push(Entry::from_canonical_json(&b)?);
             }
         }
@@ -481,36 +362,49 @@ impl AuditLog {
         // Record the new boundary first: a crash halfway leaves bodies that are merely
         // unreachable by the export, never an export that claims entries it lacks; the next
         // prune scans from seq 0 and removes such leftovers.
-        self.meta.insert(META_PRUNED, &target.to_be_bytes())?;
+        self.store.set_pruned_before(target)?;
         const CHUNK: usize = 10_000;
         let mut removed = 0u64;
-        let mut subj_batch = sled::Batch::default();
-        let mut entry_batch = sled::Batch::default();
-        let mut in_batch = 0usize;
-        for kv in self.entries.range(..target.to_be_bytes()) {
-            let (key, body) = kv?;
-            let seq = be_u64(&key)?;
-            if let Ok(e) = Entry::from_canonical_json(&body) {
-                if let Some(s) = &e.subject {
-                    subj_batch.remove(&subject_key(s, seq)[..]);
-                }
+        let mut from = 0u64;
+        loop {
+            let mut chunk: Vec<(u64, Option<SubjectId>)> = Vec::with_capacity(CHUNK);
+            self.store.bodies(from, target, &mut |seq, body| {
+                let subject = Entry::from_canonical_json(body)
+                    .ok()
+                    .and_then(|e| e.subject);
+                chunk.push((seq, subject));
+                Ok(chunk.len() < CHUNK)
+            })?;
+            let Some(&(last, _)) = chunk.last() else {
+                break;
+            };
+            self.store.remove(&chunk)?;
+            removed += chunk.len() as u64;
+            if chunk.len() < CHUNK {
+                break;
             }
-            entry_batch.remove(key);
-            removed += 1;
-            in_batch += 1;
-            if in_batch == CHUNK {
-                self.subjects.apply_batch(std::mem::take(&mut subj_batch))?;
-                self.entries.apply_batch(std::mem::take(&mut entry_batch))?;
-                in_batch = 0;
-            }
+            from = last + 1;
         }
-        self.subjects.apply_batch(subj_batch)?;
-        self.entries.apply_batch(entry_batch)?;
         st.pruned_before = target;
         drop(st);
         self.flush()?;
         Ok(removed)
     }
+}
+
+/// `range` as `from..to`, with an unbounded end as `u64::MAX` (a seq the log never reaches).
+fn half_open(range: impl RangeBounds<u64>) -> (u64, u64) {
+    let from = match range.start_bound() {
+        Bound::Included(x) => *x,
+        Bound::Excluded(x) => x.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(x) => x.saturating_add(1),
+        Bound::Excluded(x) => *x,
+        Bound::Unbounded => u64::MAX,
+    };
+    (from, to)
 }
 
 fn push_top(top: &mut Vec<Vec<Hash>>, level: u8, index: u64, hash: Hash) -> Result<(), AuditError> {
@@ -528,7 +422,7 @@ fn push_top(top: &mut Vec<Vec<Hash>>, level: u8, index: u64, hash: Hash) -> Resu
 }
 
 /// The log plus a snapshot of its frontier: peaks and the upper levels come from memory,
-/// the rest from sled.
+/// the rest from the store.
 struct View<'a> {
     log: &'a AuditLog,
     frontier: Frontier,
@@ -574,14 +468,9 @@ impl PerfectNodes for AuditLog {
                 return Ok(*h);
             }
         }
-        let v = self
-            .nodes
-            .get(node_key(level, index))?
-            .ok_or(ProofError::MissingNode { level, index })?;
-        v.as_ref().try_into().map_err(|_| {
-            AuditError::Corrupt(format!(
-                "hash at level {level} index {index} is not 32 bytes"
-            ))
-        })
+        Ok(self
+            .store
+            .node(level, index)?
+            .ok_or(ProofError::MissingNode { level, index })?)
     }
 }

@@ -390,3 +390,22 @@ fn a_second_log_instance_on_the_same_database_is_refused_not_interleaved() {
     let leaves = recomputed_leaves(&first);
     assert_eq!(first.root().unwrap(), reference_root(&leaves));
 }
+
+#[test]
+fn entries_are_stamped_by_the_injected_clock_and_move_with_it() {
+    let (_dir, db) = temp_db();
+    let clock = amble_audit::ManualClock::at(1_700_000_000_000);
+    let log = AuditLog::open(&db)
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()));
+    let first = log
+        .append(EntryDraft::new("a", "app", Action::Read, "r1"))
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(90));
+    let second = log
+        .append_durable(EntryDraft::new("a", "app", Action::Read, "r2"))
+        .unwrap();
+    let (a, b) = (log.entry(first).unwrap(), log.entry(second).unwrap());
+    assert_eq!(a.time.unix_timestamp(), 1_700_000_000);
+    assert_eq!((b.time - a.time).whole_seconds(), 90);
+}
