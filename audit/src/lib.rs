@@ -41,6 +41,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod actor;
 pub mod clock;
 mod entry;
 mod error;
@@ -49,8 +50,10 @@ pub mod hash;
 pub mod log;
 pub mod note;
 mod proof;
+pub mod store;
 mod tree;
 
+pub use actor::{Actor, Origin};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::{Action, Decision, Entry, EntryDraft};
 pub use error::{

@@ -665,7 +665,7 @@ impl<'a> TestSet<'a> {
 /// nine in ten of them.
 fn load_node(dir: &Path, node: usize, data: &NodeData, _spec: &LabSpec) -> Result<()> {
     let n = Node::init(dir, None)?;
-    let op = Actor::new("operator:lab", Role::Admin, amble_consent::Method::Api);
+    let op = Actor::local("operator:lab", Role::Admin);
     let t0 = time::OffsetDateTime::now_utc() - time::Duration::days(30);
     let mut batch = Vec::with_capacity(512);
     for (i, row) in data.rows.iter().enumerate() {

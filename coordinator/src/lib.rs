@@ -41,46 +41,73 @@ pub use state::{Acceptance, Coordinator, FederationStatus, Phase, RoundSummary, 
 use std::path::PathBuf;
 
 /// Who is calling, as the shared auth layer read it from the verified client certificate.
-pub use amble_net::Caller;
+pub use amble_net::Actor;
 
 /// What went wrong; each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CoordinatorError {
+    /// `coordinator.toml` is invalid, the plan differs from the one the data directory was started
+    /// with, or the TLS certificate is not a coordinator's. Holds what is wrong; it is sent to the
+    /// caller as is.
     #[error("configuration: {0}")]
     Config(String),
+    /// A file the coordinator reads or writes (its config, certificate, key file, data
+    /// directory) could not be read or written, or signal handlers could not be installed.
     #[error("i/o error on {path}: {source}")]
     Io {
+        /// The file or directory the operation was on.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The coordinator's database failed to read, write or flush.
     #[error("storage: {0}")]
     Store(#[from] amble_audit::StorageError),
+    /// Appending to or reading the coordinator's own audit log failed.
     #[error("audit log: {0}")]
     Audit(#[from] amble_audit::AuditError),
+    /// The coordinator's witness key or a checkpoint note could not be built or signed.
     #[error("note: {0}")]
     Note(#[from] amble_audit::NoteError),
+    /// Building, aggregating or serialising the model failed.
     #[error("model: {0}")]
     Learn(#[from] amble_learn::LearnError),
+    /// The coordinator's key file is readable by group or others, or its key could not be
+    /// loaded or generated.
     #[error("key: {0}")]
     Crypto(#[from] amble_crypto::CryptoError),
+    /// Stored state contradicts itself (a missing model version, a spooled update that does not
+    /// parse, a pinned key that no longer parses). Holds what was found.
     #[error("the coordinator's state is damaged: {0}")]
     Corrupt(String),
+    /// A node's request was refused: a round that is not open, a second upload, an update that
+    /// fails a check, a log key that differs from the pinned one, a checkpoint that does not
+    /// extend the last one cosigned. The refusal is in the audit log; holds the reason, which is
+    /// sent to the node as is.
     #[error("refused: {0}")]
     Refused(String),
+    /// A node that has not joined the federation made a call that needs membership. Holds the
+    /// node's id.
     #[error("node {0} has not joined; call Join first")]
     NotMember(String),
+    /// A model version that was never published was asked for. Holds the version.
     #[error("model version {0} does not exist")]
     NoSuchVersion(u64),
+    /// The TLS setup failed: a certificate, key or CRL is missing, unreadable or does not fit.
     #[error(transparent)]
     Net(#[from] amble_net::NetError),
+    /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}; is another process using the port?")]
     Bind {
+        /// The address that could not be bound.
         addr: std::net::SocketAddr,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The gRPC server stopped with an error. Holds its message.
     #[error("the gRPC server stopped: {0}")]
     Serve(String),
 }
@@ -107,6 +134,7 @@ impl amble_net::ServiceError for CoordinatorError {
     }
 }
 
+/// The coordinator's result type: [`CoordinatorError`] unless another error is named.
 pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -11,15 +11,13 @@ use crate::config::CoordinatorConfig;
 use crate::service::FederationService;
 use crate::state::Coordinator;
 use crate::{CoordinatorError, Result};
-use amble_net::{ConnLimits, mtls_incoming, server_config};
+use amble_net::{ConnLimits, Shell, server_config};
 use amble_proto::v1 as pb;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// Largest gRPC message (a model or update chunk is 1 MiB; headers are small).
 const MAX_MESSAGE: usize = 8 << 20;
@@ -61,7 +59,7 @@ impl CoordinatorServer {
             .map_err(|e| CoordinatorError::Config(format!("{}: {e}", config.tls.cert.display())))?;
         let me = amble_crypto::pki::identity_of(&der)
             .map_err(|e| CoordinatorError::Config(format!("{}: {e}", config.tls.cert.display())))?;
-        if me.role != "coordinator" {
+        if me.role != amble_net::Role::Coordinator {
             return Err(CoordinatorError::Config(format!(
                 "{} is a {} certificate; issue one with `amble pki issue NAME --role coordinator`",
                 config.tls.cert.display(),
@@ -122,10 +120,9 @@ impl CoordinatorServer {
         Arc::clone(&self.coordinator)
     }
 
-    /// Serves until `shutdown` completes, then flushes.
+    /// Serves until `shutdown` completes, drains ([`amble_net::Shell`]), then flushes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (incoming, accept) = mtls_incoming(
+        let mut shell = Shell::start(
             self.listener,
             Arc::clone(&self.tls),
             ConnLimits {
@@ -134,32 +131,26 @@ impl CoordinatorServer {
                 idle_timeout: Duration::from_secs(300),
                 max_lifetime: Duration::from_secs(3600),
             },
-            stop_rx,
         );
-        let ticker = {
-            let c = Arc::clone(&self.coordinator);
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_millis(250));
-                loop {
-                    every.tick().await;
-                    let c = Arc::clone(&c);
-                    match tokio::task::spawn_blocking(move || c.tick()).await {
-                        Ok(Err(e)) => tracing::error!(error = %e, "closing a round failed"),
-                        Err(e) => tracing::error!(error = %e, "round ticker failed"),
-                        Ok(Ok(())) => {}
-                    }
+        let c = Arc::clone(&self.coordinator);
+        shell.abort_on_stop(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                every.tick().await;
+                let c = Arc::clone(&c);
+                match tokio::task::spawn_blocking(move || c.tick()).await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "closing a round failed"),
+                    Err(e) => tracing::error!(error = %e, "round ticker failed"),
+                    Ok(Ok(())) => {}
                 }
-            })
-        };
-        // Ready from here until shutdown starts; the endpoint outlives the drain so that
-        // probes see 503 while requests in flight finish.
-        let ready = Arc::new(AtomicBool::new(true));
-        let metrics_task = self.metrics.map(|endpoint| {
+            }
+        }));
+        if let Some(endpoint) = self.metrics {
             let (c, grpc) = (Arc::clone(&self.coordinator), Arc::clone(&self.grpc_stats));
-            endpoint.spawn(Arc::clone(&ready), move || metrics::render(&c, &grpc))
-        });
+            shell.metrics(endpoint, move || metrics::render(&c, &grpc));
+        }
         let svc = FederationService(Arc::clone(&self.coordinator));
-        let result = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(amble_net::metrics::GrpcMetricsLayer::new(Arc::clone(
@@ -178,24 +169,20 @@ impl CoordinatorServer {
                 pb::audit_server::AuditServer::new(svc)
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE),
-            )
-            .serve_with_incoming_shutdown(incoming, async {
-                shutdown.await;
-                ready.store(false, Ordering::SeqCst);
-                let _ = stop_tx.send(true);
-            })
-            .await;
-        accept.abort();
-        ticker.abort();
+            );
         let c = Arc::clone(&self.coordinator);
-        let flushed = tokio::task::spawn_blocking(move || c.flush())
+        shell
+            .run(
+                |incoming, drain| router.serve_with_incoming_shutdown(incoming, drain),
+                shutdown,
+                // The coordinator has no storage-fault trip: a failed write is returned to
+                // its caller as an error.
+                std::future::pending(),
+                Duration::ZERO,
+                move || c.flush().map_err(|e| e.to_string()),
+            )
             .await
             .map_err(|e| CoordinatorError::Serve(e.to_string()))?;
-        if let Some(t) = metrics_task {
-            t.abort();
-        }
-        result.map_err(|e| CoordinatorError::Serve(e.to_string()))?;
-        flushed?;
         tracing::info!("coordinator stopped and flushed");
         Ok(())
     }

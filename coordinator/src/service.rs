@@ -3,11 +3,13 @@
 //!
 //! Who calls is read from the verified client certificate, never from a request field: the
 //! shared auth layer of `amble-net` checks each call against [`METHODS`] and the federation
-//! name, logs a refusal, and hands the handler the admitted [`Caller`].
+//! name, logs a refusal, and hands the handler the admitted [`Actor`].
 
 use crate::state::{Coordinator, TaskFor};
-use crate::{Caller, CoordinatorError, TrainingRecord};
-use amble_net::{Gatekeeper, MethodAccess};
+use crate::{Actor, CoordinatorError, TrainingRecord};
+use amble_net::{Gatekeeper, MethodAccess, Role};
+
+use Role::{Admin, Auditor, Node};
 use amble_proto::v1 as pb;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-const fn access(path: &'static str, roles: &'static [&'static str]) -> MethodAccess {
+const fn access(path: &'static str, roles: &'static [Role]) -> MethodAccess {
     MethodAccess {
         path,
         local: roles,
@@ -27,26 +29,17 @@ const fn access(path: &'static str, roles: &'static [&'static str]) -> MethodAcc
 /// Which roles may call each method; anything else is refused for everyone. The shared auth
 /// layer of `amble-net` applies it to every call before a handler runs.
 pub const METHODS: &[MethodAccess] = &[
-    access("/amble.v1.Federation/Join", &["node"]),
-    access("/amble.v1.Federation/NextTask", &["node"]),
-    access(
-        "/amble.v1.Federation/FetchModel",
-        &["node", "auditor", "admin"],
-    ),
-    access("/amble.v1.Federation/SubmitUpdate", &["node"]),
-    access("/amble.v1.Federation/Decline", &["node"]),
-    access("/amble.v1.Federation/Cosign", &["node"]),
-    access("/amble.v1.Federation/Status", &["node", "auditor", "admin"]),
-    access("/amble.v1.Audit/Checkpoint", &["auditor", "admin", "node"]),
-    access("/amble.v1.Audit/Entries", &["auditor", "admin"]),
-    access(
-        "/amble.v1.Audit/InclusionProof",
-        &["auditor", "admin", "node"],
-    ),
-    access(
-        "/amble.v1.Audit/ConsistencyProof",
-        &["auditor", "admin", "node"],
-    ),
+    access("/amble.v1.Federation/Join", &[Node]),
+    access("/amble.v1.Federation/NextTask", &[Node]),
+    access("/amble.v1.Federation/FetchModel", &[Node, Auditor, Admin]),
+    access("/amble.v1.Federation/SubmitUpdate", &[Node]),
+    access("/amble.v1.Federation/Decline", &[Node]),
+    access("/amble.v1.Federation/Cosign", &[Node]),
+    access("/amble.v1.Federation/Status", &[Node, Auditor, Admin]),
+    access("/amble.v1.Audit/Checkpoint", &[Auditor, Admin, Node]),
+    access("/amble.v1.Audit/Entries", &[Auditor, Admin]),
+    access("/amble.v1.Audit/InclusionProof", &[Auditor, Admin, Node]),
+    access("/amble.v1.Audit/ConsistencyProof", &[Auditor, Admin, Node]),
 ];
 
 impl Gatekeeper for Coordinator {
@@ -54,31 +47,13 @@ impl Gatekeeper for Coordinator {
         Coordinator::federation(self)
     }
 
-    fn log_refusal(&self, caller: &amble_net::Caller, path: &str) -> Result<(), String> {
-        let reason = if caller.federation != Coordinator::federation(self) {
-            format!(
-                "certificate for federation {:?} may not call {path}",
-                caller.federation
-            )
-        } else {
-            format!("role {} may not call {path}", caller.role)
-        };
-        self.log_denied(caller, path, &reason)
+    fn log_refusal(&self, actor: &Actor, path: &str, reason: &str) -> Result<(), String> {
+        self.log_denied(actor, path, reason)
             .map_err(|e| e.to_string())
     }
 
     fn log_unidentified(&self, certificate: &str, path: &str, why: &str) -> Result<(), String> {
-        let mut rid = [0u8; 8];
-        let _ = amble_crypto::random_bytes(&mut rid);
-        let caller = Caller {
-            id: certificate.to_owned(),
-            role: "unidentified".into(),
-            federation: String::new(),
-            root: amble_net::TrustRoot::Federation,
-            request_id: hex::encode(rid),
-        };
-        self.log_denied(&caller, path, why)
-            .map_err(|e| e.to_string())
+        Coordinator::log_unidentified(self, certificate, path, why).map_err(|e| e.to_string())
     }
 }
 
@@ -101,8 +76,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The caller the auth layer admitted for `req`.
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+fn caller<T>(req: &Request<T>) -> Result<Actor, Status> {
+    req.extensions().get::<Actor>().cloned().ok_or_else(|| {
         Status::internal("request reached a service without an authenticated caller")
     })
 }

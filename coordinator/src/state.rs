@@ -17,7 +17,7 @@
 
 use crate::config::Plan;
 use crate::store::Store;
-use crate::{Caller, CoordinatorError, Result};
+use crate::{Actor, CoordinatorError, Result};
 use amble_audit::{Action, AuditLog, Clock, Decision, EntryDraft};
 use amble_audit::{Checkpoint, NoteSigner, NoteVerifier, verify_note};
 use amble_crypto::SigningKey;
@@ -49,8 +49,12 @@ pub enum Phase {
 pub struct RoundState {
     /// 1-based round number; round r trains from version r − 1 and publishes version r.
     pub round: u64,
+    /// Where the round is.
     pub phase: Phase,
+    /// When the round opened, in ms since the Unix epoch (coordinator's clock).
     pub opened_ms: u64,
+    /// When the round closes if the quota is not reached first, in ms since the Unix epoch;
+    /// moved on if too few updates had arrived by then.
     pub deadline_ms: u64,
     /// Nodes that declined this round, with their reason.
     pub declined: BTreeMap<String, String>,
@@ -67,34 +71,49 @@ impl RoundState {
 /// the `receipts` tree; not a consent receipt, which is `amble_consent::SignedReceipt`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Acceptance {
+    /// The round the update was accepted in.
     pub round: u64,
+    /// Id of the node that sent it (from its certificate).
     pub node: String,
+    /// L2 norm of the update as received; never above the plan's clip bound.
     pub norm: f64,
+    /// Weight in the mean: 1 under DP; otherwise the node's stated weight clamped to [1, 10⁶].
     pub weight: f64,
+    /// Number of values in the update (the model's parameter count).
     pub values: u64,
     /// Hex SHA-256 of the little-endian values.
     pub sha256: String,
+    /// What the node reported about its round.
     pub record: TrainingRecord,
+    /// When the update was accepted, in ms since the Unix epoch.
     pub received_ms: u64,
 }
 
 /// What a node's round used, as it reported it: counts and a hash, never identities.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingRecord {
+    /// People whose data the node's round used.
     pub subjects: u64,
+    /// Examples the node trained on.
     pub examples: u64,
+    /// The node's hash over the sorted pseudonyms it used (at most 128 characters kept).
     pub consent_state_hash: String,
+    /// ε the round cost at the node (0 for plain training).
     pub epsilon_round: f64,
+    /// The model's cumulative ε at the node after the round (0 for plain training).
     pub epsilon_total: f64,
+    /// δ the node's ε is stated at (0 for plain training).
     pub delta: f64,
 }
 
 /// A member of the federation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
+    /// The node's id, from its certificate.
     pub id: String,
     /// The node's audit-log verifier key, pinned at its first Join.
     pub log_key: String,
+    /// When the node first joined, in ms since the Unix epoch.
     pub joined_ms: u64,
     /// The last checkpoint this coordinator cosigned for the node: size and base64 root.
     pub cosigned: Option<(u64, String)>,
@@ -103,12 +122,17 @@ pub struct Member {
 /// One published round, for status and the demo's table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundSummary {
+    /// The round number.
     pub round: u64,
+    /// The model version it published (equal to the round number).
     pub version: u64,
+    /// The accepted updates that went into the aggregate.
     pub updates: Vec<Acceptance>,
+    /// Nodes that declined the round, with their reason.
     pub declined: BTreeMap<String, String>,
     /// Why the round closed: `quota`, `all_answered` or `deadline`.
     pub closed_by: String,
+    /// When the round closed, in ms since the Unix epoch.
     pub closed_ms: u64,
     /// L2 norm of the aggregate that was applied.
     pub aggregate_norm: f64,
@@ -117,34 +141,53 @@ pub struct RoundSummary {
 /// Where the federation is: what `Federation.Status` returns as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FederationStatus {
+    /// The federation's name, from the coordinator's certificate.
     pub federation: String,
+    /// Rounds the plan runs.
     pub rounds_total: u64,
+    /// The current round (the last one once the federation is done).
     pub round: u64,
+    /// Where the current round is.
     pub phase: Phase,
+    /// Latest published model version (the current round's base; the last round once done).
     pub model_version: u64,
+    /// Ids of nodes whose update the current round accepted.
     pub accepted_in_round: Vec<String>,
+    /// When the current round closes at the latest, in ms since the Unix epoch.
     pub deadline_ms: u64,
+    /// Every node that joined.
     pub members: Vec<Member>,
+    /// Every published round, oldest first.
     pub history: Vec<RoundSummary>,
+    /// ε per person at each node over all rounds, if the plan is private.
     pub epsilon: Option<f64>,
+    /// δ that ε is stated at, if the plan is private.
     pub delta: Option<f64>,
 }
 
 /// A task for one node, as the service will send it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskFor {
+    /// Train on the current round: download `version`, send an update before `deadline_ms`.
     Train {
+        /// The round to send the update for.
         round: u64,
+        /// The model version to train from.
         version: u64,
+        /// When the round closes at the latest, in ms since the Unix epoch.
         deadline_ms: u64,
     },
+    /// Nothing to do now (update already in, round declined, upload in progress); holds why.
     Wait(String),
+    /// The federation has published its last round.
     Done,
 }
 
 /// An update being received: checked and spooled as its chunks arrive.
 pub struct Upload {
+    /// The round the update is for.
     pub round: u64,
+    /// Id of the node sending it.
     pub node: String,
     check: UpdateCheck,
     digest: ring::digest::Context,
@@ -224,7 +267,7 @@ impl Coordinator {
         })?;
         let signer = crate::key::load_or_create(&data_dir.join("coordinator.key"))?;
         let store = Store::open(&data_dir.join("db"))?;
-        let audit = store.audit_log()?;
+        let audit = store.audit_log()?.with_clock(Arc::clone(&clock));
         let origin = format!("amble.coordinator/{federation}/{id}");
         let witness = NoteSigner::from_key(&origin, &signer)?;
 
@@ -391,10 +434,12 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The federation plan this coordinator runs, as resolved from its configuration.
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
 
+    /// The federation's name, from the coordinator's certificate.
     pub fn federation(&self) -> &str {
         &self.federation
     }
@@ -404,14 +449,18 @@ impl Coordinator {
         self.witness.verifier()
     }
 
+    /// The coordinator's own audit log.
     pub fn audit_log(&self) -> &AuditLog {
         &self.audit
     }
 
+    /// The coordinator's Ed25519 key: it signs the coordinator's own checkpoints and cosigns
+    /// nodes' checkpoints as witness.
     pub fn signing_key(&self) -> &SigningKey {
         &self.signer
     }
 
+    /// The coordinator's log origin and witness key name: `amble.coordinator/FEDERATION/ID`.
     pub fn origin(&self) -> &str {
         &self.origin
     }
@@ -426,31 +475,41 @@ impl Coordinator {
         Ok(())
     }
 
-    fn draft(caller: &Caller, action: &str) -> EntryDraft {
-        EntryDraft::new(
-            caller.id.clone(),
-            caller.role.clone(),
-            Action::Other(action.to_owned()),
-            caller.request_id.clone(),
-        )
+    fn draft(caller: &Actor, action: &str) -> EntryDraft {
+        caller.draft(Action::Other(action.to_owned()))
     }
 
-    /// Logs a call refused for the caller's role.
-    pub fn log_denied(&self, caller: &Caller, method: &str, reason: &str) -> Result<()> {
-        let mut d = EntryDraft::new(
-            caller.id.clone(),
-            caller.role.clone(),
-            Action::DeniedCall,
-            caller.request_id.clone(),
-        )
-        .decision(Decision::Deny)
-        .reason(reason.to_owned());
+    /// Logs a call refused for the caller's role or federation.
+    pub fn log_denied(&self, caller: &Actor, method: &str, reason: &str) -> Result<()> {
+        let mut d = caller
+            .draft(Action::DeniedCall)
+            .decision(Decision::Deny)
+            .reason(reason.to_owned());
         d.purpose = Some(method.to_owned());
         self.log(d)
     }
 
-    /// Registers a node (idempotent) and pins its audit-log key.
-    pub fn join(&self, caller: &Caller, log_key: &str) -> Result<Member> {
+    /// Logs a call refused because its certificate names no usable identity; `certificate`
+    /// (`cert:` and 16 hex digits of the leaf's SHA-256) stands in for the caller.
+    pub fn log_unidentified(&self, certificate: &str, method: &str, why: &str) -> Result<()> {
+        let mut rid = [0u8; 8];
+        // A request id only correlates entries; a failed RNG leaves zeros, not an error.
+        let _ = amble_crypto::random_bytes(&mut rid);
+        let mut d = EntryDraft::new(
+            certificate,
+            "unidentified",
+            Action::DeniedCall,
+            hex::encode(rid),
+        )
+        .decision(Decision::Deny)
+        .reason(why.to_owned());
+        d.purpose = Some(method.to_owned());
+        self.log(d)
+    }
+
+    /// Admits the calling node, pinning `log_key` (a C2SP verifier key string) at its first Join;
+    /// a later Join with another key is refused and logged. Every Join is logged.
+    pub fn join(&self, caller: &Actor, log_key: &str) -> Result<Member> {
         NoteVerifier::parse(log_key).map_err(|e| {
             CoordinatorError::Refused(format!("log_key is not a C2SP verifier key: {e}"))
         })?;
@@ -519,7 +578,7 @@ impl Coordinator {
     }
 
     /// A stored model version (`None` = latest published) as its serialised bytes.
-    pub fn model_bytes(&self, caller: &Caller, version: Option<u64>) -> Result<(u64, Vec<u8>)> {
+    pub fn model_bytes(&self, caller: &Actor, version: Option<u64>) -> Result<(u64, Vec<u8>)> {
         let version = match version {
             Some(v) => v,
             None => {
@@ -554,7 +613,7 @@ impl Coordinator {
     #[allow(clippy::too_many_arguments)]
     pub fn begin_upload(
         &self,
-        caller: &Caller,
+        caller: &Actor,
         round: u64,
         model: &str,
         base_version: u64,
@@ -633,7 +692,7 @@ impl Coordinator {
         })
     }
 
-    fn log_refusal(&self, caller: &Caller, round: u64, why: &str) -> Result<()> {
+    fn log_refusal(&self, caller: &Actor, round: u64, why: &str) -> Result<()> {
         tracing::warn!(node = %caller.id, round, reason = %why, "update refused");
         self.log(
             Self::draft(caller, "update_upload")
@@ -644,7 +703,7 @@ impl Coordinator {
     }
 
     /// Feeds a chunk of little-endian f32 values; refuses a bad chunk at once.
-    pub fn feed(&self, up: &mut Upload, caller: &Caller, bytes: &[u8]) -> Result<()> {
+    pub fn feed(&self, up: &mut Upload, caller: &Actor, bytes: &[u8]) -> Result<()> {
         let res = (|| -> std::result::Result<(), Rejection> {
             let values = amble_learn::federation::f32_from_le(bytes)?;
             up.check.feed(&values)?;
@@ -671,7 +730,7 @@ impl Coordinator {
     }
 
     /// Refuses an upload in progress: logs why, drops what was spooled.
-    pub fn abort(&self, up: &Upload, caller: &Caller, why: &str) -> CoordinatorError {
+    pub fn abort(&self, up: &Upload, caller: &Actor, why: &str) -> CoordinatorError {
         let _ = self.store.clear_spool_of(up.round, &up.node);
         self.lock().uploading.remove(&up.node);
         match self.log_refusal(caller, up.round, why) {
@@ -682,7 +741,7 @@ impl Coordinator {
 
     /// Ends an upload: final checks (length, norm, hash, replay); on success writes the receipt
     /// (the acceptance), adds the update to the round and closes the round if it is complete.
-    pub fn finish(&self, mut up: Upload, caller: &Caller) -> Result<(Acceptance, usize)> {
+    pub fn finish(&self, mut up: Upload, caller: &Actor) -> Result<(Acceptance, usize)> {
         let pending = std::mem::take(&mut up.pending);
         if !pending.is_empty() {
             self.spool_block(&mut up, &pending)?;
@@ -765,7 +824,7 @@ impl Coordinator {
     }
 
     /// A node will not take part in the current round.
-    pub fn decline(&self, caller: &Caller, round: u64, reason: &str) -> Result<()> {
+    pub fn decline(&self, caller: &Actor, round: u64, reason: &str) -> Result<()> {
         self.member(&caller.id)?;
         let mut inner = self.lock();
         if inner.state.round != round || inner.state.phase == Phase::Done {
@@ -917,7 +976,7 @@ impl Coordinator {
 
     /// Witnesses a node's checkpoint: the signature must verify with the key pinned at Join,
     /// and the tree must extend the last one cosigned for that node (consistency proof).
-    pub fn cosign(&self, caller: &Caller, note: &str, proof_json: &str) -> Result<(String, u64)> {
+    pub fn cosign(&self, caller: &Actor, note: &str, proof_json: &str) -> Result<(String, u64)> {
         let mut member = self.member(&caller.id)?;
         let key = NoteVerifier::parse(&member.log_key)
             .map_err(|e| CoordinatorError::Corrupt(format!("pinned log key: {e}")))?;

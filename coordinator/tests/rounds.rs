@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{AuditLog, EntryDraft, NoteSigner};
-use amble_coordinator::{Caller, Coordinator, CoordinatorConfig, Phase, Plan, TrainingRecord};
+use amble_coordinator::{Actor, Coordinator, CoordinatorConfig, Phase, Plan, TrainingRecord};
 use amble_learn::federation::LocalTraining;
 use amble_learn::federation::Rule;
 use std::path::Path;
@@ -37,14 +37,13 @@ fn plan(rule: Rule, nodes_per_round: usize) -> Plan {
     }
 }
 
-fn caller(id: &str) -> Caller {
-    Caller {
-        id: id.into(),
-        role: "node".into(),
-        federation: "test.fed".into(),
-        root: amble_net::TrustRoot::Local,
-        request_id: "t".into(),
-    }
+fn caller(id: &str) -> Actor {
+    Actor::certified(
+        id,
+        amble_net::Role::Node,
+        "test.fed",
+        amble_net::TrustRoot::Local,
+    )
 }
 
 fn log_key(name: &str) -> (NoteSigner, String) {

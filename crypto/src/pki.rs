@@ -32,16 +32,125 @@ use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-/// The roles a certificate can carry (the same names as `amble_policy::Role`).
+/// What a certificate's holder does in a federation: the `ROLE` of its
+/// `spiffe://FEDERATION/ROLE/ID`. The same names appear in policy files, method tables and
+/// audit entries; `amble_policy` re-exports this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Role {
+    /// The federation's coordinator (from the federation CA; reaches only witness methods).
+    Coordinator,
+    /// A node: another member of the federation, or this node's own trainer.
+    Node,
+    /// An application of the organisation (its CRM, its ingest jobs).
+    App,
+    /// A service agent, human or bot, answering a person.
+    Agent,
+    /// An auditor of the access log.
+    Auditor,
+    /// The node's operator.
+    Admin,
+    /// The self-service page's front end, acting for the person signed in to it.
+    SubjectPortal,
+}
+
+impl Role {
+    /// Every role, in declaration order.
+    pub const ALL: &'static [Role] = &[
+        Role::Coordinator,
+        Role::Node,
+        Role::App,
+        Role::Agent,
+        Role::Auditor,
+        Role::Admin,
+        Role::SubjectPortal,
+    ];
+
+    /// The name used in certificates, policy files and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Node => "node",
+            Role::App => "app",
+            Role::Agent => "agent",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+            Role::SubjectPortal => "subject-portal",
+        }
+    }
+
+    /// Only an organisation CA issues it: a principal local to one organisation.
+    pub const fn local_only(self) -> bool {
+        matches!(self, Role::App | Role::Agent | Role::SubjectPortal)
+    }
+
+    /// Only the federation CA issues it.
+    pub const fn federation_only(self) -> bool {
+        matches!(self, Role::Coordinator)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{given}`; expected one of: {}", ROLES.join(", "))]
+pub struct UnknownRole {
+    /// The name as given.
+    pub given: String,
+}
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
+        Role::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRole {
+                given: s.to_owned(),
+            })
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = UnknownRole;
+    fn try_from(s: String) -> Result<Self, UnknownRole> {
+        s.parse()
+    }
+}
+
+impl From<Role> for String {
+    fn from(r: Role) -> String {
+        r.as_str().to_owned()
+    }
+}
+
+/// The names of every role, in [`Role::ALL`]'s order (for command-line value lists).
 pub const ROLES: [&str; 7] = [
-    "coordinator",
-    "node",
-    "app",
-    "agent",
-    "auditor",
-    "admin",
-    "subject-portal",
+    Role::Coordinator.as_str(),
+    Role::Node.as_str(),
+    Role::App.as_str(),
+    Role::Agent.as_str(),
+    Role::Auditor.as_str(),
+    Role::Admin.as_str(),
+    Role::SubjectPortal.as_str(),
 ];
+
+/// Which root a verified client certificate chains to. Deliberately exhaustive: every table
+/// of who may call what must say what each root may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustRoot {
+    /// The listener's own `client_ca`: the organisation's CA at a node, the federation CA at
+    /// the coordinator.
+    Local,
+    /// The `federation_ca` of a node in a federation.
+    Federation,
+}
 
 pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca.key";
@@ -51,10 +160,6 @@ const ORGANISATION_FILE: &str = "organisation";
 /// The organisational unit that marks a CA certificate's kind.
 const FEDERATION_CA_UNIT: &str = "amble federation CA";
 const ORGANISATION_CA_UNIT: &str = "amble organisation CA";
-/// Roles only an organisation CA issues: principals local to one organisation.
-pub const LOCAL_ONLY_ROLES: [&str; 3] = ["app", "agent", "subject-portal"];
-/// Roles only the federation CA issues.
-pub const FEDERATION_ONLY_ROLES: [&str; 1] = ["coordinator"];
 const INDEX_FILE: &str = "index.json";
 const CERTS_DIR: &str = "certs";
 const SPIFFE: &str = "spiffe://";
@@ -156,8 +261,11 @@ pub fn ca_kind_of(der: &[u8]) -> Result<Option<CaKind>, PkiError> {
 /// Who a certificate says its holder is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The federation the certificate was issued for (`FEDERATION`).
     pub federation: String,
-    pub role: String,
+    /// What its holder does (`ROLE`).
+    pub role: Role,
+    /// Its holder's name (`ID`), unique within the issuing CA.
     pub id: String,
 }
 
@@ -174,9 +282,10 @@ impl Identity {
         if parts.next().is_some() || federation.is_empty() || valid_name(id).is_err() {
             return None;
         }
-        ROLES.contains(&role).then(|| Identity {
+        let role = role.parse().ok()?;
+        Some(Identity {
             federation: federation.to_owned(),
-            role: role.to_owned(),
+            role,
             id: id.to_owned(),
         })
     }
@@ -498,13 +607,11 @@ impl Ca {
     /// time: revoke the old one to reissue.
     pub fn issue(&self, req: &IssueRequest) -> Result<Issued, PkiError> {
         valid_name(&req.name)?;
-        if !ROLES.contains(&req.role.as_str()) {
-            return Err(PkiError::BadRole {
-                given: req.role.clone(),
-            });
-        }
+        let role: Role = req.role.parse().map_err(|_| PkiError::BadRole {
+            given: req.role.clone(),
+        })?;
         let kind = self.kind();
-        if kind == CaKind::Federation && LOCAL_ONLY_ROLES.contains(&req.role.as_str()) {
+        if kind == CaKind::Federation && role.local_only() {
             return Err(PkiError::WrongCa {
                 kind,
                 role: req.role.clone(),
@@ -512,7 +619,7 @@ impl Ca {
                        (`amble pki init --dir ORG-PKI --federation FED --organisation ORG`)",
             });
         }
-        if kind == CaKind::Organisation && FEDERATION_ONLY_ROLES.contains(&req.role.as_str()) {
+        if kind == CaKind::Organisation && role.federation_only() {
             return Err(PkiError::WrongCa {
                 kind,
                 role: req.role.clone(),
@@ -533,7 +640,7 @@ impl Ca {
         }
         let identity = Identity {
             federation: self.federation.clone(),
-            role: req.role.clone(),
+            role,
             id: req.name.clone(),
         };
         let uri = identity.uri();
@@ -687,7 +794,7 @@ mod tests {
             id,
             Identity {
                 federation: "acme-fed".into(),
-                role: "app".into(),
+                role: Role::App,
                 id: "crm-1".into()
             }
         );
@@ -785,12 +892,29 @@ mod tests {
     }
 
     #[test]
+    fn every_role_parses_back_from_its_name_and_nothing_else_parses() {
+        for (role, name) in Role::ALL.iter().zip(ROLES) {
+            assert_eq!(role.as_str(), name);
+            assert_eq!(name.parse::<Role>(), Ok(*role));
+        }
+        assert_eq!(
+            "Admin".parse::<Role>(),
+            Err(UnknownRole {
+                given: "Admin".to_owned()
+            })
+        );
+        let json = serde_json::to_string(&Role::SubjectPortal).unwrap();
+        assert_eq!(json, "\"subject-portal\"");
+        assert!(serde_json::from_str::<Role>("\"root\"").is_err());
+    }
+
+    #[test]
     fn federation_ca_refuses_local_roles_and_organisation_ca_refuses_the_coordinator() {
         let fed_dir = tempfile::tempdir().unwrap();
         let fed = Ca::init(fed_dir.path(), "f").unwrap();
-        for role in LOCAL_ONLY_ROLES {
+        for role in Role::ALL.iter().filter(|r| r.local_only()) {
             assert!(matches!(
-                fed.issue(&IssueRequest::new("x", role)),
+                fed.issue(&IssueRequest::new("x", role.as_str())),
                 Err(PkiError::WrongCa { .. })
             ));
         }

@@ -6,7 +6,6 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_node::{Actor, ConsentChange, NewRecord, Node};
 use amble_policy::{Collection, Role};
@@ -74,8 +73,8 @@ fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
     let node = Node::init(&data, None)?;
-    let op = Actor::new("operator:seed", Role::Admin, Method::Cli);
-    let app = Actor::new("crm", Role::App, Method::Api);
+    let op = Actor::local("operator:seed", Role::Admin);
+    let app = Actor::local("crm", Role::App);
     let person = ExternalRef::parse("phone:+15550001")?;
     let mut fields = serde_json::Map::new();
     fields.insert("text".into(), "card lost".into());

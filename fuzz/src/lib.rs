@@ -137,11 +137,7 @@ pub fn backup_file(data: &[u8]) {
     if std::fs::write(&file, data).is_err() || std::fs::write(&key, b"not a key file").is_err() {
         return;
     }
-    let actor = amble_node::Actor::new(
-        "operator:fuzz",
-        amble_policy::Role::Admin,
-        amble_consent::Method::Cli,
-    );
+    let actor = amble_node::Actor::local("operator:fuzz", amble_policy::Role::Admin);
     assert!(
         amble_node::restore(&file, &target, Some(&key), &actor).is_err(),
         "a backup restored with a key file that is not the node's"

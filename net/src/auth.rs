@@ -1,4 +1,4 @@
-//! The one place a connection's certificate becomes a [`Caller`]: a tower layer shared by
+//! The one place a connection's certificate becomes an [`Actor`]: a tower layer shared by
 //! every amble gRPC service (node and coordinator). For each request it reads the verified
 //! chain the accept loop attached ([`PeerInfo`]), takes id, role and federation from the
 //! leaf's `spiffe://FEDERATION/ROLE/ID`, and admits the call only if
@@ -14,7 +14,8 @@
 //! (the service's audit log) before the answer leaves. Handlers never look at certificates.
 
 use crate::incoming::PeerInfo;
-use crate::tls::TrustRoot;
+use amble_audit::{Actor, Origin};
+use amble_crypto::pki::{Role, TrustRoot};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,14 +28,14 @@ pub struct MethodAccess {
     /// `/package.Service/Method`.
     pub path: &'static str,
     /// Roles admitted from the listener's own root (`tls.client_ca`).
-    pub local: &'static [&'static str],
+    pub local: &'static [Role],
     /// Roles admitted from the federation root (`tls.federation_ca` of a node).
-    pub federation: &'static [&'static str],
+    pub federation: &'static [Role],
 }
 
 impl MethodAccess {
     /// The roles admitted from `root`.
-    pub fn roles(&self, root: TrustRoot) -> &'static [&'static str] {
+    pub fn roles(&self, root: TrustRoot) -> &'static [Role] {
         match root {
             TrustRoot::Local => self.local,
             TrustRoot::Federation => self.federation,
@@ -47,28 +48,13 @@ pub fn access_of<'a>(table: &'a [MethodAccess], path: &str) -> Option<&'a Method
     table.iter().find(|m| m.path == path)
 }
 
-/// An authenticated caller, as the layer admitted it; in every admitted request's extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The certificate's id (`ID` of `spiffe://FEDERATION/ROLE/ID`).
-    pub id: String,
-    /// The certificate's role.
-    pub role: String,
-    /// The certificate's federation.
-    pub federation: String,
-    /// The root its chain verified against.
-    pub root: TrustRoot,
-    /// A fresh id that correlates the audit entries of this one request.
-    pub request_id: String,
-}
-
 /// What a service tells the layer about itself.
 pub trait Gatekeeper: Send + Sync + 'static {
     /// The federation this service belongs to; callers must name the same one.
     fn federation(&self) -> &str;
-    /// Records a refused call (blocking: it runs on the blocking pool). An error means the
-    /// refusal could not be recorded; the call is refused all the same.
-    fn log_refusal(&self, caller: &Caller, path: &str) -> Result<(), String>;
+    /// Records a call to `path` refused for `reason` (blocking: it runs on the blocking pool).
+    /// An error means the refusal could not be recorded; the call is refused all the same.
+    fn log_refusal(&self, actor: &Actor, path: &str, reason: &str) -> Result<(), String>;
     /// Records a call refused because its verified certificate names no usable identity (no
     /// or a malformed `spiffe://` URI, an unknown role). `certificate` is `cert:` and the first
     /// 16 hex digits of the leaf's SHA-256, so the refusal can be traced to a certificate.
@@ -80,58 +66,61 @@ pub trait Gatekeeper: Send + Sync + 'static {
     }
 }
 
-fn request_id() -> String {
-    let mut rid = [0u8; 8];
-    // A request id only correlates entries; a failed RNG leaves zeros, not an error.
-    let _ = amble_crypto::random_bytes(&mut rid);
-    hex::encode(rid)
-}
-
-/// The caller named by the connection's verified certificate, or why it names none.
-pub fn caller_of(peer: &PeerInfo) -> Result<Caller, Status> {
+/// The actor named by the connection's verified certificate, or why it names none.
+pub fn actor_of(peer: &PeerInfo) -> Result<Actor, Status> {
     let leaf = peer
         .certs
         .first()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
     let identity = amble_crypto::pki::identity_of(leaf.as_ref())
         .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-    Ok(Caller {
-        id: identity.id,
-        role: identity.role,
-        federation: identity.federation,
-        root: peer.root,
-        request_id: request_id(),
-    })
+    Ok(Actor::certified(
+        identity.id,
+        identity.role,
+        identity.federation,
+        peer.root,
+    ))
 }
 
-/// Why `caller` may not call `access`, or `None` if it may (the three rules of the module doc
-/// after the table lookup).
-pub fn refusal(caller: &Caller, access: &MethodAccess, federation: &str) -> Option<String> {
-    if caller.federation != federation {
+/// Why `actor` may not call `access`, or `None` if it may (the three rules of the module doc
+/// after the table lookup). A local actor carries no certificate and is refused: the layer
+/// admits network calls only.
+pub fn refusal(actor: &Actor, access: &MethodAccess, federation: &str) -> Option<String> {
+    let Origin::Certificate {
+        federation: theirs,
+        root,
+    } = &actor.origin
+    else {
+        return Some("a client certificate is required".to_owned());
+    };
+    if theirs != federation {
         return Some(format!(
-            "the certificate is for federation {:?}; this service belongs to {:?}",
-            caller.federation, federation
+            "the certificate is for federation {theirs:?}; this service belongs to {federation:?}"
         ));
     }
-    let roles = access.roles(caller.root);
-    if roles.contains(&caller.role.as_str()) {
+    let roles = access.roles(*root);
+    if roles.contains(&actor.role) {
         return None;
     }
-    let from = match caller.root {
+    let from = match root {
         TrustRoot::Local => "",
         TrustRoot::Federation => " with a federation certificate",
     };
     Some(if roles.is_empty() {
         format!(
             "role {}{from} may not call {}; it is open to no one{from}",
-            caller.role, access.path
+            actor.role, access.path
         )
     } else {
         format!(
             "role {}{from} may not call {}; it is open to: {}",
-            caller.role,
+            actor.role,
             access.path,
-            roles.join(", ")
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })
 }
@@ -215,8 +204,8 @@ where
             return answer(status);
         }
         let path = req.uri().path().to_owned();
-        let (caller, in_flight) = match req.extensions().get::<PeerInfo>() {
-            Some(peer) => match caller_of(peer) {
+        let (actor, in_flight) = match req.extensions().get::<PeerInfo>() {
+            Some(peer) => match actor_of(peer) {
                 Ok(c) => (c, peer.activity.begin()),
                 Err(status) => {
                     let certificate = peer.certs.first().map_or_else(
@@ -250,8 +239,8 @@ where
                 "{path} is not a method of this service; see proto/amble/v1"
             )));
         };
-        let Some(msg) = refusal(&caller, access, self.gate.federation()) else {
-            req.extensions_mut().insert(caller);
+        let Some(msg) = refusal(&actor, access, self.gate.federation()) else {
+            req.extensions_mut().insert(actor);
             let call = inner.call(req);
             return Box::pin(async move {
                 let response = call.await;
@@ -260,11 +249,12 @@ where
             });
         };
         drop(in_flight);
-        tracing::warn!(caller = %caller.id, role = %caller.role, method = %path, "refused call");
+        tracing::warn!(caller = %actor.id, role = %actor.role, method = %path, "refused call");
         let gate = Arc::clone(&self.gate);
         Box::pin(async move {
+            let reason = msg.clone();
             let logged =
-                tokio::task::spawn_blocking(move || gate.log_refusal(&caller, &path)).await;
+                tokio::task::spawn_blocking(move || gate.log_refusal(&actor, &path, &reason)).await;
             match logged {
                 Ok(Ok(())) => Ok(Status::permission_denied(msg).into_http()),
                 // A refusal that cannot be logged is still a refusal; say the log failed.
@@ -284,24 +274,18 @@ mod tests {
     const TABLE: &[MethodAccess] = &[
         MethodAccess {
             path: "/amble.v1.Archive/Read",
-            local: &["app", "agent"],
+            local: &[Role::App, Role::Agent],
             federation: &[],
         },
         MethodAccess {
             path: "/amble.v1.Audit/Checkpoint",
-            local: &["auditor"],
-            federation: &["coordinator"],
+            local: &[Role::Auditor],
+            federation: &[Role::Coordinator],
         },
     ];
 
-    fn caller(role: &str, federation: &str, root: TrustRoot) -> Caller {
-        Caller {
-            id: "x".into(),
-            role: role.into(),
-            federation: federation.into(),
-            root,
-            request_id: "00".into(),
-        }
+    fn caller(role: Role, federation: &str, root: TrustRoot) -> Actor {
+        Actor::certified("x", role, federation, root)
     }
 
     fn access(path: &str) -> &'static MethodAccess {
@@ -312,29 +296,35 @@ mod tests {
     fn a_local_role_is_admitted_only_from_the_local_root() {
         let read = access("/amble.v1.Archive/Read");
         assert_eq!(
-            refusal(&caller("app", "f", TrustRoot::Local), read, "f"),
+            refusal(&caller(Role::App, "f", TrustRoot::Local), read, "f"),
             None
         );
-        let remote = refusal(&caller("app", "f", TrustRoot::Federation), read, "f").unwrap();
+        let remote = refusal(&caller(Role::App, "f", TrustRoot::Federation), read, "f").unwrap();
         assert!(remote.contains("federation certificate"), "{remote}");
     }
 
     #[test]
     fn a_federation_role_reaches_only_the_federation_methods() {
         let checkpoint = access("/amble.v1.Audit/Checkpoint");
-        let coord = caller("coordinator", "f", TrustRoot::Federation);
+        let coord = caller(Role::Coordinator, "f", TrustRoot::Federation);
         assert_eq!(refusal(&coord, checkpoint, "f"), None);
         assert!(refusal(&coord, access("/amble.v1.Archive/Read"), "f").is_some());
         // A federation admin is not the organisation's admin.
-        let admin = caller("auditor", "f", TrustRoot::Federation);
+        let admin = caller(Role::Auditor, "f", TrustRoot::Federation);
         assert!(refusal(&admin, checkpoint, "f").is_some());
     }
 
     #[test]
     fn a_certificate_of_another_federation_is_refused_whatever_its_role() {
-        let other = caller("auditor", "other-fed", TrustRoot::Local);
+        let other = caller(Role::Auditor, "other-fed", TrustRoot::Local);
         let why = refusal(&other, access("/amble.v1.Audit/Checkpoint"), "f").unwrap();
         assert!(why.contains("other-fed"), "{why}");
+    }
+
+    #[test]
+    fn a_local_actor_without_a_certificate_is_refused() {
+        let op = Actor::local("operator", Role::Admin);
+        assert!(refusal(&op, access("/amble.v1.Audit/Checkpoint"), "f").is_some());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! first idle moment after `max_lifetime`, so finished handshakes left open cannot hold every
 //! slot under `max_connections`.
 
-use crate::tls::{ServerTls, TrustRoot};
+use crate::tls::ServerTls;
+use amble_crypto::pki::TrustRoot;
 use rustls::pki_types::CertificateDer;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -6,10 +6,11 @@
 //! what a connection must prove: TLS 1.3 only, the ring provider, a client certificate that
 //! chains to a configured CA, is within its validity and is not on the CRL. No plaintext or
 //! server-only mode can be built from this crate. It also holds the one [auth layer](AuthLayer)
-//! that turns the verified certificate into a [`Caller`] and checks it against a service's
+//! that turns the verified certificate into an [`Actor`] and checks it against a service's
 //! per-method table, by trust root (the organisation's own CA or the federation's) and
 //! federation name, the one [health, readiness and metrics endpoint](metrics) with its
-//! request counting layer, and the one way a service waits for its [signals].
+//! request counting layer, the one [serve loop](Shell) with its drain and fault handling, and
+//! the one way a service waits for its [signals].
 //!
 //! On the map in `docs/ARCHITECTURE.md` this crate sits beside `proto`, below `node` and
 //! `coordinator`.
@@ -43,16 +44,20 @@ mod auth;
 mod client;
 mod incoming;
 pub mod metrics;
+mod serve;
 #[cfg(unix)]
 pub mod signals;
 mod status;
 mod tls;
 
-pub use auth::{Auth, AuthLayer, Caller, Gatekeeper, MethodAccess, access_of, caller_of, refusal};
+pub use amble_audit::{Actor, Origin};
+pub use amble_crypto::pki::{Role, TrustRoot};
+pub use auth::{Auth, AuthLayer, Gatekeeper, MethodAccess, access_of, actor_of, refusal};
 pub use client::{ClientIdentity, source_chain};
 pub use incoming::{Activity, Conn, ConnLimits, InFlight, PeerInfo, TlsSlot, mtls_incoming};
+pub use serve::{Drain, Ended, Incoming, Shell};
 pub use status::{ServiceError, status};
-pub use tls::{ServerTls, TlsFiles, TrustRoot, server_config};
+pub use tls::{ServerTls, TlsFiles, server_config};
 
 use std::path::PathBuf;
 

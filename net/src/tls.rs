@@ -8,6 +8,7 @@
 //! reach only the federation's methods.
 
 use crate::NetError;
+use amble_crypto::pki::TrustRoot;
 use rustls::pki_types::UnixTime;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -68,16 +69,6 @@ fn read(path: &Path) -> Result<Vec<u8>, NetError> {
 
 fn pem_err(path: &Path, what: &str, e: impl std::fmt::Display) -> NetError {
     NetError::Tls(format!("{}: cannot read {what}: {e}", path.display()))
-}
-
-/// Which root a verified client certificate chains to. Deliberately exhaustive: every table
-/// of who may call what must say what each root may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrustRoot {
-    /// The listener's own `client_ca`.
-    Local,
-    /// The `federation_ca` of a node in a federation.
-    Federation,
 }
 
 /// A server's TLS configuration and what it needs to tell a connection's trust root.

@@ -4,7 +4,6 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_node::{Actor, Collection, NewRecord, Node, ReadOutcome, TimeRange};
 use amble_policy::Role;
@@ -29,7 +28,7 @@ fn record(i: usize) -> NewRecord {
 fn bench_archive(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let archive = Node::init(&dir.path().join("a"), None).expect("init");
-    let op = Actor::new("bench", Role::Admin, Method::Api);
+    let op = Actor::local("bench", Role::Admin);
     let refs: Vec<ExternalRef> = (0..SUBJECTS)
         .map(|i| ExternalRef::parse(&format!("phone:+1{i}")).expect("ref"))
         .collect();
@@ -89,7 +88,7 @@ fn bench_archive(c: &mut Criterion) {
     g.throughput(Throughput::Elements(100));
     // The only public read path: policy decision, a durable audit entry, decryption of the
     // granted collection, projection (here `support`: interaction text is masked).
-    let agent = Actor::new("bench-agent", Role::Agent, Method::Api);
+    let agent = Actor::local("bench-agent", Role::Agent);
     g.bench_function("amble_node_read_support", |b| {
         b.iter(|| {
             match archive

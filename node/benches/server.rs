@@ -15,7 +15,6 @@
 #[path = "../tests/server_support/mod.rs"]
 mod server_support;
 
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_node::{Actor, NewRecord, Node, TimeRange};
 use amble_policy::{Collection, Role};
@@ -175,7 +174,7 @@ fn in_process(node: &Arc<Node>, clients: usize, per_client: usize, read: bool) {
         .map(|c| {
             let node = Arc::clone(node);
             std::thread::spawn(move || {
-                let actor = Actor::new("bench", Role::App, Method::Api);
+                let actor = Actor::local("bench", Role::App);
                 let mut lat = Vec::with_capacity(per_client);
                 for i in 0..per_client {
                     let t = Instant::now();

@@ -31,7 +31,9 @@ struct Line {
 /// One bad line of an ingest file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
+    /// Line number in the file, from 1.
     pub line: usize,
+    /// What is wrong with the line; it names the field, never echoes the record's contents.
     pub message: String,
 }
 
@@ -45,27 +47,42 @@ impl std::fmt::Display for LineError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IngestError {
+    /// The file could not be opened or read. If this happens part-way through an ingest, records
+    /// from earlier batches are already stored.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file, as displayed.
         path: String,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// Validation found bad lines, so nothing was written. Holds the first
+    /// [`MAX_REPORTED_ERRORS`] of them, in file order.
     #[error("{} bad line(s); nothing was written. First: {}", .0.len(), .0.first().map(|e| e.to_string()).unwrap_or_default())]
     BadLines(Vec<LineError>),
+    /// A line that passed validation failed when read again for writing: the file changed during
+    /// the ingest. Earlier batches are stored; fix the file and ingest the rest.
     #[error(
         "{path} changed during the ingest: line {line}: {message}; the {written} records before \
          it were stored durably, the rest were not — fix the file and ingest the rest"
     )]
     Changed {
+        /// The file, as displayed.
         path: String,
+        /// Line number of the line that now fails, from 1.
         line: usize,
+        /// What is wrong with it now.
         message: String,
+        /// Records stored durably before the failure.
         written: usize,
     },
+    /// Appending a batch to the node failed; that batch and everything after it were not stored.
     #[error("writing failed after {written} records were stored durably: {source}")]
     Write {
+        /// Records stored durably by earlier batches.
         written: usize,
+        /// Why the append failed.
         #[source]
         source: NodeError,
     },
@@ -269,11 +286,7 @@ mod tests {
     fn a_file_that_changes_during_ingest_says_how_much_was_stored() {
         let dir = tempfile::tempdir().unwrap();
         let node = Node::init(&dir.path().join("n"), None).unwrap();
-        let actor = Actor::new(
-            "operator:test",
-            amble_policy::Role::Admin,
-            amble_consent::Method::Cli,
-        );
+        let actor = Actor::local("operator:test", amble_policy::Role::Admin);
         let f = dir.path().join("in.jsonl");
         let line = |i: usize| {
             format!(

@@ -23,12 +23,12 @@
 //!
 //! let dir = tempfile::tempdir()?;
 //! let node = Node::init(dir.path(), None)?; // a new key file, the example policy
-//! let crm = Actor::new("crm", Role::App, Method::Api);
+//! let crm = Actor::local("crm", Role::App,);
 //! let ann = ExternalRef::parse("phone:+15550100")?;
 //! let serde_json::Value::Object(data) = serde_json::json!({"display_name": "Ann"}) else { unreachable!() };
 //! node.append(&crm, &ann, &NewRecord { collection: Collection::Profile, time: node.now(), data })?;
 //! // Training reads only people who consented to it; Ann has not.
-//! let trainer = Actor::new("trainer", Role::Node, Method::Api);
+//! let trainer = Actor::local("trainer", Role::Node,);
 //! let read = node.read(&trainer, &ann, "train.intent", TimeRange::ALL)?;
 //! assert!(matches!(read, ReadOutcome::Denied(_)));
 //! // Both the append and the refused read are in the audit log.

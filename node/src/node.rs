@@ -9,7 +9,8 @@ use crate::archive::{
     Appended, Archive, EraseReport, MergeReport, NewRecord, RotateReport, TimeRange,
 };
 use crate::{Collection, NodeError, Result};
-use amble_audit::{Action, AuditLog, Clock, Decision as Logged, Entry, EntryDraft};
+pub use amble_audit::Actor;
+use amble_audit::{Action, AuditLog, Clock, Decision as Logged, Entry, EntryDraft, Origin};
 use amble_consent::{
     AssistanceLevel, ConsentHistory, Controller, Method, ReceiptIssuer, Recorded, SignedReceipt,
     Terms,
@@ -27,32 +28,16 @@ pub const EXAMPLE_POLICY: &str = include_str!("../../deploy/policy.example.toml"
 const POLICY_FILE: &str = "policy.toml";
 const EXPORT_DOMAIN: &[u8] = b"amble/export/v1\n";
 
-/// Who is acting: an id and role (from a client certificate, or the operator at the CLI), a
-/// request id that ties audit entries to one request, and how consent changes were made.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub id: String,
-    pub role: Role,
-    pub request_id: String,
-    pub method: Method,
-}
-
-impl Actor {
-    /// An actor with a fresh random request id.
-    pub fn new(id: impl Into<String>, role: Role, method: Method) -> Self {
-        let mut rid = [0u8; 8];
-        // A request id only correlates entries; a failed RNG leaves zeros, not an error.
-        let _ = amble_crypto::random_bytes(&mut rid);
-        Actor {
-            id: id.into(),
-            role,
-            request_id: hex::encode(rid),
-            method,
-        }
-    }
-
-    pub(crate) fn draft(&self, action: Action) -> EntryDraft {
-        EntryDraft::new(&self.id, self.role.as_str(), action, &self.request_id)
+/// How a consent change by `actor` was made, for the consent history: a certified caller by
+/// its role (the app, the web portal, an agent, or another system through the API); a local
+/// actor is the operator at the command line, or the node's own job.
+fn consent_method(actor: &Actor) -> Method {
+    match (&actor.origin, actor.role) {
+        (_, Role::App) => Method::App,
+        (_, Role::SubjectPortal) => Method::Web,
+        (_, Role::Agent) => Method::Agent,
+        (Origin::Local, Role::Admin) => Method::Cli,
+        _ => Method::Api,
     }
 }
 
@@ -191,9 +176,11 @@ impl Node {
         })
     }
 
-    /// The node, reading time from `clock` (consent expiry, policy decisions, time stamps).
+    /// The node, reading time from `clock` (consent expiry, policy decisions, time stamps,
+    /// and the time of every audit entry).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.archive.set_clock(Arc::clone(&clock));
+        self.audit = self.audit.with_clock(Arc::clone(&clock));
         self.clock = clock;
         self
     }
@@ -463,7 +450,7 @@ impl Node {
         let mut history = self.archive.load_consent(&subject)?;
         let rec = Recorded {
             at: self.now(),
-            method: actor.method,
+            method: consent_method(actor),
             actor: actor.id.clone(),
             policy_version: policy.version(),
         };
@@ -519,7 +506,7 @@ impl Node {
         let policy = self.policy();
         let rec = Recorded {
             at: self.now(),
-            method: actor.method,
+            method: consent_method(actor),
             actor: actor.id.clone(),
             policy_version: policy.version(),
         };

@@ -4,14 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{Action, Decision as Logged};
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_node::{Actor, Collection, ConsentChange, NewRecord, Node, ReadOutcome, TimeRange};
 use amble_policy::Role;
 use time::OffsetDateTime;
 
 fn actor(role: Role) -> Actor {
-    Actor::new(format!("{role}:test"), role, Method::Api)
+    Actor::local(format!("{role}:test"), role)
 }
 
 fn r(s: &str) -> ExternalRef {

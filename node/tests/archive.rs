@@ -2,7 +2,6 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_node::{Actor, Collection, NewRecord, Node, NodeError};
 use amble_policy::Role;
@@ -21,7 +20,7 @@ fn rec(c: Collection, day: u8, data: serde_json::Value) -> NewRecord {
 }
 
 fn op() -> Actor {
-    Actor::new("operator:test", Role::Admin, Method::Cli)
+    Actor::local("operator:test", Role::Admin)
 }
 
 /// The archive part of a signed export.

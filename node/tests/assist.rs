@@ -8,7 +8,7 @@
 
 mod server_support;
 
-use amble_consent::{AssistanceLevel, Method};
+use amble_consent::AssistanceLevel;
 use amble_crypto::ExternalRef;
 use amble_learn::privacy::Budget;
 use amble_learn::train::{IntentTrainConfig, TextRow};
@@ -46,7 +46,7 @@ const HUMAN_ONLY: &str = "phone:+15550002";
 const AI_SUGGESTS: &str = "phone:+15550003";
 
 fn op() -> Actor {
-    Actor::new("operator:test", Role::Admin, Method::Cli)
+    Actor::local("operator:test", Role::Admin)
 }
 
 fn r(s: &str) -> ExternalRef {
@@ -104,7 +104,7 @@ fn prepare(node: &Node, texts: &[(&str, &str)], people: usize) {
             subject: None,
         })
         .collect();
-    let trainer = Actor::new("trainer", Role::Node, Method::Api);
+    let trainer = Actor::local("trainer", Role::Node);
     node.train_intent(
         &trainer,
         &IntentTrainConfig::default(),
@@ -546,7 +546,7 @@ fn prepare_needs(node: &Node) -> Vec<amble_learn::experiment::SynthSubject> {
                 .unwrap();
         }
     }
-    let trainer = Actor::new("trainer", Role::Node, Method::Api);
+    let trainer = Actor::local("trainer", Role::Node);
     node.train_needs(&trainer, &NeedsTrainConfig::not_private(), budget(), None)
         .unwrap();
     people
@@ -697,7 +697,7 @@ fn node_at(dir: &Path) -> Node {
 fn a_newly_stored_model_answers_the_next_call() {
     let dir = tempfile::tempdir().unwrap();
     let node = node_at(dir.path());
-    let desk = Actor::new("desk", Role::Agent, Method::Agent);
+    let desk = Actor::local("desk", Role::Agent);
     prepare(&node, &TEXTS[..6], 4);
     let first = node
         .classify(&desk, RED, None, ClassifyOptions::default())

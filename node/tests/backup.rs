@@ -3,7 +3,6 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_learn::privacy::Budget;
 use amble_learn::privacy::{Delta, Epsilon};
@@ -15,7 +14,7 @@ use std::path::{Path, PathBuf};
 use time::macros::datetime;
 
 fn op() -> Actor {
-    Actor::new("operator:test", Role::Admin, Method::Cli)
+    Actor::local("operator:test", Role::Admin)
 }
 
 fn r(s: &str) -> ExternalRef {

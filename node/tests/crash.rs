@@ -11,7 +11,6 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_node::{Actor, Collection, NewRecord, Node};
 use amble_policy::Role;
@@ -43,7 +42,7 @@ fn crash_child() {
         return; // Only does something when run as the child of the test below.
     };
     let a = Node::open(std::path::Path::new(&dir), None, None).unwrap();
-    let op = Actor::new("crash-child", Role::Admin, Method::Api);
+    let op = Actor::local("crash-child", Role::Admin);
     let start: u64 = std::env::var("AMBLE_CRASH_START").unwrap().parse().unwrap();
     for n in start.. {
         a.append(&op, &subject_ref(n), &record(n)).unwrap();
@@ -116,7 +115,7 @@ fn check(dir: &std::path::Path, acked: &[u64], round: u64) {
     if let Err(e) = amble_audit::verify_dir(out.path(), None, &[]) {
         panic!("after kill {round}: the audit log does not verify: {e}");
     }
-    let op = Actor::new("checker", Role::Admin, Method::Api);
+    let op = Actor::local("checker", Role::Admin);
     let mut present = std::collections::HashSet::new();
     for k in 0..17u64 {
         // The log entry is written before the data: no record may exist without one.

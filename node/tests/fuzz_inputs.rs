@@ -5,7 +5,6 @@
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-use amble_consent::Method;
 use amble_node::{Actor, Node, ingest};
 use amble_policy::Role;
 use proptest::prelude::*;
@@ -41,7 +40,7 @@ proptest! {
         std::fs::write(&file, &bytes).unwrap();
         let key = dir.path().join("node.key");
         std::fs::write(&key, b"not a key").unwrap();
-        let actor = Actor::new("operator:fuzz", Role::Admin, Method::Cli);
+        let actor = Actor::local("operator:fuzz", Role::Admin,);
         let target = dir.path().join("restored");
         prop_assert!(amble_node::restore(&file, &target, Some(&key), &actor).is_err());
         prop_assert!(Node::open(&target, Some(&key), None).is_err());

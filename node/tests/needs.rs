@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::{Action, Decision as Logged, Entry};
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_learn::experiment::{SynthConfig, SynthSubject, generate};
 use amble_learn::privacy::Budget;
@@ -19,15 +18,15 @@ use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
 
 fn op() -> Actor {
-    Actor::new("operator:test", Role::Admin, Method::Cli)
+    Actor::local("operator:test", Role::Admin)
 }
 
 fn trainer() -> Actor {
-    Actor::new("node:trainer", Role::Node, Method::Cli)
+    Actor::local("node:trainer", Role::Node)
 }
 
 fn app() -> Actor {
-    Actor::new("crm", Role::App, Method::App)
+    Actor::local("crm", Role::App)
 }
 
 fn budget(eps: f64) -> Budget {
@@ -277,7 +276,7 @@ fn a_person_without_personalisation_consent_is_refused_and_the_refusal_is_logged
     }
 
     // An agent: the example policy does not list the role for personalisation.
-    let agent = Actor::new("desk", Role::Agent, Method::Agent);
+    let agent = Actor::local("desk", Role::Agent);
     let err = node.predict_needs(&agent, &r(&held[0]), 3).unwrap_err();
     assert!(
         matches!(err, NeedsError::Denied(DenyReason::RoleNotAllowed { .. })),

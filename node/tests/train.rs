@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use amble_audit::Action;
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_learn::privacy::Budget;
 use amble_learn::privacy::{Delta, Epsilon};
@@ -29,11 +28,11 @@ fn budget(eps: f64) -> Budget {
 }
 
 fn op() -> Actor {
-    Actor::new("operator:test", Role::Admin, Method::Cli)
+    Actor::local("operator:test", Role::Admin)
 }
 
 fn trainer() -> Actor {
-    Actor::new("trainer", Role::Node, Method::Api)
+    Actor::local("trainer", Role::Node)
 }
 
 fn person(i: usize) -> ExternalRef {

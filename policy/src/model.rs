@@ -1,4 +1,7 @@
-//! The closed vocabularies of a policy: roles, legal bases, collections, automation lines.
+//! The closed vocabularies of a policy: legal bases, collections, automation lines (roles are
+//! the PKI's [`Role`], the names certificates carry).
+
+pub use amble_crypto::pki::Role;
 
 use std::fmt;
 use std::str::FromStr;
@@ -52,26 +55,6 @@ macro_rules! vocabulary {
         }
     };
 }
-
-vocabulary!(
-    /// Who is asking, as the client certificate says. The node's own trainer acts as `node`.
-    Role, "role", {
-        /// The federation's coordinator (from the federation CA; reaches only witness methods).
-        Coordinator => "coordinator",
-        /// A node: another member of the federation, or this node's own trainer.
-        Node => "node",
-        /// An application of the organisation (its CRM, its ingest jobs).
-        App => "app",
-        /// A service agent, human or bot, answering a person.
-        Agent => "agent",
-        /// An auditor of the access log.
-        Auditor => "auditor",
-        /// The node's operator.
-        Admin => "admin",
-        /// The self-service page's front end, acting for the person signed in to it.
-        SubjectPortal => "subject-portal",
-    }
-);
 
 vocabulary!(
     /// The GDPR Art. 6 ground a purpose relies on.

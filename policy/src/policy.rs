@@ -224,7 +224,7 @@ impl Checker<'_> {
         }
     }
 
-    fn parse_enum<T: std::str::FromStr<Err = crate::UnknownName>>(
+    fn parse_enum<T: std::str::FromStr<Err: std::fmt::Display>>(
         &mut self,
         v: &Spanned<String>,
     ) -> Option<T> {

@@ -3,7 +3,6 @@
 
 use crate::common::runtime;
 use crate::output::Output;
-use amble_consent::Method;
 use amble_crypto::ExternalRef;
 use amble_node::server::{ServeConfig, Server, ServerError};
 use amble_node::{Actor, ConsentChange, Node, ReadOutcome, TimeRange, ingest};
@@ -40,11 +39,7 @@ impl DataDirArgs {
 /// The person at the terminal, as the audit log names them: the account the process runs as,
 /// from the operating system — never `$USER`, which whoever runs the command can set.
 pub(crate) fn operator() -> Actor {
-    Actor::new(
-        format!("operator:{}", os_account()),
-        Role::Admin,
-        Method::Cli,
-    )
+    Actor::local(format!("operator:{}", os_account()), Role::Admin)
 }
 
 /// The name of the account this process runs as (`uid-N` when it has no name).

@@ -167,11 +167,8 @@ pub(crate) fn run(cmd: TrainCommand, out: &Output) -> Result<ExitCode> {
                         subject_epsilon: Epsilon::new(args.budget)?,
                         delta: Delta::new(args.delta)?,
                     };
-                    let trainer = amble_node::Actor::new(
-                        "node:trainer",
-                        amble_policy::Role::Node,
-                        amble_consent::Method::Cli,
-                    );
+                    let trainer =
+                        amble_node::Actor::local("node:trainer", amble_policy::Role::Node);
                     let run = node.train_intent(&trainer, &cfg, budget, &test, Some(&progress))?;
                     bar.finish_and_clear();
                     out.report(&run, || {
@@ -240,11 +237,7 @@ fn train_needs(
             subject_epsilon: Epsilon::new(args.budget)?,
             delta: Delta::new(args.delta)?,
         };
-        let trainer = amble_node::Actor::new(
-            "node:trainer",
-            amble_policy::Role::Node,
-            amble_consent::Method::Cli,
-        );
+        let trainer = amble_node::Actor::local("node:trainer", amble_policy::Role::Node);
         let run = node
             .train_needs(&trainer, &cfg, budget, Some(progress))
             .with_context(|| format!("training the need model of {}", dir.display()))?;

@@ -10,14 +10,14 @@
 
 use super::Shared;
 use crate::Actor;
-use amble_consent::Method;
-use amble_net::{Caller, Gatekeeper, MethodAccess, TrustRoot};
-use amble_policy::Role;
+use amble_net::{Gatekeeper, MethodAccess, Role};
 use tonic::Status;
 
-const EVERY_LOCAL_ROLE: &[&str] = &["app", "agent", "auditor", "admin", "subject-portal"];
+use Role::{Admin, Agent, App, Auditor, Coordinator, SubjectPortal};
 
-const fn local(path: &'static str, roles: &'static [&'static str]) -> MethodAccess {
+const EVERY_LOCAL_ROLE: &[Role] = &[App, Agent, Auditor, Admin, SubjectPortal];
+
+const fn local(path: &'static str, roles: &'static [Role]) -> MethodAccess {
     MethodAccess {
         path,
         local: roles,
@@ -25,48 +25,39 @@ const fn local(path: &'static str, roles: &'static [&'static str]) -> MethodAcce
     }
 }
 
-const fn witnessed(path: &'static str, roles: &'static [&'static str]) -> MethodAccess {
+const fn witnessed(path: &'static str, roles: &'static [Role]) -> MethodAccess {
     MethodAccess {
         path,
         local: roles,
-        federation: &["coordinator"],
+        federation: &[Coordinator],
     }
 }
 
 /// Which roles may call each method, by trust root; a method not listed is refused for
 /// everyone.
 pub const METHODS: &[MethodAccess] = &[
-    local("/amble.v1.Archive/Append", &["app", "agent"]),
-    local("/amble.v1.Archive/Read", &["app", "agent"]),
-    local("/amble.v1.Archive/Link", &["app", "admin"]),
-    local("/amble.v1.Archive/Unlink", &["app", "admin"]),
-    local(
-        "/amble.v1.Subject/GetConsent",
-        &["app", "subject-portal", "admin"],
-    ),
-    local(
-        "/amble.v1.Subject/SetConsent",
-        &["app", "subject-portal", "admin"],
-    ),
-    local("/amble.v1.Subject/Export", &["subject-portal", "admin"]),
-    local("/amble.v1.Subject/Erase", &["subject-portal", "admin"]),
-    local(
-        "/amble.v1.Subject/AccessLog",
-        &["app", "subject-portal", "admin"],
-    ),
+    local("/amble.v1.Archive/Append", &[App, Agent]),
+    local("/amble.v1.Archive/Read", &[App, Agent]),
+    local("/amble.v1.Archive/Link", &[App, Admin]),
+    local("/amble.v1.Archive/Unlink", &[App, Admin]),
+    local("/amble.v1.Subject/GetConsent", &[App, SubjectPortal, Admin]),
+    local("/amble.v1.Subject/SetConsent", &[App, SubjectPortal, Admin]),
+    local("/amble.v1.Subject/Export", &[SubjectPortal, Admin]),
+    local("/amble.v1.Subject/Erase", &[SubjectPortal, Admin]),
+    local("/amble.v1.Subject/AccessLog", &[App, SubjectPortal, Admin]),
     local(
         "/amble.v1.Subject/IssuePortalLink",
-        &["app", "subject-portal", "admin"],
+        &[App, SubjectPortal, Admin],
     ),
-    witnessed("/amble.v1.Audit/Checkpoint", &["auditor", "admin"]),
-    local("/amble.v1.Audit/Entries", &["auditor", "admin"]),
-    witnessed("/amble.v1.Audit/InclusionProof", &["auditor", "admin"]),
-    witnessed("/amble.v1.Audit/ConsistencyProof", &["auditor", "admin"]),
-    local("/amble.v1.Admin/ReloadPolicy", &["admin"]),
-    local("/amble.v1.Admin/RotateKey", &["admin"]),
+    witnessed("/amble.v1.Audit/Checkpoint", &[Auditor, Admin]),
+    local("/amble.v1.Audit/Entries", &[Auditor, Admin]),
+    witnessed("/amble.v1.Audit/InclusionProof", &[Auditor, Admin]),
+    witnessed("/amble.v1.Audit/ConsistencyProof", &[Auditor, Admin]),
+    local("/amble.v1.Admin/ReloadPolicy", &[Admin]),
+    local("/amble.v1.Admin/RotateKey", &[Admin]),
     witnessed("/amble.v1.Admin/Health", EVERY_LOCAL_ROLE),
-    local("/amble.v1.Assist/Classify", &["app", "agent"]),
-    local("/amble.v1.Assist/PredictNeeds", &["app", "agent"]),
+    local("/amble.v1.Assist/Classify", &[App, Agent]),
+    local("/amble.v1.Assist/PredictNeeds", &[App, Agent]),
 ];
 
 /// The entry for `path` (`/package.Service/Method`), if it is a method of the node.
@@ -77,27 +68,7 @@ pub fn method_access(path: &str) -> Option<&'static MethodAccess> {
 /// May a caller of `role` from the organisation's own CA call `path`? (The portal asks this
 /// of a link's issuer: a link unlocks nothing its issuer may not do.)
 pub fn local_role_may_call(role: Role, path: &str) -> bool {
-    method_access(path).is_some_and(|m| m.local.contains(&role.as_str()))
-}
-
-fn method_for(role: Role) -> Method {
-    match role {
-        Role::App => Method::App,
-        Role::SubjectPortal => Method::Web,
-        Role::Agent => Method::Agent,
-        _ => Method::Api,
-    }
-}
-
-/// The node's actor for an admitted (or refused) caller. A role the policy crate does not know
-/// cannot come from a certificate `identity_of` accepted; it is refused all the same.
-pub(crate) fn actor_of(caller: &Caller) -> Result<Actor, Status> {
-    let role: Role = caller.role.parse().map_err(|e| {
-        Status::unauthenticated(format!("client certificate carries an unknown role: {e}"))
-    })?;
-    let mut actor = Actor::new(caller.id.clone(), role, method_for(role));
-    actor.request_id.clone_from(&caller.request_id);
-    Ok(actor)
+    method_access(path).is_some_and(|m| m.local.contains(&role))
 }
 
 impl Gatekeeper for Shared {
@@ -105,21 +76,13 @@ impl Gatekeeper for Shared {
         &self.federation
     }
 
-    fn log_refusal(&self, caller: &Caller, path: &str) -> Result<(), String> {
-        let actor = actor_of(caller).map_err(|s| s.message().to_owned())?;
-        let from = match caller.root {
-            TrustRoot::Local => String::new(),
-            TrustRoot::Federation => " with a federation certificate".to_owned(),
-        };
-        let reason = if caller.federation != self.federation {
-            format!(
-                "certificate for federation {:?} may not call {path}",
-                caller.federation
-            )
+    fn log_refusal(&self, actor: &Actor, path: &str, reason: &str) -> Result<(), String> {
+        let reason = if reason.contains(path) {
+            reason.to_owned()
         } else {
-            format!("role {}{from} may not call {path}", caller.role)
+            format!("{path}: {reason}")
         };
-        self.with_node(|node| node.log_denied_call(&actor, &reason))
+        self.with_node(|node| node.log_denied_call(actor, &reason))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

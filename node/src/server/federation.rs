@@ -286,10 +286,9 @@ async fn session(
     }
     tracing::info!(node = %me, federation = %joined.federation, "joined the federation");
     let budget = config.budget()?;
-    let actor = Actor::new(
+    let actor = Actor::local(
         format!("federation:{}", joined.federation),
         amble_policy::Role::Node,
-        amble_consent::Method::Api,
     );
     loop {
         let task = client

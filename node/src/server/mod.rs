@@ -35,16 +35,14 @@ pub use federation::FederationConfig;
 pub use portal::{PortalConfig, PortalLinks, decode_form};
 
 use crate::{Actor, Node, NodeError};
-use amble_net::{AuthLayer, ConnLimits, NetError, TlsSlot, mtls_incoming, server_config};
+use amble_net::{AuthLayer, ConnLimits, Ended, NetError, Shell, TlsSlot, server_config};
 use amble_proto::v1 as pb;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// How long requests in flight get after a storage fault before the server stops.
 const FAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -156,11 +154,7 @@ impl Reloader {
     /// one in force; on any error the old one stays and the error says which file is wrong.
     pub fn reload(&self) -> Result<ReloadReport, ServerError> {
         let new_tls = server_config(&self.files)?;
-        let actor = Actor::new(
-            "node:sighup",
-            amble_policy::Role::Admin,
-            amble_consent::Method::Api,
-        );
+        let actor = Actor::local("node:sighup", amble_policy::Role::Admin);
         let policy_version = self.shared.with_node(|n| n.reload_policy(&actor))?;
         self.tls.replace(new_tls);
         Ok(ReloadReport { policy_version })
@@ -271,8 +265,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         crate::fault::arm();
         let limits = self.config.limits.clone();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (incoming, accept) = mtls_incoming(
+        let mut shell = Shell::start(
             self.listener,
             Arc::clone(&self.tls),
             ConnLimits {
@@ -281,35 +274,34 @@ impl Server {
                 idle_timeout: Duration::from_secs(limits.idle_timeout_secs.max(1)),
                 max_lifetime: Duration::from_secs(limits.max_connection_secs.max(1)),
             },
-            stop_rx.clone(),
         );
-        let federation_task = match &self.config.federation {
-            Some(f) => {
-                let identity = amble_net::ClientIdentity::load(
-                    &self.config.tls.cert,
-                    &self.config.tls.key,
-                    self.config.federation_ca()?,
-                )?;
-                Some(tokio::spawn(federation::run(
-                    Arc::clone(&self.shared),
-                    f.clone(),
-                    identity,
-                    stop_rx.clone(),
-                )))
-            }
-            None => None,
-        };
+        if let Some(f) = &self.config.federation {
+            let identity = amble_net::ClientIdentity::load(
+                &self.config.tls.cert,
+                &self.config.tls.key,
+                self.config.federation_ca()?,
+            )?;
+            // The client stops on the same signal; a training run in progress finishes first.
+            shell.finish_on_drain(tokio::spawn(federation::run(
+                Arc::clone(&self.shared),
+                f.clone(),
+                identity,
+                shell.stopping(),
+            )));
+        }
         let portal_links = self.portal.as_ref().map(|p| p.links.clone());
-        let portal_task = self.portal.map(|p| {
-            tokio::spawn(p.run(limits.max_connections, limits.handshake_timeout(), stop_rx))
-        });
-        // Ready from here until shutdown starts; the endpoint outlives the drain so that
-        // probes see 503 while requests in flight finish.
-        let ready = Arc::new(AtomicBool::new(true));
-        let metrics_task = self.metrics.map(|endpoint| {
+        if let Some(p) = self.portal {
+            let stopping = shell.stopping();
+            shell.abort_on_stop(tokio::spawn(p.run(
+                limits.max_connections,
+                limits.handshake_timeout(),
+                stopping,
+            )));
+        }
+        if let Some(endpoint) = self.metrics {
             let (shared, grpc) = (Arc::clone(&self.shared), Arc::clone(&self.grpc_stats));
-            endpoint.spawn(Arc::clone(&ready), move || metrics::render(&shared, &grpc))
-        });
+            shell.metrics(endpoint, move || metrics::render(&shared, &grpc));
+        }
         let m = limits.max_message_bytes;
         let shared = &self.shared;
         let layer = tower::ServiceBuilder::new()
@@ -321,18 +313,7 @@ impl Server {
             ))
             .layer(AuthLayer::new(METHODS, Arc::clone(shared)))
             .into_inner();
-        let ready_flag = Arc::clone(&ready);
-        let stop = async move {
-            let fault = tokio::select! {
-                _ = shutdown => None,
-                why = crate::fault::wait() => Some(why),
-            };
-            ready_flag.store(false, Ordering::SeqCst);
-            let _ = stop_tx.send(true);
-            fault
-        };
-        let (fault_tx, mut fault_rx) = watch::channel::<Option<&'static str>>(None);
-        let serve = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .timeout(limits.request_timeout())
             .max_concurrent_streams(limits.max_streams_per_connection)
             .concurrency_limit_per_connection(limits.max_streams_per_connection as usize)
@@ -368,60 +349,25 @@ impl Server {
                 pb::assist_server::AssistServer::new(services::AssistService(Arc::clone(shared)))
                     .max_decoding_message_size(m)
                     .max_encoding_message_size(m),
+            );
+        let flush_node = Arc::clone(shared);
+        shell
+            .run(
+                |incoming, drain| router.serve_with_incoming_shutdown(incoming, drain),
+                shutdown,
+                async { crate::fault::wait().await.to_owned() },
+                FAULT_GRACE,
+                move || {
+                    flush_node
+                        .with_node(|n| n.flush())
+                        .map_err(|e| e.to_string())
+                },
             )
-            .serve_with_incoming_shutdown(incoming, async move {
-                let fault = stop.await;
-                let _ = fault_tx.send(fault);
-            });
-        tokio::pin!(serve);
-        // After a storage fault, requests in flight may wait forever on the storage engine:
-        // give them a bounded grace and stop without the final flush.
-        let result = loop {
-            tokio::select! {
-                r = &mut serve => break r,
-                changed = fault_rx.changed(), if fault_rx.borrow().is_none() => {
-                    if changed.is_err() { continue; }
-                    let Some(why) = *fault_rx.borrow() else { continue };
-                    let _ = tokio::time::timeout(FAULT_GRACE, &mut serve).await;
-                    accept.abort();
-                    if let Some(t) = portal_task { t.abort(); }
-                    if let Some(t) = metrics_task { t.abort(); }
-                    if let Some(t) = federation_task { t.abort(); }
-                    return Err(ServerError::StorageFault(why.to_owned()));
-                }
-            }
-        };
-        accept.abort();
-        if let Some(why) = crate::fault::tripped() {
-            if let Some(t) = federation_task {
-                t.abort();
-            }
-            if let Some(t) = portal_task {
-                t.abort();
-            }
-            if let Some(t) = metrics_task {
-                t.abort();
-            }
-            return Err(ServerError::StorageFault(why.to_owned()));
-        }
-        if let Some(t) = federation_task {
-            // The client stops on the same signal; a training run in progress finishes first.
-            let _ = t.await;
-        }
-        if let Some(t) = portal_task {
-            t.abort();
-        }
-        let flushed = {
-            let shared = Arc::clone(&self.shared);
-            tokio::task::spawn_blocking(move || shared.with_node(|n| n.flush()))
-                .await
-                .map_err(|e| ServerError::Serve(format!("flush task failed: {e}")))?
-        };
-        if let Some(t) = metrics_task {
-            t.abort();
-        }
-        result.map_err(|e| ServerError::Serve(e.to_string()))?;
-        flushed?;
+            .await
+            .map_err(|e| match e {
+                Ended::Abandoned(why) => ServerError::StorageFault(why),
+                other => ServerError::Serve(other.to_string()),
+            })?;
         tracing::info!("node stopped and flushed");
         Ok(())
     }

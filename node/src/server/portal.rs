@@ -97,10 +97,9 @@ impl Issuer {
 
     /// The actor of every action taken through the link.
     fn actor(&self) -> Actor {
-        Actor::new(
+        Actor::local(
             format!("portal-link/{}/{}", self.role, self.id),
             Role::SubjectPortal,
-            amble_consent::Method::Web,
         )
     }
 }
@@ -168,7 +167,7 @@ impl PortalLinks {
     pub fn issue(&self, reference: &str) -> Result<String, ServerError> {
         let r = ExternalRef::parse(reference)
             .map_err(|e| ServerError::Config(format!("reference: {e}")))?;
-        let who = Actor::new("node:portal", Role::Admin, amble_consent::Method::Cli);
+        let who = Actor::local("node:portal", Role::Admin);
         self.issue_for(&who, &r)
     }
 
@@ -849,7 +848,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = crate::Node::init(dir.path(), None).unwrap();
         let person = ExternalRef::parse("phone:+15550001").unwrap();
-        let op = Actor::new("test", Role::Admin, amble_consent::Method::Cli);
+        let op = Actor::local("test", Role::Admin);
         let mut data = serde_json::Map::new();
         data.insert("display_name".into(), "Ann".into());
         let profile = crate::NewRecord {

@@ -29,10 +29,9 @@ pub fn status(e: impl amble_net::ServiceError) -> Status {
 }
 
 fn actor<T>(req: &Request<T>) -> Result<Actor, Status> {
-    let caller = req.extensions().get::<amble_net::Caller>().ok_or_else(|| {
+    req.extensions().get::<Actor>().cloned().ok_or_else(|| {
         Status::internal("request reached a service without an authenticated caller")
-    })?;
-    super::auth::actor_of(caller)
+    })
 }
 
 fn parse_ref(field: &str, s: &str) -> Result<ExternalRef, Status> {

@@ -192,7 +192,7 @@ pub(crate) fn run(args: NodeDemo, out: &Output) -> Result<ExitCode> {
         "3. linked an email to person 1; their signed export (found by email) holds {exported} records, consent history and access log"
     ));
 
-    let agent = amble_node::Actor::new("app:demo", Role::App, amble_consent::Method::App);
+    let agent = amble_node::Actor::local("app:demo", Role::App);
     let bob = ExternalRef::parse(&person_ref(3))?;
     let before = archive.read(&agent, &bob, "personalisation", TimeRange::ALL)?;
     archive.change_consent(
@@ -239,7 +239,7 @@ pub(crate) fn run(args: NodeDemo, out: &Output) -> Result<ExitCode> {
     for i in (0..args.subjects).filter(|i| i % 5 != 0) {
         give_train(i)?;
     }
-    let trainer = amble_node::Actor::new("node:trainer", Role::Node, amble_consent::Method::Api);
+    let trainer = amble_node::Actor::local("node:trainer", Role::Node);
     let test: Vec<TextRow> = TEXTS
         .iter()
         .map(|(t, l)| TextRow {
