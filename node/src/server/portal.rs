@@ -16,6 +16,7 @@ use amble_audit::Clock;
 use amble_consent::ConsentState;
 use amble_crypto::ExternalRef;
 use amble_policy::{LegalBasis, Role};
+use askama::Template;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -454,33 +455,88 @@ fn html(status: StatusCode, body: String) -> Resp {
     respond(status, "text/html; charset=utf-8", body)
 }
 
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{}</title><style>body{{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}}\
-         li{{margin:1em 0}}</style></head><body><h1>{}</h1>{body}</body></html>",
-        esc(title),
-        esc(title)
+/// One purpose on the consents page.
+struct PurposeView {
+    id: String,
+    description: String,
+    given: bool,
+}
+
+/// The page a session sees: its consents, and what its link allows (`templates/portal/`).
+#[derive(Template)]
+#[template(path = "portal/consents.html")]
+struct ConsentsPage<'a> {
+    title: &'a str,
+    purposes: &'a [PurposeView],
+    csrf: &'a str,
+    may_export: bool,
+    may_erase: bool,
+}
+
+/// Every other page: a title and a sentence or two. The template escapes every value.
+#[derive(Template, Default)]
+#[template(path = "portal/message.html")]
+struct Message<'a> {
+    title: &'a str,
+    /// The element id tests and scripts find the text by.
+    id: Option<&'a str>,
+    text: Option<&'a str>,
+    hint: Option<&'a str>,
+    /// Show a link back to the consents page.
+    back: bool,
+}
+
+/// A rendered page; a template that fails to render (it cannot, short of a bug) is a 500 with
+/// a fixed text.
+fn render(status: StatusCode, page: &impl Template) -> Resp {
+    match page.render() {
+        Ok(body) => html(status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "portal page failed to render");
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                "Something went wrong.",
+            )
+        }
+    }
+}
+
+/// A page with a title only (`Bad request`, `Not found`).
+fn bare(status: StatusCode, title: &str) -> Resp {
+    render(
+        status,
+        &Message {
+            title,
+            ..Message::default()
+        },
     )
 }
 
 fn forbidden(msg: &str) -> Resp {
-    html(
+    render(
         StatusCode::FORBIDDEN,
-        page(
-            "Link not valid",
-            &format!(
-                "<p id=\"error\">{}</p><p>Please ask for a new link in the app.</p>",
-                esc(msg)
-            ),
-        ),
+        &Message {
+            title: "Link not valid",
+            id: Some("error"),
+            text: Some(msg),
+            hint: Some("Please ask for a new link in the app."),
+            back: false,
+        },
     )
 }
 
 /// The last page of a session: it says why the page closed and ends the session's cookie.
-fn closed_page(title: &str, body: &str) -> Resp {
-    let mut resp = html(StatusCode::OK, page(title, body));
+fn closed_page(title: &str, id: &str, text: &str) -> Resp {
+    let mut resp = render(
+        StatusCode::OK,
+        &Message {
+            title,
+            id: Some(id),
+            text: Some(text),
+            ..Message::default()
+        },
+    );
     resp.headers_mut().insert(
         header::SET_COOKIE,
         http::HeaderValue::from_static(CLEAR_COOKIE),
@@ -490,12 +546,15 @@ fn closed_page(title: &str, body: &str) -> Resp {
 
 /// 429 for a session going faster than a person clicks.
 fn too_fast() -> Resp {
-    let mut r = html(
+    let mut r = render(
         StatusCode::TOO_MANY_REQUESTS,
-        page(
-            "Please wait a moment",
-            "<p>This page had more requests than a person makes; please wait a second and reload.</p>",
-        ),
+        &Message {
+            title: "Please wait a moment",
+            text: Some(
+                "This page had more requests than a person makes; please wait a second and reload.",
+            ),
+            ..Message::default()
+        },
     );
     r.headers_mut()
         .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
@@ -511,29 +570,17 @@ fn see_other(to: &'static str) -> Resp {
 
 fn error_page(e: impl std::fmt::Display) -> Resp {
     tracing::warn!(error = %e, "portal request failed");
-    html(
+    render(
         StatusCode::INTERNAL_SERVER_ERROR,
-        page(
-            "Something went wrong",
-            "<p>Your request could not be completed. Nothing was changed unless the page said so. Please try again later.</p>",
-        ),
+        &Message {
+            title: "Something went wrong",
+            text: Some(
+                "Your request could not be completed. Nothing was changed unless the page said \
+                 so. Please try again later.",
+            ),
+            ..Message::default()
+        },
     )
-}
-
-/// HTML-escapes text and attribute values.
-pub(super) fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// Decodes an `application/x-www-form-urlencoded` body (also a query string) with the
@@ -564,12 +611,7 @@ fn same(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-const NOT_THROUGH_THIS_LINK: &str = "<p id=\"verify\">To download or erase your data, please \
-     ask for a link through the organisation's identity check: the link you opened came from an \
-     app, which may show your choices but not hand out or erase your data.</p>";
-
 async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
-    let now = time::OffsetDateTime::now_utc();
     let (r, csrf, issuer) = (
         session.reference.clone(),
         session.csrf.clone(),
@@ -577,74 +619,33 @@ async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
     );
     let (may_export, may_erase) = (issuer.may("Export"), issuer.may("Erase"));
     let result = on_node(links, move |n| {
-        let csrf = csrf.as_str();
+        let now = n.now();
         let history = n.consent_history(&issuer.actor(), &r)?;
-        let policy = n.policy();
-        let items: Vec<String> = policy
+        let purposes: Vec<PurposeView> = n
+            .policy()
             .purposes()
             .filter(|p| p.legal_basis == LegalBasis::Consent)
-            .map(|p| {
-                let given = matches!(history.state(&p.id, now), ConsentState::Given { .. });
-                let (state, action, label) = if given {
-                    ("given", "withdraw", "Withdraw my consent")
-                } else {
-                    ("not given", "give", "Give my consent")
-                };
-                format!(
-                    "<li class=\"purpose\" data-purpose=\"{id}\" data-state=\"{state}\">\
-                     <p>{desc}</p><p>Your consent: <strong>{state}</strong></p>\
-                     <form method=\"post\" action=\"/consent\">\
-                     <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-                     <input type=\"hidden\" name=\"purpose\" value=\"{id}\">\
-                     <input type=\"hidden\" name=\"action\" value=\"{action}\">\
-                     <button type=\"submit\">{label}</button></form></li>",
-                    id = esc(&p.id),
-                    desc = esc(&p.description),
-                    csrf = esc(csrf),
-                )
+            .map(|p| PurposeView {
+                id: p.id.clone(),
+                description: p.description.clone(),
+                given: matches!(history.state(&p.id, now), ConsentState::Given { .. }),
             })
             .collect();
-        Ok((items, csrf.to_owned()))
+        Ok(purposes)
     })
     .await;
     match result {
         Err(e) => error_page(e),
-        Ok((items, csrf)) => {
-            let export = if may_export {
-                "<h2>Your data</h2><p><a id=\"export\" href=\"/export\" download>Download everything we hold about you</a> (JSON)</p>".to_owned()
-            } else {
-                String::new()
-            };
-            let erase = if may_erase {
-                format!(
-                    "<h2>Erase your data</h2>\
-                     <form method=\"post\" action=\"/erase\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-                     <label><input type=\"checkbox\" name=\"confirm\" value=\"yes\"> I understand that this erases everything we hold about me and cannot be undone.</label>\
-                     <p><button type=\"submit\">Erase my data</button></p></form>",
-                    esc(&csrf)
-                )
-            } else {
-                String::new()
-            };
-            let verify = if may_export && may_erase {
-                ""
-            } else {
-                NOT_THROUGH_THIS_LINK
-            };
-            html(
-                StatusCode::OK,
-                page(
-                    "Your data and your choices",
-                    &format!(
-                        "<h2>What you have agreed to</h2><ul id=\"consents\">{}</ul>{export}{erase}{verify}\
-                         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-                         <p><button id=\"logout\" type=\"submit\">Sign out</button></p></form>",
-                        items.concat(),
-                        esc(&csrf),
-                    ),
-                ),
-            )
-        }
+        Ok(purposes) => render(
+            StatusCode::OK,
+            &ConsentsPage {
+                title: "Your data and your choices",
+                purposes: &purposes,
+                csrf: &csrf,
+                may_export,
+                may_erase,
+            },
+        ),
     }
 }
 
@@ -726,7 +727,7 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
         }
         (Method::POST, "/consent") => {
             let Some(f) = read_form(req).await else {
-                return html(StatusCode::BAD_REQUEST, page("Bad request", ""));
+                return bare(StatusCode::BAD_REQUEST, "Bad request");
             };
             if !f.get("csrf").is_some_and(|c| same(c, &csrf)) {
                 return forbidden("The form was not sent from this page.");
@@ -738,7 +739,7 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                     explicit: true,
                 },
                 Some("withdraw") => ConsentChange::Withdraw,
-                _ => return html(StatusCode::BAD_REQUEST, page("Bad request", "")),
+                _ => return bare(StatusCode::BAD_REQUEST, "Bad request"),
             };
             let ok_purpose = links.shared.with_node(|n| {
                 n.policy()
@@ -746,7 +747,7 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                     .is_some_and(|p| p.legal_basis == LegalBasis::Consent)
             });
             if !ok_purpose {
-                return html(StatusCode::BAD_REQUEST, page("Unknown purpose", ""));
+                return bare(StatusCode::BAD_REQUEST, "Unknown purpose");
             }
             let purpose = purpose.to_owned();
             match on_node(links, move |n| {
@@ -760,18 +761,20 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
         }
         (Method::POST, "/erase") => {
             let Some(f) = read_form(req).await else {
-                return html(StatusCode::BAD_REQUEST, page("Bad request", ""));
+                return bare(StatusCode::BAD_REQUEST, "Bad request");
             };
             if !f.get("csrf").is_some_and(|c| same(c, &csrf)) {
                 return forbidden("The form was not sent from this page.");
             }
             if f.get("confirm").map(String::as_str) != Some("yes") {
-                return html(
+                return render(
                     StatusCode::BAD_REQUEST,
-                    page(
-                        "Please confirm",
-                        "<p>Tick the box to confirm that you want your data erased. <a href=\"/\">Back</a></p>",
-                    ),
+                    &Message {
+                        title: "Please confirm",
+                        text: Some("Tick the box to confirm that you want your data erased."),
+                        back: true,
+                        ..Message::default()
+                    },
                 );
             }
             // As over gRPC: erase, then rotate the key so the shredded keys are gone for good.
@@ -788,14 +791,15 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                     links.end_all(&r);
                     closed_page(
                         "Your data was erased",
-                        "<p id=\"erased\">We have erased everything we held about you.</p>",
+                        "erased",
+                        "We have erased everything we held about you.",
                     )
                 }
             }
         }
         (Method::POST, "/logout") => {
             let Some(f) = read_form(req).await else {
-                return html(StatusCode::BAD_REQUEST, page("Bad request", ""));
+                return bare(StatusCode::BAD_REQUEST, "Bad request");
             };
             if !f.get("csrf").is_some_and(|c| same(c, &csrf)) {
                 return forbidden("The form was not sent from this page.");
@@ -803,10 +807,11 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             links.end_session(&sid);
             closed_page(
                 "You are signed out",
-                "<p id=\"signed-out\">This page is closed. Ask the app for a new link to come back.</p>",
+                "signed-out",
+                "This page is closed. Ask the app for a new link to come back.",
             )
         }
-        _ => html(StatusCode::NOT_FOUND, page("Not found", "")),
+        _ => bare(StatusCode::NOT_FOUND, "Not found"),
     }
 }
 
@@ -826,11 +831,43 @@ mod tests {
     }
 
     #[test]
-    fn escaping_and_form_decoding() {
-        assert_eq!(
-            esc("<a href=\"x\">'&"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
-        );
+    fn every_value_a_page_shows_is_escaped_by_the_templates() {
+        let hostile = "<script>alert(1)</script>\"'&";
+        let purposes = [PurposeView {
+            id: hostile.to_owned(),
+            description: hostile.to_owned(),
+            given: true,
+        }];
+        let page = ConsentsPage {
+            title: hostile,
+            purposes: &purposes,
+            csrf: hostile,
+            may_export: false,
+            may_erase: true,
+        }
+        .render()
+        .unwrap();
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(!page.contains("\"'&"), "{page}");
+        // Escaped as character references (askama writes `&#60;` for `<`), not dropped.
+        assert!(page.contains("&#60;script&#62;alert(1)&#60;/script&#62;&#34;&#39;&#38;"));
+        // The link may erase but not export, so the page says how to get a link that may.
+        assert!(page.contains("id=\"verify\""));
+        assert!(page.contains("action=\"/erase\"") && !page.contains("href=\"/export\""));
+        assert!(page.contains("name=\"action\" value=\"withdraw\""));
+        let message = Message {
+            title: "t",
+            id: Some("error"),
+            text: Some(hostile),
+            ..Message::default()
+        }
+        .render()
+        .unwrap();
+        assert!(message.contains("<p id=\"error\">&#60;script&#62;"), "{message}");
+    }
+
+    #[test]
+    fn form_decoding() {
         let f = decode_form("a=1+2&b=%3Cx%3E&c=%zz&d");
         assert_eq!(f["a"], "1 2");
         assert_eq!(f["b"], "<x>");
