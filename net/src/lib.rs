@@ -57,7 +57,7 @@ pub use client::{ClientIdentity, source_chain};
 pub use incoming::{Activity, Conn, ConnLimits, InFlight, PeerInfo, TlsSlot, mtls_incoming};
 pub use serve::{Drain, Ended, Incoming, Shell};
 pub use status::{ServiceError, status};
-pub use tls::{ServerTls, TlsFiles, server_config};
+pub use tls::{ServerTls, TlsFiles, dangerous, server_config};
 
 use std::path::PathBuf;
 

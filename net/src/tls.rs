@@ -71,6 +71,52 @@ fn pem_err(path: &Path, what: &str, e: impl std::fmt::Display) -> NetError {
     NetError::Tls(format!("{}: cannot read {what}: {e}", path.display()))
 }
 
+/// The service's own certificate chain and private key (the key file must be private to the
+/// service's account).
+fn own_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), NetError> {
+    amble_crypto::check_private(key).map_err(|e| NetError::Tls(e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_err(cert, "certificates", e))?;
+    if certs.is_empty() {
+        return Err(NetError::Tls(format!(
+            "{} holds no certificate; pass the service's certificate from `amble pki issue`",
+            cert.display()
+        )));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| pem_err(key, "a private key", e))?;
+    Ok((certs, key_der))
+}
+
+/// The one exception to mutual TLS, kept apart the way rustls keeps `dangerous()`: listeners
+/// that people's browsers reach, which cannot present a client certificate.
+pub mod dangerous {
+    use super::*;
+
+    /// TLS 1.3 with the ring provider and the service's own certificate, **without client
+    /// authentication**, speaking HTTP/1.1: only for the self-service page, where the person
+    /// is authenticated by a single-use link instead. Nothing else may use it.
+    pub fn browser_server_config(
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Arc<rustls::ServerConfig>, NetError> {
+        let (certs, key_der) = own_identity(cert, key)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| NetError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key_der)
+            .map_err(|e| NetError::Tls(format!("{}: {e}", key.display())))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
 /// A server's TLS configuration and what it needs to tell a connection's trust root.
 pub struct ServerTls {
     pub(crate) config: Arc<rustls::ServerConfig>,
@@ -166,18 +212,7 @@ fn verifier(
 
 /// Builds the server's TLS from the files; any problem is an error naming the file.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerTls>, NetError> {
-    amble_crypto::check_private(&files.key).map_err(|e| NetError::Tls(e.to_string()))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&files.cert)?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_err(&files.cert, "certificates", e))?;
-    if certs.is_empty() {
-        return Err(NetError::Tls(format!(
-            "{} holds no certificate; pass the service's certificate from `amble pki issue`",
-            files.cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
-        .map_err(|e| pem_err(&files.key, "a private key", e))?;
+    let (certs, key) = own_identity(&files.cert, &files.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let local_cas = load_cas(&files.client_ca)?;
     let local_crls = load_crls(&files.crl)?;

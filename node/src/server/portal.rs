@@ -290,41 +290,10 @@ pub(crate) struct Portal {
     pub(crate) links: PortalLinks,
 }
 
-fn tls_config(c: &PortalConfig) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    amble_crypto::check_private(&c.key).map_err(|e| ServerError::Tls(e.to_string()))?;
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| ServerError::Io {
-            path: p.to_owned(),
-            source,
-        })
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&c.cert)?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", c.cert.display())))?;
-    if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{} holds no certificate",
-            c.cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&read(&c.key)?)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", c.key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", c.key.display())))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
 impl Portal {
     pub(crate) async fn bind(c: &PortalConfig, shared: Arc<Shared>) -> Result<Portal, ServerError> {
-        let tls = tls_config(c)?;
+        // The one listener without client certificates: browsers reach it (see amble_net::dangerous).
+        let tls = amble_net::dangerous::browser_server_config(&c.cert, &c.key)?;
         let listener = TcpListener::bind(c.listen)
             .await
             .map_err(|source| ServerError::Bind {
