@@ -5,7 +5,13 @@
 //! `cargo bench -p amble-audit -- --warm-up-time 1 --measurement-time 3`
 //! `AMBLE_AUDIT_BENCH_N` overrides the size of the large log (default 1 000 000).
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// `missing_docs`: criterion_group! generates a public `benches()` that no attribute reaches.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs
+)]
 
 use amble_audit::{Action, AuditLog, Decision, EntryDraft, verify_inclusion};
 use amble_crypto::SubjectId;

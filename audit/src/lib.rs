@@ -22,7 +22,8 @@
 //! - **Entries** — canonical JSON with a fixed field order ([`Entry`]); a subject appears
 //!   only as its pseudonym, never as an external reference, and never with record contents.
 //!
-//! Storage lives in the node's own sled database ([`AuditLog`]); see [`log`] for the crash
+//! Storage is behind one trait ([`store::LogStore`]); sled, in the service's own database, is the
+//! embedded engine ([`AuditLog::open`]). See [`log`] for the crash
 //! and concurrency argument (entries are written before the data they describe). Retention
 //! ([`AuditLog::prune_before`]) removes old entry bodies but keeps their hashes, so the tree,
 //! its proofs and exports stay verifiable.

@@ -1,4 +1,4 @@
-//! Tree shape and proof generation, shared by the sled-backed log and the in-memory tree.
+//! Tree shape and proof generation, shared by the stored log and the in-memory tree.
 //!
 //! Both stores keep the hash of every *perfect* subtree (2^level leaves, aligned) once it is
 //! complete. Any subtree hash the RFC 9162 recursive definitions ask for is then either one
@@ -189,7 +189,7 @@ impl Frontier {
 /// A whole Merkle tree in memory: every perfect-subtree hash, by level.
 ///
 /// Used by the offline verifier and by tests as an independent recomputation; it needs no
-/// sled and shares the proof builders with [`crate::AuditLog`].
+/// storage and shares the proof builders with [`crate::AuditLog`].
 #[derive(Clone, Debug, Default)]
 pub struct MemoryTree {
     levels: Vec<Vec<Hash>>,

@@ -9,6 +9,7 @@ use tonic::transport::Channel;
 /// What was fetched.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Fetched {
+    /// Log entries written to the entries file: the tree size of the fetched checkpoint.
     pub entries: u64,
     /// Whether the export carries a witness-cosigned checkpoint.
     pub witnessed: bool,

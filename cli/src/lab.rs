@@ -31,21 +31,29 @@ pub struct LabSpec {
     pub bin: PathBuf,
     /// Everything goes under here.
     pub dir: PathBuf,
+    /// The federation's name (`demo.amble` by default): the trust domain of every
+    /// `spiffe://` identity the lab issues.
     pub federation: String,
+    /// How many organisation nodes to run (`node-a`, `node-b`, …); [`Lab::create`] wants a
+    /// [`NodeData`] for each.
     pub nodes: usize,
+    /// Training rounds the coordinator runs before the federation is done.
     pub rounds: u64,
     /// Per-person ε at each node over all rounds; `None` trains without privacy.
     pub epsilon: Option<f64>,
+    /// The δ that ε is stated at, for the coordinator's DP plan and each node's budget (1e-5).
     pub delta: f64,
     /// A round closes as soon as this many updates are in…
     pub nodes_per_round: usize,
     /// …or at its deadline with at least this many.
     pub min_nodes: usize,
+    /// Seconds a round stays open for stragglers (120 by default).
     pub round_deadline_secs: u64,
     /// `[model] features`.
     pub features: amble_learn::model::FeatureKind,
     /// n-gram buckets (2^dim_log2) for `hashed` and `both`.
     pub dim_log2: u8,
+    /// Weight of the initial model built from the intents' names (0 = zero weights).
     pub label_prior: f32,
     /// Local epochs per round (plain training).
     pub local_epochs: usize,
@@ -53,10 +61,17 @@ pub struct LabSpec {
     pub clip_bound: f64,
     /// DP: sampling rate, steps per round, per-person clip, learning rate.
     pub dp_sample_rate: f64,
+    /// DP-SGD steps each node runs per round.
     pub dp_steps_per_round: u64,
+    /// L2 bound on each person's gradient contribution per DP-SGD step (the C of DP-SGD).
     pub dp_clip_norm: f64,
+    /// Local DP-SGD learning rate.
     pub dp_learning_rate: f32,
+    /// The aggregate is added to the global model times this (post-processing: no privacy
+    /// cost).
     pub server_learning_rate: f32,
+    /// The server learning rate decays linearly to this fraction of itself by the last round
+    /// (1 = constant).
     pub server_final_lr_fraction: f32,
     /// Run every participant in a network namespace of its own, with its own address, instead
     /// of all on 127.0.0.1 (Linux, root and iproute2; see [`NetnsPlan`]). `None` by default.
@@ -105,6 +120,7 @@ impl LabSpec {
 /// One organisation's share of the data: Banking77 rows, each its own person.
 #[derive(Debug, Clone, Default)]
 pub struct NodeData {
+    /// Its training rows; row `i` is the conversation of the person [`person_ref`]`(node, i)`.
     pub rows: Vec<TextRow>,
 }
 
@@ -122,6 +138,7 @@ struct Proc {
 
 /// A running (or stopped) local federation.
 pub struct Lab {
+    /// What the lab was built from: its directory, binary and training settings.
     pub spec: LabSpec,
     ca_dir: PathBuf,
     coordinator: Option<Proc>,
@@ -240,14 +257,20 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Node `i`'s name (`node-a`, `node-b`, …): its certificate name, directory under the
+    /// lab's and log file.
     pub fn node_name(&self, i: usize) -> String {
         format!("node-{}", (b'a' + i as u8) as char)
     }
 
+    /// Node `i`'s data directory (`DIR/node-X/data`), initialised and loaded by
+    /// [`Lab::create`].
     pub fn node_data_dir(&self, i: usize) -> PathBuf {
         self.spec.dir.join(self.node_name(i)).join("data")
     }
 
+    /// The federation CA's directory (`DIR/ca`): `ca.pem`, `crl.pem`, and `certs/` with the
+    /// coordinator's, the nodes', `admin`'s and `auditor`'s certificates and keys.
     pub fn ca_dir(&self) -> &Path {
         &self.ca_dir
     }
@@ -257,14 +280,19 @@ impl Lab {
         &self.witness_key
     }
 
+    /// `https://ADDR:PORT` of the coordinator (or of the relay set by
+    /// [`Lab::route_nodes_through`]); empty until it has first started.
     pub fn coordinator_url(&self) -> &str {
         &self.coordinator_url
     }
 
+    /// `https://ADDR:PORT` of node `i`; empty until it has first started. Panics if there is no
+    /// node `i`.
     pub fn node_url(&self, i: usize) -> &str {
         &self.node_urls[i]
     }
 
+    /// The coordinator's data directory (`DIR/coordinator-data`), named in its config.
     pub fn coordinator_data_dir(&self) -> PathBuf {
         self.spec.dir.join("coordinator-data")
     }
@@ -457,6 +485,7 @@ impl Lab {
         Ok(())
     }
 
+    /// SIGKILL to node `i` (no flush) and waits for it to exit; nothing if it is not running.
     pub fn kill_node(&mut self, i: usize) -> Result<()> {
         if let Some(mut p) = self.nodes[i].take() {
             p.child.kill()?;
@@ -473,6 +502,8 @@ impl Lab {
         Ok(())
     }
 
+    /// SIGTERM to every running node, then the coordinator, waiting for each to exit (SIGKILL
+    /// after 20 s).
     pub fn stop_all(&mut self) -> Result<()> {
         for i in 0..self.nodes.len() {
             self.stop_node(i)?;
@@ -642,6 +673,8 @@ pub struct TestSet<'a> {
 }
 
 impl<'a> TestSet<'a> {
+    /// Featurises `rows` once with `model`'s featuriser; fails if a row's intent is not one of
+    /// the model's labels or the encoder fails.
     pub fn new(model: &IntentModel, rows: &'a [TextRow]) -> Result<Self> {
         Ok(TestSet {
             rows,
@@ -721,6 +754,7 @@ fn load_node(dir: &Path, node: usize, data: &NodeData, _spec: &LabSpec) -> Resul
 pub struct Banking77 {
     /// Each node's share of the training rows.
     pub nodes: Vec<NodeData>,
+    /// The test rows (`test.csv`), held out from every node.
     pub test: Vec<TextRow>,
     /// The 77 intents (`categories.json`).
     pub labels: Vec<String>,

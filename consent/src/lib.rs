@@ -25,7 +25,6 @@
 //!     br#"{"at":1.5,"given":true,"purpose":"train.intent"}"#
 //! );
 //! ```
-#![warn(missing_docs)]
 
 mod error;
 mod history;

@@ -102,6 +102,7 @@ impl CoordinatorServer {
         })
     }
 
+    /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.listener
             .local_addr()
@@ -116,6 +117,7 @@ impl CoordinatorServer {
         self.metrics.as_ref().and_then(|m| m.local_addr().ok())
     }
 
+    /// The round machine this server serves (tests and the lab read its state).
     pub fn coordinator(&self) -> Arc<Coordinator> {
         Arc::clone(&self.coordinator)
     }

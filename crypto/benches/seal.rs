@@ -1,7 +1,14 @@
 //! Seal/open throughput of amble's record sealing next to raw ring AES-256-GCM on the same
 //! buffers, so the cost of the envelope (header, random nonce, AAD encoding) is visible.
+//! Run: `cargo bench -p amble-crypto --bench seal`.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// `missing_docs`: criterion_group! generates a public `benches()` that no attribute reaches.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs
+)]
 
 use amble_crypto::{DataKey, RecordAad, SubjectId, open, seal};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

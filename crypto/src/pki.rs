@@ -152,8 +152,14 @@ pub enum TrustRoot {
     Federation,
 }
 
+/// File name of the CA's self-signed certificate (PEM, valid ten years) in a CA directory: the
+/// trust root to give the servers and clients that check this CA's certificates.
 pub const CA_CERT_FILE: &str = "ca.pem";
+/// File name of the CA's private key (PEM, mode 0600) in a CA directory; its presence is what
+/// marks a directory as holding a CA. Keep it offline.
 pub const CA_KEY_FILE: &str = "ca.key";
+/// File name of the CA's certificate revocation list (PEM, mode 0644) in a CA directory,
+/// rewritten on every revocation; servers load it.
 pub const CRL_FILE: &str = "crl.pem";
 const FEDERATION_FILE: &str = "federation";
 const ORGANISATION_FILE: &str = "organisation";
@@ -172,44 +178,84 @@ const BACKDATE: Duration = Duration::minutes(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PkiError {
+    /// Creating a CA found `ca.key` already in the directory, which it holds; overwriting it
+    /// would orphan every certificate the CA issued. Open it instead, or pick an empty one.
     #[error("{0} already holds a CA (ca.key exists); refusing to overwrite it")]
     AlreadyInitialised(PathBuf),
+    /// Opening a CA found no `ca.key` in the directory, which it holds: the path is wrong or
+    /// `amble pki init` has not been run there.
     #[error("{0} holds no CA; run `amble pki init --dir {0} --federation NAME` first")]
     NotInitialised(PathBuf),
+    /// A certificate, federation or organisation name is empty, longer than 64 bytes, starts
+    /// with '.' or has a character outside a-z, 0-9, '.', '_', '-'. Holds the name as given.
     #[error(
         "name {0:?} is not usable: use 1 to 64 characters a-z, 0-9, '.', '_' or '-', not starting with '.'"
     )]
     BadName(String),
+    /// An [`IssueRequest`]'s role is not one of [`ROLES`].
     #[error("role {given:?} is unknown; expected one of {}", ROLES.join(", "))]
-    BadRole { given: String },
+    BadRole {
+        /// The role as it was given in the request.
+        given: String,
+    },
+    /// An [`IssueRequest`] asks for a validity outside 1 to 3650 days; holds the days asked.
     #[error("validity must be 1 to 3650 days, not {0}")]
     BadValidity(u32),
+    /// A DNS name of an [`IssueRequest`] cannot be encoded in a certificate SAN (it is not
+    /// ASCII); holds the name as given.
     #[error("DNS name {0:?} is not valid in a certificate")]
     BadDnsName(String),
+    /// The name still holds an unrevoked, unexpired certificate, and a name holds one at a
+    /// time; holds the name. Revoke the old certificate before reissuing.
     #[error(
         "{0:?} already has a valid certificate; revoke it first (`amble pki revoke --name {0}`)"
     )]
     AlreadyIssued(String),
+    /// Revocation found no unrevoked certificate of the name in the CA's index (never issued
+    /// here, or already revoked); holds the name. `amble pki list` shows what was issued.
     #[error("no valid certificate was issued to {0:?}")]
     NotIssued(String),
+    /// Reading or writing a file of the CA directory failed at the operating system level
+    /// (missing file, no permission, full disk).
     #[error("i/o error on {path}: {source}")]
     Io {
+        /// The file or directory that could not be read, written or created.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The CA's `index.json` is not the JSON amble wrote, or a serial in it is not hex (or
+    /// the index could not be serialised). Restore the CA directory from a backup.
     #[error("{path} is damaged: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The damaged file: the CA's `index.json`.
+        path: PathBuf,
+        /// What the parser or hex decoder reported.
+        reason: String,
+    },
+    /// From amble-crypto: `ca.key` is readable by group or others (run `chmod 600` on it) or
+    /// its metadata cannot be read, or the system random generator failed to draw a serial.
     #[error(transparent)]
     KeyFile(#[from] crate::CryptoError),
+    /// rcgen failed to generate a key pair, to parse `ca.key` or `ca.pem` (a damaged CA
+    /// directory), or to sign a certificate or CRL.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// Bytes given as a certificate are not parsable X.509 (or PEM), or the certificate lacks
+    /// exactly one `spiffe://FEDERATION/ROLE/ID` SAN URI with a known role; holds the reason.
+    /// Reissue it with `amble pki issue`.
     #[error("not a certificate amble can use: {0}")]
     BadCertificate(String),
+    /// The CA may not issue the role: the federation CA refuses local roles (`app`, `agent`,
+    /// `subject-portal`) and an organisation CA refuses `coordinator`.
     #[error("{kind} issues no {role:?} certificates: {hint}")]
     WrongCa {
+        /// Which kind of CA refused.
         kind: CaKind,
+        /// The role requested, as given.
         role: String,
+        /// Which CA issues that role instead, and how to make it.
         hint: &'static str,
     },
 }
@@ -343,16 +389,24 @@ fn valid_name(name: &str) -> Result<(), PkiError> {
 /// What to issue: `IssueRequest::new("acme-app", "app")` with optional SANs and validity.
 #[derive(Debug, Clone)]
 pub struct IssueRequest {
+    /// The holder's id: the `ID` of its SPIFFE URI and its file name under `certs/`; 1 to 64
+    /// of a-z, 0-9, '.', '_', '-', not starting with '.'.
     pub name: String,
+    /// One of [`ROLES`]; parsed when issuing, so an unknown one fails with
+    /// [`PkiError::BadRole`].
     pub role: String,
+    /// DNS names added as SANs, for a holder that serves TLS under them; empty for a client.
     pub dns: Vec<String>,
+    /// IP addresses added as SANs, for a holder that serves TLS under them.
     pub ips: Vec<IpAddr>,
+    /// Validity in days from `not_before`, 1 to 3650.
     pub days: u32,
     /// Start of validity; now (less a little clock skew) when `None`.
     pub not_before: Option<OffsetDateTime>,
 }
 
 impl IssueRequest {
+    /// A request for `name` as `role`: no DNS or IP SANs, valid 365 days from now.
     pub fn new(name: impl Into<String>, role: impl Into<String>) -> Self {
         IssueRequest {
             name: name.into(),
@@ -368,12 +422,16 @@ impl IssueRequest {
 /// One line of the CA's index.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IssuedCert {
+    /// The holder's id, as requested (the `ID` of its SPIFFE URI).
     pub name: String,
+    /// The holder's role, as requested (one of [`ROLES`]).
     pub role: String,
     /// Serial number, lowercase hex.
     pub serial: String,
+    /// When the certificate expires (UTC; RFC 3339 in `index.json`).
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
+    /// When it was revoked; `None` while it has not been.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub revoked_at: Option<OffsetDateTime>,
 }
@@ -387,9 +445,14 @@ struct Index {
 /// Where an issued certificate and its key were written.
 #[derive(Debug, Clone)]
 pub struct Issued {
+    /// The certificate's line in the CA's index.
     pub cert: IssuedCert,
+    /// `certs/NAME.pem` in the CA directory: the certificate, PEM.
     pub cert_path: PathBuf,
+    /// `certs/NAME.key` in the CA directory: its private key, PEM, mode 0600. Hand it to the
+    /// holder only.
     pub key_path: PathBuf,
+    /// The identity in its SAN: `spiffe://FEDERATION/ROLE/NAME`.
     pub uri: String,
 }
 
@@ -542,6 +605,8 @@ impl Ca {
         })
     }
 
+    /// The federation's name, from the `federation` file: the trust domain of every identity
+    /// this CA issues.
     pub fn federation(&self) -> &str {
         &self.federation
     }
@@ -551,6 +616,7 @@ impl Ca {
         self.organisation.as_deref()
     }
 
+    /// Organisation CA if the directory has an `organisation` file, else federation CA.
     pub fn kind(&self) -> CaKind {
         match self.organisation {
             Some(_) => CaKind::Organisation,
@@ -558,14 +624,17 @@ impl Ca {
         }
     }
 
+    /// The CA's own certificate, as PEM text (the contents of `ca.pem`).
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
+    /// Where the CA writes its CRL (`crl.pem`): copy it to the servers after a revocation.
     pub fn crl_path(&self) -> PathBuf {
         self.dir.join(CRL_FILE)
     }
 
+    /// Where the CA's certificate is (`ca.pem`): the trust root to install on servers.
     pub fn cert_path(&self) -> PathBuf {
         self.dir.join(CA_CERT_FILE)
     }

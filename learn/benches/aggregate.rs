@@ -7,7 +7,13 @@
 //! memory like the coordinator (100 × 10M f32 would be 4 GB).
 //! Run: `cargo bench -p amble-learn --bench aggregate`.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// `missing_docs`: criterion_group! generates a public `benches()` that no attribute reaches.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs
+)]
 
 use amble_learn::federation::{UpdateCheck, WeightedSum};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

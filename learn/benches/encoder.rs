@@ -3,7 +3,13 @@
 //! the reference implementation (sentence-transformers on PyTorch) for comparison.
 //! Run briefly: `cargo bench -p amble-learn --bench encoder -- --warm-up-time 1 --measurement-time 5`.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// `missing_docs`: criterion_group! generates a public `benches()` that no attribute reaches.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs
+)]
 
 use std::path::PathBuf;
 

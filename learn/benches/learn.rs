@@ -2,7 +2,13 @@
 //! generator per million coordinates (next to OpenDP's sampler), the accountant.
 //! Run briefly: `cargo bench -p amble-learn --bench learn -- --warm-up-time 1 --measurement-time 3`.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// `missing_docs`: criterion_group! generates a public `benches()` that no attribute reaches.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs
+)]
 
 use std::path::PathBuf;
 

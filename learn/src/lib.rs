@@ -48,7 +48,6 @@
 //! assert!(Epsilon::new(-1.0).is_err(), "privacy types refuse invalid values");
 //! # Ok::<(), amble_learn::LearnError>(())
 //! ```
-#![warn(missing_docs)]
 
 mod error;
 pub mod experiment;

@@ -38,8 +38,6 @@
 //! assert!(!internal.message().contains("/srv/data"));
 //! ```
 
-#![warn(missing_docs)]
-
 mod auth;
 mod client;
 mod incoming;

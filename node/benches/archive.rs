@@ -1,8 +1,16 @@
 //! Archive append and read of ~1 KiB records next to raw sled inserts/reads of the same
 //! bytes (same batch size, same flush), so the cost of pseudonyms, key unwrap and sealing
 //! is visible. Target: the encrypted archive at ≥ 0.7× raw sled throughput.
+//! Run briefly (see `README.md`):
+//! `cargo bench -p amble-node --bench archive -- --warm-up-time 1 --measurement-time 3`.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// `missing_docs`: criterion_group! generates a public `benches()` that no attribute reaches.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs
+)]
 
 use amble_crypto::ExternalRef;
 use amble_node::{Actor, Collection, NewRecord, Node, ReadOutcome, TimeRange};

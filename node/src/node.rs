@@ -54,23 +54,32 @@ fn load_policy(path: &Path) -> Result<(Policy, [u8; 32])> {
 /// The result of a read: the projection a purpose may see, or why not.
 #[derive(Debug)]
 pub enum ReadOutcome {
+    /// The policy and the subject's consent allow it: only the fields the purpose may see,
+    /// transformed as the policy says.
     Allowed(Projection),
+    /// Refused, and logged as refused; the reason names the rule that refused it.
     Denied(DenyReason),
 }
 
 /// A change to one consent.
 #[derive(Debug, Clone, Copy)]
 pub enum ConsentChange {
+    /// The subject gives consent to the purpose.
     Give {
+        /// When the consent lapses by itself; `None`: until withdrawn.
         valid_until: Option<OffsetDateTime>,
+        /// Explicit consent (a separate, specific act: GDPR Art. 9(2)(a) for special
+        /// categories such as health), not just an affirmative one.
         explicit: bool,
     },
+    /// The subject withdraws consent; it holds from the very next read.
     Withdraw,
 }
 
 /// What a retention sweep removed, per collection (counts, never contents).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SweepReport {
+    /// Records removed, by collection name.
     pub removed: BTreeMap<String, u64>,
 }
 
@@ -78,14 +87,21 @@ pub struct SweepReport {
 /// canonical JSON (domain `amble/export/v1`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SignedExport {
+    /// The export: every record, consent history and access-log entry about the subject.
     pub document: serde_json::Value,
+    /// The node's signature over `document`.
     pub signature: ExportSignature,
 }
 
+/// How an export is signed, so the subject (or anyone they hand it to) can check it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportSignature {
+    /// The JOSE name of the algorithm: `EdDSA` (Ed25519).
     pub alg: &'static str,
+    /// The node's Ed25519 public key, standard base64.
     pub public_key: String,
+    /// The signature over `amble/export/v1\n` and the document's canonical JSON, standard
+    /// base64.
     pub value: String,
 }
 
@@ -234,10 +250,12 @@ impl Node {
         Ok(version)
     }
 
+    /// The node's audit log (read-only uses: size, proofs, checkpoints, export).
     pub fn audit_log(&self) -> &AuditLog {
         &self.audit
     }
 
+    /// The key that signs the node's checkpoints, consent receipts, exports and backups.
     pub fn signing_key(&self) -> &SigningKey {
         &self.signer
     }
@@ -247,34 +265,43 @@ impl Node {
         &self.origin
     }
 
+    /// The pseudonym `r` maps to under this node's pepper (whether or not it is stored).
     pub fn pseudonym(&self, r: &ExternalRef) -> SubjectId {
         self.archive.pseudonym(r)
     }
 
+    /// The subject `r` is linked to; an error if the node knows no such reference.
     pub fn subject_of(&self, r: &ExternalRef) -> Result<SubjectId> {
         self.archive.subject_of(r)
     }
 
+    /// Every subject's pseudonym (never an external reference).
     pub fn subjects(&self) -> Result<Vec<SubjectId>> {
         self.archive.subjects()
     }
 
+    /// How many subjects the archive holds.
     pub fn subject_count(&self) -> usize {
         self.archive.subject_count()
     }
 
+    /// How many records subject `s` has, in collection `c` or in all (a count, no contents).
     pub fn count(&self, s: &SubjectId, c: Option<Collection>) -> usize {
         self.archive.count(s, c)
     }
 
+    /// When subject `s` was erased, if it was (the tombstone that keeps a backup from
+    /// bringing them back).
     pub fn erased_at(&self, s: &SubjectId) -> Result<Option<OffsetDateTime>> {
         self.archive.erased_at(s)
     }
 
+    /// The master-key versions the keyring holds, oldest first.
     pub fn key_versions(&self) -> Vec<u32> {
         self.archive.keyring().versions()
     }
 
+    /// The node's data directory.
     pub fn data_dir(&self) -> &Path {
         self.archive.data_dir()
     }
@@ -575,11 +602,16 @@ impl Node {
         erased
     }
 
+    /// Rotates the node master key, logged first: a new KEK version, every data key rewrapped
+    /// under it, the old versions retired; records are never re-encrypted. Erasure calls it
+    /// so that no old key version can unwrap an erased subject's key from a stale copy.
     pub fn rotate_key(&mut self, actor: &Actor) -> Result<RotateReport> {
         self.audit.append_durable(actor.draft(Action::RotateKey))?;
         self.archive.rotate_key()
     }
 
+    /// Links the reference `new` to the subject `existing` belongs to (one person known by
+    /// several ids: phone, email, CRM number), logged first.
     pub fn link(
         &self,
         actor: &Actor,
@@ -592,6 +624,8 @@ impl Node {
         self.archive.link(existing, new)
     }
 
+    /// Removes reference `r` from its subject, logged first; the last reference cannot be
+    /// removed (erase the subject instead).
     pub fn unlink(&self, actor: &Actor, r: &ExternalRef) -> Result<SubjectId> {
         let subject = self.archive.subject_of(r)?;
         self.audit
@@ -599,6 +633,9 @@ impl Node {
         self.archive.unlink(r)
     }
 
+    /// Merges the subject of `absorb` into the subject of `keep`, logged first: records are
+    /// re-sealed under the kept subject's key, references follow, the absorbed key is
+    /// destroyed.
     pub fn merge(
         &self,
         actor: &Actor,
@@ -708,6 +745,7 @@ impl Node {
         Ok(self.audit.checkpoint(&self.signer, &self.origin)?)
     }
 
+    /// Makes everything written so far durable (archive and audit log share one database).
     pub fn flush(&self) -> Result<()> {
         self.archive.flush()
     }

@@ -2,8 +2,15 @@
 //!
 //! Besides criterion's estimate, a plain timing loop prints p50 and p99 of single runs, since
 //! the target is a tail latency (p99 < 1 ms per read of a whole archive).
+//! Run: `cargo bench -p amble-policy --bench decide`.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// `missing_docs`: criterion_group! generates a public `benches()` that no attribute reaches.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs
+)]
 
 use amble_consent::{ConsentHistory, Controller, Method, ReceiptIssuer, Recorded, Terms};
 use amble_crypto::{SigningKey, SubjectId};

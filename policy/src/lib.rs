@@ -44,7 +44,6 @@
 //! assert!(matches!(decide(&policy, "desk-1", Role::Agent, "marketing", &none, now), Decision::Deny(_)));
 //! # Ok::<(), amble_policy::PolicyError>(())
 //! ```
-#![warn(missing_docs)]
 
 mod decide;
 mod duration;

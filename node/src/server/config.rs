@@ -13,6 +13,7 @@ use std::time::Duration;
 pub struct ServeConfig {
     /// Address to listen on, e.g. `0.0.0.0:7443` (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// The node's data directory (`amble node init`).
     pub data_dir: PathBuf,
     /// Defaults to `DATA_DIR/node.key`.
     #[serde(default)]
@@ -20,7 +21,10 @@ pub struct ServeConfig {
     /// Defaults to `DATA_DIR/policy.toml`.
     #[serde(default)]
     pub policy: Option<PathBuf>,
+    /// `[tls]`: the node's certificate and key, its organisation's CA and CRL, and in a
+    /// federation the federation's CA and CRL.
     pub tls: TlsFiles,
+    /// `[limits]`: connections, streams, message sizes and timeouts (safe defaults).
     #[serde(default)]
     pub limits: Limits,
     /// The optional self-service web page (`[portal]`); without it there is none.
@@ -76,10 +80,12 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// `request_timeout_secs` (at least 1 s).
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))
     }
 
+    /// `handshake_timeout_secs` (at least 1 s).
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs.max(1))
     }

@@ -51,28 +51,41 @@ const FAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// `node.toml` is missing a setting or two settings contradict each other (the message
+    /// names them).
     #[error("configuration: {0}")]
     Config(String),
+    /// A certificate, key or CRL does not parse or does not fit (the message names the file).
     #[error("TLS: {0}")]
     Tls(String),
+    /// A file could not be read or written.
     #[error("i/o error on {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}; is another process using the port?")]
     Bind {
+        /// The address from the configuration.
         addr: SocketAddr,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The node itself refused or failed (opening the data directory, a reload).
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The gRPC server or its final flush failed.
     #[error("the gRPC server stopped: {0}")]
     Serve(String),
+    /// A bound was reached (e.g. too many open portal links for one issuer); try later.
     #[error("too busy: {0}")]
     Busy(String),
+    /// A storage fault stopped the node without its final flush.
     #[error(
         "storage fault: {0}. The node stopped serving and must be restarted (its supervisor \
          does this); check the data directory's disk, free space and permissions"
@@ -146,6 +159,7 @@ pub struct Reloader {
 /// What a reload did.
 #[derive(Debug, Clone)]
 pub struct ReloadReport {
+    /// The version of the policy now in force.
     pub policy_version: u64,
 }
 
@@ -246,6 +260,7 @@ impl Server {
         self.metrics.as_ref().and_then(|m| m.local_addr().ok())
     }
 
+    /// What SIGHUP runs: reloads the policy and the TLS files while the server runs.
     pub fn reloader(&self) -> Reloader {
         Reloader {
             shared: Arc::clone(&self.shared),

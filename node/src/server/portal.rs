@@ -52,6 +52,7 @@ const SESSION_BURST: f64 = 20.0;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortalConfig {
+    /// Address the page listens on (HTTPS), e.g. `0.0.0.0:8443`.
     pub listen: SocketAddr,
     /// The page's certificate chain (PEM), trusted by people's browsers.
     pub cert: PathBuf,
@@ -832,7 +833,10 @@ mod tests {
         }
         .render()
         .unwrap();
-        assert!(message.contains("<p id=\"error\">&#60;script&#62;"), "{message}");
+        assert!(
+            message.contains("<p id=\"error\">&#60;script&#62;"),
+            "{message}"
+        );
     }
 
     #[test]
