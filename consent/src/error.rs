@@ -34,6 +34,10 @@ pub enum ConsentError {
         /// When it would lapse.
         valid_until: String,
     },
+    /// A restriction or objection change that would change nothing (the message says what is
+    /// already the case).
+    #[error("nothing to change: {0}")]
+    Unchanged(String),
     /// A withdrawal or expiry of a consent that is not in force.
     #[error(
         "consent for {purpose} is not currently given ({state}), so there is nothing to {action}"

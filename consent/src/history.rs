@@ -226,6 +226,54 @@ pub struct AssistanceEvent {
     pub receipt_id: String,
 }
 
+/// A right the person exercises that is not consent: it limits what the organisation may do
+/// with the archive it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Right {
+    /// GDPR Art. 18: the archive is kept but used for no purpose except storage and the
+    /// organisation's legal obligations and claims, until lifted.
+    Restriction,
+    /// GDPR Art. 21: the person objects to one purpose that relies on the organisation's
+    /// legitimate interest; no read for it while the objection stands.
+    Objection,
+}
+
+impl Right {
+    /// The name in receipts and audit entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::Restriction => "restriction",
+            Right::Objection => "objection",
+        }
+    }
+}
+
+/// One recorded change of a [`Right`]: exercised (`active`) or lifted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RightEvent {
+    /// Which right.
+    pub right: Right,
+    /// The purpose objected to (objection only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// `true` when the right is exercised, `false` when it is lifted.
+    pub active: bool,
+    /// When, by the node's clock.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The policy version in force when it was recorded.
+    pub policy_version: u64,
+    /// Through which channel.
+    pub method: Method,
+    /// Who recorded it.
+    pub actor: String,
+    /// The `consentReceiptID` of the receipt issued for this change.
+    pub receipt_id: String,
+}
+
 /// The state of one consent at one moment, derived from the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsentState {
@@ -312,6 +360,8 @@ pub struct ConsentHistory {
     consent: Vec<ConsentEvent>,
     #[serde(default)]
     assistance: Vec<AssistanceEvent>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    rights: Vec<RightEvent>,
 }
 
 impl Default for ConsentHistory {
@@ -344,6 +394,7 @@ impl ConsentHistory {
             format: HISTORY_FORMAT,
             consent: Vec::new(),
             assistance: Vec::new(),
+            rights: Vec::new(),
         }
     }
 
@@ -370,6 +421,42 @@ impl ConsentHistory {
     /// Every AI-assistance change, in the order recorded.
     pub fn assistance_events(&self) -> &[AssistanceEvent] {
         &self.assistance
+    }
+
+    /// Every restriction and objection change, in the order recorded.
+    pub fn right_events(&self) -> &[RightEvent] {
+        &self.rights
+    }
+
+    /// The latest change of `right` (for `purpose`, for an objection) at or before `now`,
+    /// if it is in force: since when.
+    fn right_in_force(
+        &self,
+        right: Right,
+        purpose: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        let mut latest: Option<&RightEvent> = None;
+        for e in &self.rights {
+            if e.right == right
+                && e.purpose.as_deref() == purpose
+                && e.at <= now
+                && latest.is_none_or(|l| e.at >= l.at)
+            {
+                latest = Some(e);
+            }
+        }
+        latest.filter(|e| e.active).map(|e| e.at)
+    }
+
+    /// Since when processing is restricted (GDPR Art. 18), if it is at `now`.
+    pub fn restricted(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.right_in_force(Right::Restriction, None, now)
+    }
+
+    /// Since when the person objects to `purpose` (GDPR Art. 21), if they do at `now`.
+    pub fn objected(&self, purpose: &str, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.right_in_force(Right::Objection, Some(purpose), now)
     }
 
     /// Every purpose that appears in the history, sorted.
@@ -421,7 +508,8 @@ impl ConsentHistory {
     fn last_change(&self) -> Option<OffsetDateTime> {
         let c = self.consent.iter().map(|e| e.at).max();
         let a = self.assistance.iter().map(|e| e.at).max();
-        c.max(a)
+        let r = self.rights.iter().map(|e| e.at).max();
+        c.max(a).max(r)
     }
 
     /// Checks what every change needs: a well-formed purpose id (for consent changes), an
@@ -576,6 +664,83 @@ impl ConsentHistory {
         };
         let receipt = issuer.issue_assistance(subject, &event);
         self.assistance.push(event);
+        Ok(receipt)
+    }
+
+    /// Records that the person restricts processing (`active`) or lifts the restriction, and
+    /// returns the signed receipt. Refused when it would change nothing.
+    pub fn set_restriction(
+        &mut self,
+        issuer: &ReceiptIssuer<'_>,
+        subject: &SubjectId,
+        active: bool,
+        rec: Recorded,
+    ) -> Result<SignedReceipt, ConsentError> {
+        self.check_change(None, &rec)?;
+        if self.restricted(rec.at).is_some() == active {
+            return Err(ConsentError::Unchanged(if active {
+                "processing is already restricted".into()
+            } else {
+                "processing is not restricted".into()
+            }));
+        }
+        self.push_right(issuer, subject, Right::Restriction, None, active, rec)
+    }
+
+    /// Records that the person objects to `purpose` (`active`) or withdraws the objection, and
+    /// returns the signed receipt. Whether the purpose relies on legitimate interest (the
+    /// only basis an objection applies to) is the caller's check: it knows the policy.
+    pub fn set_objection(
+        &mut self,
+        issuer: &ReceiptIssuer<'_>,
+        subject: &SubjectId,
+        purpose: &PurposeInfo,
+        active: bool,
+        rec: Recorded,
+    ) -> Result<SignedReceipt, ConsentError> {
+        self.check_change(Some(purpose), &rec)?;
+        if self.objected(&purpose.id, rec.at).is_some() == active {
+            return Err(ConsentError::Unchanged(format!(
+                "an objection to {} is {}",
+                purpose.id,
+                if active {
+                    "already recorded"
+                } else {
+                    "not recorded"
+                }
+            )));
+        }
+        self.push_right(
+            issuer,
+            subject,
+            Right::Objection,
+            Some(purpose),
+            active,
+            rec,
+        )
+    }
+
+    fn push_right(
+        &mut self,
+        issuer: &ReceiptIssuer<'_>,
+        subject: &SubjectId,
+        right: Right,
+        purpose: Option<&PurposeInfo>,
+        active: bool,
+        rec: Recorded,
+    ) -> Result<SignedReceipt, ConsentError> {
+        let event = RightEvent {
+            right,
+            purpose: purpose.map(|p| p.id.clone()),
+            active,
+            at: rec.at,
+            policy_version: rec.policy_version,
+            method: rec.method,
+            actor: rec.actor,
+            receipt_id: crate::receipt::new_receipt_id()?,
+        };
+        let receipt = issuer.issue_right(subject, purpose, &event);
+        self.rights.push(event);
         Ok(receipt)
     }
 }

@@ -34,7 +34,7 @@ mod ts27560;
 pub use error::{ConsentError, ReceiptError};
 pub use history::{
     AssistanceEvent, AssistanceLevel, ConsentEvent, ConsentEventKind, ConsentHistory, ConsentState,
-    HISTORY_FORMAT, Method, Recorded, Terms, UnknownValue, date_of,
+    HISTORY_FORMAT, Method, Recorded, Right, RightEvent, Terms, UnknownValue, date_of,
 };
 pub use receipt::{
     Controller, KANTARA_VERSION, RECEIPT_DOMAIN, Receipt, ReceiptEvent, ReceiptIssuer,

@@ -7,7 +7,7 @@
 //! byte before it checks the signature; together with strict base64 for the signature this makes
 //! every single-byte change to a receipt file detectable.
 
-use crate::history::{AssistanceEvent, ConsentEvent};
+use crate::history::{AssistanceEvent, ConsentEvent, Right, RightEvent};
 use crate::{PurposeInfo, ReceiptError, rfc3339};
 use amble_crypto::{SigningKey, SubjectId, VerifyingKey};
 use base64::Engine;
@@ -77,7 +77,8 @@ pub struct ReceiptService {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReceiptEvent {
-    /// `given`, `withdrawn`, `expired` or `ai_assistance`.
+    /// `given`, `withdrawn`, `expired`, `ai_assistance`, `restriction`,
+    /// `restriction_lifted`, `objection` or `objection_withdrawn`.
     pub event: String,
     /// The purpose id the change is about (none for an AI-assistance change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,6 +319,80 @@ impl<'k> ReceiptIssuer<'k> {
             services,
             Vec::new(),
             event,
+        );
+        self.sign(r)
+    }
+
+    pub(crate) fn issue_right(
+        &self,
+        subject: &SubjectId,
+        purpose: Option<&PurposeInfo>,
+        e: &RightEvent,
+    ) -> SignedReceipt {
+        let (event, what, termination) = match (e.right, e.active) {
+            (Right::Restriction, true) => (
+                "restriction",
+                "Restriction of processing (GDPR Art. 18): your data is kept but used for \
+                 nothing except storage and legal obligations"
+                    .to_owned(),
+                "until you lift it",
+            ),
+            (Right::Restriction, false) => (
+                "restriction_lifted",
+                "Restriction of processing lifted".to_owned(),
+                "in force from now",
+            ),
+            (Right::Objection, true) => (
+                "objection",
+                format!(
+                    "Objection (GDPR Art. 21) to: {}",
+                    purpose.map_or("", |p| p.description.as_str())
+                ),
+                "until you withdraw it",
+            ),
+            (Right::Objection, false) => (
+                "objection_withdrawn",
+                format!(
+                    "Objection withdrawn for: {}",
+                    purpose.map_or("", |p| p.description.as_str())
+                ),
+                "in force from now",
+            ),
+        };
+        let services = vec![ReceiptService {
+            service: self.service.clone(),
+            purposes: vec![ReceiptPurpose {
+                purpose: what,
+                purpose_category: vec![
+                    e.purpose
+                        .clone()
+                        .unwrap_or_else(|| e.right.as_str().to_owned()),
+                ],
+                consent_type: "EXPLICIT".to_owned(),
+                pii_category: purpose.map_or_else(Vec::new, |p| p.pii_categories.clone()),
+                primary_purpose: false,
+                termination: termination.to_owned(),
+                third_party_disclosure: false,
+                third_party_name: Vec::new(),
+            }],
+        }];
+        let receipt_event = ReceiptEvent {
+            event: event.to_owned(),
+            purpose_id: e.purpose.clone(),
+            dpv_state: None,
+            at: rfc3339(e.at),
+            valid_until: None,
+            explicit: true,
+            policy_version: e.policy_version,
+            actor: e.actor.clone(),
+            ai_assistance: None,
+        };
+        let r = self.base(
+            subject,
+            (e.at, e.method, &e.receipt_id),
+            services,
+            Vec::new(),
+            receipt_event,
         );
         self.sign(r)
     }

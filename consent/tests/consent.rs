@@ -479,3 +479,66 @@ fn every_single_byte_change_of_a_receipt_is_detected() {
         }
     }
 }
+
+#[test]
+fn restriction_and_objection_are_recorded_with_receipts_and_refused_when_they_change_nothing() {
+    let mut fx = Fx::new();
+    let issuer = Fx::issuer(&fx.key);
+    let li = purpose("analytics", false);
+    let r =
+        fx.h.set_restriction(
+            &issuer,
+            &subject(),
+            true,
+            rec(datetime!(2026-11-01 09:00 UTC)),
+        )
+        .unwrap();
+    let receipt = verify_receipt(r.bytes(), &fx.key.verifying_key()).unwrap();
+    assert_eq!(receipt.amble_event.event, "restriction");
+    assert!(matches!(
+        fx.h.set_restriction(
+            &issuer,
+            &subject(),
+            true,
+            rec(datetime!(2026-11-01 10:00 UTC))
+        ),
+        Err(ConsentError::Unchanged(_))
+    ));
+    assert_eq!(
+        fx.h.restricted(datetime!(2026-11-01 09:30 UTC)),
+        Some(datetime!(2026-11-01 09:00 UTC))
+    );
+    assert_eq!(fx.h.restricted(datetime!(2026-11-01 08:00 UTC)), None);
+    let o =
+        fx.h.set_objection(
+            &issuer,
+            &subject(),
+            &li,
+            true,
+            rec(datetime!(2026-11-02 09:00 UTC)),
+        )
+        .unwrap();
+    let receipt = verify_receipt(o.bytes(), &fx.key.verifying_key()).unwrap();
+    assert_eq!(receipt.amble_event.event, "objection");
+    assert_eq!(receipt.amble_event.purpose_id.as_deref(), Some("analytics"));
+    assert!(
+        fx.h.objected("analytics", datetime!(2026-11-03 00:00 UTC))
+            .is_some()
+    );
+    assert!(
+        fx.h.objected("support", datetime!(2026-11-03 00:00 UTC))
+            .is_none()
+    );
+    fx.h.set_restriction(
+        &issuer,
+        &subject(),
+        false,
+        rec(datetime!(2026-11-04 09:00 UTC)),
+    )
+    .unwrap();
+    assert_eq!(fx.h.restricted(datetime!(2026-11-05 00:00 UTC)), None);
+    // The history keeps every change and reads back the same.
+    let back = ConsentHistory::from_json_bytes(&fx.h.to_json_bytes()).unwrap();
+    assert_eq!(back, fx.h);
+    assert_eq!(back.right_events().len(), 3);
+}

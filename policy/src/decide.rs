@@ -59,6 +59,21 @@ pub enum DenyReason {
         /// When it expired.
         at: OffsetDateTime,
     },
+    /// The person restricted processing (GDPR Art. 18): only purposes that fulfil the
+    /// organisation's legal obligations may read until it is lifted.
+    Restricted {
+        /// The purpose asked for.
+        purpose: String,
+        /// Since when.
+        since: OffsetDateTime,
+    },
+    /// The person objects to this legitimate-interest purpose (GDPR Art. 21).
+    Objected {
+        /// The purpose asked for.
+        purpose: String,
+        /// Since when.
+        since: OffsetDateTime,
+    },
 }
 
 impl DenyReason {
@@ -70,6 +85,8 @@ impl DenyReason {
             DenyReason::NoConsent { .. } => "no_consent",
             DenyReason::ConsentWithdrawn { .. } => "consent_withdrawn",
             DenyReason::ConsentExpired { .. } => "consent_expired",
+            DenyReason::Restricted { .. } => "restricted",
+            DenyReason::Objected { .. } => "objected",
         }
     }
 }
@@ -96,6 +113,17 @@ impl fmt::Display for DenyReason {
             DenyReason::ConsentExpired { purpose, at } => {
                 write!(f, "consent for {purpose} expired on {}", date_of(*at))
             }
+            DenyReason::Restricted { purpose, since } => write!(
+                f,
+                "processing is restricted since {} at the person's request, so nothing may \
+                 read for {purpose}",
+                date_of(*since)
+            ),
+            DenyReason::Objected { purpose, since } => write!(
+                f,
+                "the person objects to {purpose} since {}",
+                date_of(*since)
+            ),
         }
     }
 }
@@ -103,8 +131,10 @@ impl fmt::Display for DenyReason {
 /// Decides whether `actor`, acting as `role`, may read a subject's archive for `purpose` at
 /// `now`, given the subject's consent history.
 ///
-/// Denied when the purpose is not declared, the role is not listed for it, or the purpose
-/// relies on consent and the consent is not in force. An allowed read gets a [`Grant`] of the
+/// Denied when the purpose is not declared, the role is not listed for it, the person has
+/// restricted processing (GDPR Art. 18; only `legal_obligation` purposes still read), the
+/// purpose relies on legitimate interest and the person objects to it (Art. 21), or the
+/// purpose relies on consent and the consent is not in force. An allowed read gets a [`Grant`] of the
 /// purpose's fields; special categories (`health`) are left out of it unless the subject gave
 /// *explicit* consent for this purpose, whatever the purpose's legal basis.
 pub fn decide(
@@ -126,6 +156,22 @@ pub fn decide(
             role,
             purpose: purpose.to_owned(),
         });
+    }
+    if let Some(since) = consent.restricted(now) {
+        if p.legal_basis != LegalBasis::LegalObligation {
+            return Decision::Deny(DenyReason::Restricted {
+                purpose: purpose.to_owned(),
+                since,
+            });
+        }
+    }
+    if p.legal_basis == LegalBasis::LegitimateInterest {
+        if let Some(since) = consent.objected(purpose, now) {
+            return Decision::Deny(DenyReason::Objected {
+                purpose: purpose.to_owned(),
+                since,
+            });
+        }
     }
     let state = consent.state(purpose, now);
     if p.legal_basis == LegalBasis::Consent {

@@ -389,3 +389,53 @@ fn automation_lines_follow_the_example_policy() {
     assert_eq!(p.line("declined_transfer"), Line::Yellow);
     assert_eq!(p.line("some_new_intent"), Line::Yellow);
 }
+
+#[test]
+fn a_restriction_stops_every_purpose_but_legal_obligations_until_it_is_lifted() {
+    let mut s = Subject::new();
+    s.policy = common::with_legal_obligation();
+    s.give(
+        "personalisation",
+        datetime!(2026-11-01 09:00 UTC),
+        Terms::default(),
+    );
+    s.restrict(true, datetime!(2026-11-02 09:00 UTC));
+    let during = datetime!(2026-11-03 09:00 UTC);
+    for (role, purpose) in [
+        (Role::App, "personalisation"),
+        (Role::Agent, "support"),
+        (Role::Node, "analytics"),
+    ] {
+        let r = deny(s.decide(role, purpose, during));
+        assert_eq!(r.code(), "restricted", "{purpose}: {r}");
+        assert!(r.to_string().contains("restricted since 2026-11-02"), "{r}");
+    }
+    allow(s.decide(Role::Admin, "records.legal", during));
+    // Decisions before the restriction are re-derived as they were.
+    allow(s.decide(Role::Agent, "support", datetime!(2026-11-01 10:00 UTC)));
+    s.restrict(false, datetime!(2026-11-04 09:00 UTC));
+    allow(s.decide(
+        Role::App,
+        "personalisation",
+        datetime!(2026-11-04 09:00 UTC),
+    ));
+    allow(s.decide(Role::Agent, "support", datetime!(2026-11-04 09:00 UTC)));
+}
+
+#[test]
+fn an_objection_stops_its_legitimate_interest_purpose_and_nothing_else() {
+    let mut s = Subject::new();
+    s.object("analytics", true, datetime!(2026-11-02 09:00 UTC));
+    let now = datetime!(2026-11-03 09:00 UTC);
+    let r = deny(s.decide(Role::Node, "analytics", now));
+    assert_eq!(
+        r,
+        DenyReason::Objected {
+            purpose: "analytics".into(),
+            since: datetime!(2026-11-02 09:00 UTC)
+        }
+    );
+    allow(s.decide(Role::Agent, "support", now));
+    s.object("analytics", false, datetime!(2026-11-05 09:00 UTC));
+    allow(s.decide(Role::Node, "analytics", datetime!(2026-11-05 09:00 UTC)));
+}

@@ -90,4 +90,33 @@ impl Subject {
             .withdraw(&issuer, &subject(), &info, rec)
             .unwrap();
     }
+
+    /// Restricts processing (`true`) or lifts the restriction.
+    pub fn restrict(&mut self, active: bool, at: OffsetDateTime) {
+        let issuer = Self::issuer(&self.key);
+        let rec = self.rec(at);
+        self.history
+            .set_restriction(&issuer, &subject(), active, rec)
+            .unwrap();
+    }
+
+    /// Objects to `purpose` (`true`) or withdraws the objection.
+    pub fn object(&mut self, purpose: &str, active: bool, at: OffsetDateTime) {
+        let issuer = Self::issuer(&self.key);
+        let info = self.policy.purpose_info(purpose).unwrap();
+        let rec = self.rec(at);
+        self.history
+            .set_objection(&issuer, &subject(), &info, active, rec)
+            .unwrap();
+    }
+}
+
+/// The example policy plus a purpose that fulfils a legal obligation (bank record keeping).
+pub fn with_legal_obligation() -> Policy {
+    let text = format!(
+        "{EXAMPLE}\n[[purpose]]\nid = \"records.legal\"\ndescription = \"To keep the records \
+         the law requires us to keep.\"\nlegal_basis = \"legal_obligation\"\nroles = [\"admin\"]\n\
+         [purpose.read]\nevents = [\"kind\"]\n"
+    );
+    Policy::from_toml_str(&text, "example+legal").unwrap()
 }
