@@ -75,3 +75,55 @@ pub(crate) fn print_json(out: &Output, text: &str) -> Result<()> {
     out.report(&v, || serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(())
 }
+
+/// A right of the person other than consent, exercised on their behalf (`amble node right`
+/// on a data directory, `amble subject right` over a running node). Each prints the signed
+/// receipt the person keeps.
+#[derive(clap::Subcommand, Clone)]
+pub(crate) enum RightChange {
+    /// How much AI serves the person; routing honours it from their next request.
+    Assistance {
+        /// human-only, ai-suggests (a person confirms) or ai-answers.
+        #[arg(value_enum)]
+        level: Level,
+    },
+    /// Restrict processing (GDPR Art. 18): the archive is kept but read for nothing except
+    /// the organisation's legal obligations, until lifted.
+    Restrict,
+    /// Lift a restriction of processing.
+    Unrestrict,
+    /// Object (GDPR Art. 21) to a purpose that relies on legitimate interest: no read for it
+    /// while the objection stands.
+    Object {
+        /// The purpose, as declared in the policy (`amble policy check` lists them).
+        #[arg(long)]
+        purpose: String,
+    },
+    /// Withdraw an objection.
+    Unobject {
+        /// The purpose objected to.
+        #[arg(long)]
+        purpose: String,
+    },
+}
+
+/// The AI-assistance levels, as the command line spells them.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Level {
+    /// Only people answer the person's requests.
+    HumanOnly,
+    /// AI drafts an answer and a person confirms it.
+    AiSuggests,
+    /// AI may answer by itself where the policy allows.
+    AiAnswers,
+}
+
+impl From<Level> for amble_consent::AssistanceLevel {
+    fn from(l: Level) -> Self {
+        match l {
+            Level::HumanOnly => amble_consent::AssistanceLevel::HumanOnly,
+            Level::AiSuggests => amble_consent::AssistanceLevel::AiSuggests,
+            Level::AiAnswers => amble_consent::AssistanceLevel::AiAnswers,
+        }
+    }
+}

@@ -149,3 +149,103 @@ fn policy_check_reports_line_and_column_and_ropa_names_purposes() {
         "line {line} named in {err}"
     );
 }
+
+#[test]
+fn an_operator_restricts_objects_and_sets_the_assistance_level_with_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("n");
+    let d = d.to_str().unwrap();
+    ok(&amble(&["node", "init", "--data-dir", d]));
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(
+        &f,
+        r#"{"ref":"phone:+1","collection":"profile","time":"2026-11-01T10:00:00Z","data":{"birth_year":1990,"city":"Lyon"}}
+"#,
+    )
+    .unwrap();
+    ok(&amble(&[
+        "node",
+        "ingest",
+        "--data-dir",
+        d,
+        f.to_str().unwrap(),
+    ]));
+    let right = |args: &[&str]| {
+        let mut v = vec!["node", "right", "--data-dir", d, "--ref", "phone:+1"];
+        v.extend_from_slice(args);
+        amble(&v)
+    };
+    let read = |purpose: &str, role: &str| {
+        amble(&[
+            "node",
+            "read",
+            "--data-dir",
+            d,
+            "--ref",
+            "phone:+1",
+            "--purpose",
+            purpose,
+            "--role",
+            role,
+        ])
+    };
+    ok(&read("support", "agent"));
+
+    let receipt = dir.path().join("restriction.json");
+    ok(&right(&[
+        "--receipt-out",
+        receipt.to_str().unwrap(),
+        "restrict",
+    ]));
+    let key = dir.path().join("node.pub");
+    ok(&amble(&[
+        "node",
+        "pubkey",
+        "--data-dir",
+        d,
+        "--out",
+        key.to_str().unwrap(),
+    ]));
+    ok(&amble(&[
+        "consent",
+        "verify-receipt",
+        receipt.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]));
+    let o = read("support", "agent");
+    assert_eq!(o.status.code(), Some(3), "a restricted archive is not read");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("restricted since"));
+    let o = right(&["restrict"]);
+    assert!(
+        !o.status.success(),
+        "restricting twice says nothing changed"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to change"));
+    ok(&right(&["unrestrict"]));
+    ok(&read("support", "agent"));
+
+    ok(&right(&["object", "--purpose", "analytics"]));
+    let o = read("analytics", "admin");
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("objects to analytics"));
+    let o = right(&["object", "--purpose", "support"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("admits no objection"));
+
+    ok(&right(&["assistance", "ai-suggests"]));
+    let shown: serde_json::Value = serde_json::from_str(&ok(&amble(&[
+        "--json",
+        "node",
+        "consent",
+        "--data-dir",
+        d,
+        "--ref",
+        "phone:+1",
+        "show",
+    ])))
+    .unwrap();
+    assert_eq!(shown["ai_assistance"], "ai_suggests");
+    assert_eq!(shown["objections"], serde_json::json!(["analytics"]));
+    assert_eq!(shown["restricted_since"], serde_json::Value::Null);
+}

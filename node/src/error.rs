@@ -64,6 +64,19 @@ pub enum NodeError {
         "purpose {0:?} is not declared in the node's policy; `amble policy check` lists the purposes"
     )]
     UnknownPurpose(String),
+    /// An objection (GDPR Art. 21) names a purpose that does not rely on legitimate interest:
+    /// consent is withdrawn instead, and contracts and legal obligations admit no objection.
+    #[error(
+        "purpose {purpose:?} relies on {basis}, not legitimate interest, so it admits no objection{hint}"
+    )]
+    NotObjectable {
+        /// The purpose named.
+        purpose: String,
+        /// Its legal basis in the policy in force.
+        basis: String,
+        /// What to do instead (withdrawing consent, for a consent purpose).
+        hint: &'static str,
+    },
     /// A training run found no example it may use: no consenting subject has an interaction with
     /// a resolved intent (for a federated round: none whose label the global model knows). Holds
     /// the training purpose.
@@ -147,6 +160,7 @@ impl amble_net::ServiceError for NodeError {
         match self {
             NodeError::UnknownRef | NodeError::UnknownSubject(_) => Code::NotFound,
             NodeError::UnknownPurpose(_)
+            | NodeError::NotObjectable { .. }
             | NodeError::UnknownName(_)
             | NodeError::RecordNotObject(_)
             | NodeError::NumberNotExact(_)

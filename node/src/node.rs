@@ -521,6 +521,98 @@ impl Node {
         Ok(receipt)
     }
 
+    /// Restricts processing of the subject's archive (GDPR Art. 18), or lifts the restriction;
+    /// returns the signed receipt. While restricted, every read for a purpose that does not
+    /// fulfil a legal obligation is refused by the policy decision, training included.
+    pub fn set_restriction(
+        &self,
+        actor: &Actor,
+        r: &ExternalRef,
+        active: bool,
+    ) -> Result<SignedReceipt> {
+        self.record_right(actor, r, None, active)
+    }
+
+    /// Records the subject's objection to a legitimate-interest `purpose` (GDPR Art. 21), or
+    /// withdraws it; returns the signed receipt. Refused for purposes on any other basis.
+    pub fn set_objection(
+        &self,
+        actor: &Actor,
+        r: &ExternalRef,
+        purpose: &str,
+        active: bool,
+    ) -> Result<SignedReceipt> {
+        self.record_right(actor, r, Some(purpose), active)
+    }
+
+    fn record_right(
+        &self,
+        actor: &Actor,
+        r: &ExternalRef,
+        purpose: Option<&str>,
+        active: bool,
+    ) -> Result<SignedReceipt> {
+        let _gate = self.consent_gate();
+        let policy = self.policy();
+        let info = match purpose {
+            None => None,
+            Some(id) => {
+                let p = policy
+                    .purpose(id)
+                    .ok_or_else(|| NodeError::UnknownPurpose(id.to_owned()))?;
+                if p.legal_basis != amble_policy::LegalBasis::LegitimateInterest {
+                    return Err(NodeError::NotObjectable {
+                        purpose: id.to_owned(),
+                        basis: p.legal_basis.to_string(),
+                        hint: if p.legal_basis == amble_policy::LegalBasis::Consent {
+                            "; withdraw the consent instead"
+                        } else {
+                            ""
+                        },
+                    });
+                }
+                Some(
+                    policy
+                        .purpose_info(id)
+                        .ok_or_else(|| NodeError::UnknownPurpose(id.to_owned()))?,
+                )
+            }
+        };
+        let subject = self.archive.ensure_subject(r)?;
+        let mut history = self.archive.load_consent(&subject)?;
+        let rec = Recorded {
+            at: self.now(),
+            method: consent_method(actor),
+            actor: actor.id.clone(),
+            policy_version: policy.version(),
+        };
+        let issuer = self.issuer();
+        let receipt = match &info {
+            None => history.set_restriction(&issuer, &subject, active, rec)?,
+            Some(info) => history.set_objection(&issuer, &subject, info, active, rec)?,
+        };
+        if active {
+            // Under the consent gate, as for a withdrawal: a round that read this person before
+            // now cannot store their embeddings afterwards.
+            self.embeddings.clear();
+        }
+        let right = if info.is_some() {
+            "objection"
+        } else {
+            "restriction"
+        };
+        let mut d = actor
+            .draft(Action::ConsentChange)
+            .subject(subject)
+            .reason(format!("{right}={}", if active { "on" } else { "off" }));
+        d.purpose = purpose.map(str::to_owned);
+        d.policy_version = Some(policy.version());
+        self.audit.append(d)?;
+        self.archive.save_consent(&subject, &history)?;
+        self.archive.flush()?;
+        Ok(receipt)
+    }
+
     /// Sets the subject's AI-assistance level; returns the signed receipt.
     pub fn set_ai_assistance(
         &self,

@@ -257,7 +257,15 @@ fn a_person_without_personalisation_consent_is_refused_and_the_refusal_is_logged
     node.change_consent(&op(), &withdrew, PERSONALISATION, ConsentChange::Withdraw)
         .unwrap();
 
-    for (who, code) in [(&stranger, "no_consent"), (&withdrew, "consent_withdrawn")] {
+    // Restricted processing (GDPR Art. 18): consent stands, but nothing may read.
+    let restricted = r(&train[1]);
+    node.set_restriction(&op(), &restricted, true).unwrap();
+
+    for (who, code) in [
+        (&stranger, "no_consent"),
+        (&withdrew, "consent_withdrawn"),
+        (&restricted, "restricted"),
+    ] {
         let before = node.audit_log().size();
         let err = node.predict_needs(&app(), who, 3).unwrap_err();
         let NeedsError::Denied(reason) = &err else {

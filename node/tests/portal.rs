@@ -566,3 +566,173 @@ async fn a_session_looping_on_its_page_is_slowed_before_it_reaches_the_node() {
     assert_eq!(r.status, StatusCode::OK);
     fx.stop().await;
 }
+
+/// Reads the subject for `purpose` over gRPC as the app `crm`; the status code it ends with.
+async fn read_code(fx: &Fixture, purpose: &str) -> tonic::Code {
+    let call = ArchiveClient::new(fx.channel("crm"))
+        .read(pb::ReadRequest {
+            r#ref: REF.into(),
+            purpose: purpose.into(),
+            from: String::new(),
+            to: String::new(),
+        })
+        .await;
+    match call {
+        Err(s) => s.code(),
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break tonic::Code::Ok,
+                    Err(s) => break s.code(),
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sets_their_ai_assistance_restricts_and_objects_from_the_page() {
+    let fx = start_with_subject().await;
+    let t = link(&fx);
+    let open = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    let sid = session_cookie(&open);
+    let token = csrf(&open.body);
+    assert!(
+        open.body.contains("value=\"human_only\" checked"),
+        "the default level"
+    );
+    assert!(
+        open.body
+            .contains("data-purpose=\"analytics\" data-objected=\"no\"")
+    );
+
+    // Without the page's token, nothing changes.
+    let forged = "level=ai_answers";
+    let r = request(&fx, Method::POST, "/assistance", Some(&sid), Some(forged)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let bad = format!("csrf={token}&level=robots_only");
+    let r = request(&fx, Method::POST, "/assistance", Some(&sid), Some(&bad)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let level = format!("csrf={token}&level=ai_answers");
+    let r = request(&fx, Method::POST, "/assistance", Some(&sid), Some(&level)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let object = format!("csrf={token}&purpose=analytics&action=object");
+    let r = request(&fx, Method::POST, "/objection", Some(&sid), Some(&object)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(read_code(&fx, "support").await, tonic::Code::Ok);
+    let restrict = format!("csrf={token}&action=restrict");
+    let r = request(
+        &fx,
+        Method::POST,
+        "/restriction",
+        Some(&sid),
+        Some(&restrict),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+
+    let page = request(&fx, Method::GET, "/", Some(&sid), None).await;
+    assert!(
+        page.body.contains("value=\"ai_answers\" checked"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("data-purpose=\"analytics\" data-objected=\"yes\"")
+    );
+    assert!(page.body.contains("id=\"restricted\""));
+    // The node honours the restriction at the next read over gRPC.
+    assert_eq!(
+        read_code(&fx, "support").await,
+        tonic::Code::PermissionDenied
+    );
+    let history = SubjectClient::new(fx.channel("portal"))
+        .get_consent(pb::SubjectRef { r#ref: REF.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .history_json;
+    for part in ["\"ai_answers\"", "\"restriction\"", "\"objection\""] {
+        assert!(history.contains(part), "{part} missing: {history}");
+    }
+
+    let lift = format!("csrf={token}&action=lift");
+    let r = request(&fx, Method::POST, "/restriction", Some(&sid), Some(&lift)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(read_code(&fx, "support").await, tonic::Code::Ok);
+
+    let reasons: Vec<String> = audit_entries(&fx)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "consent_change" && e["actor"] == OPERATOR_LINK)
+        .map(|e| e["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "ai_assistance=ai_answers",
+            "objection=on",
+            "restriction=on",
+            "restriction=off"
+        ]
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_sets_the_rights_over_grpc_and_an_agent_cannot() {
+    let fx = start_with_subject().await;
+    let mut crm = SubjectClient::new(fx.channel("crm"));
+    let receipt = crm
+        .set_restriction(pb::SetRestrictionRequest {
+            r#ref: REF.into(),
+            restrict: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt_json;
+    assert!(receipt.contains("\"restriction\""), "{receipt}");
+    assert_eq!(
+        read_code(&fx, "support").await,
+        tonic::Code::PermissionDenied
+    );
+    let again = crm
+        .set_restriction(pb::SetRestrictionRequest {
+            r#ref: REF.into(),
+            restrict: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    let not_li = crm
+        .set_objection(pb::SetObjectionRequest {
+            r#ref: REF.into(),
+            purpose: "support".into(),
+            object: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_li.code(), tonic::Code::InvalidArgument);
+    let bad_level = crm
+        .set_assistance(pb::SetAssistanceRequest {
+            r#ref: REF.into(),
+            level: "always".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_level.code(), tonic::Code::InvalidArgument);
+    let agent = SubjectClient::new(fx.channel("desk"))
+        .set_assistance(pb::SetAssistanceRequest {
+            r#ref: REF.into(),
+            level: "ai_answers".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(agent.code(), tonic::Code::PermissionDenied);
+    fx.stop().await;
+}

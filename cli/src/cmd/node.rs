@@ -181,6 +181,19 @@ pub(crate) enum NodeCommand {
         #[arg(long)]
         receipt_out: Option<PathBuf>,
     },
+    /// Exercise another right for a subject: the AI-assistance level, restriction of
+    /// processing (GDPR Art. 18), objection (Art. 21); prints the signed receipt.
+    Right {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        /// Write the receipt here instead of stdout.
+        #[arg(long)]
+        receipt_out: Option<PathBuf>,
+        #[command(subcommand)]
+        change: crate::common::RightChange,
+    },
     /// Read a subject's archive for a purpose, as a role: prints the projection the policy
     /// allows, or the reason it is denied (exit code 3). Logged either way.
     Read {
@@ -411,15 +424,28 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
                         .purposes()
                         .map(|p| (p.id.clone(), h.state(&p.id, now).to_string()))
                         .collect();
+                    let restricted = h.restricted(now).map(amble_consent::date_of);
+                    let objections: Vec<String> = policy
+                        .purposes()
+                        .filter(|p| h.objected(&p.id, now).is_some())
+                        .map(|p| p.id.clone())
+                        .collect();
                     out.report(
                         &serde_json::json!({"states": states.iter().cloned().collect::<std::collections::BTreeMap<_,_>>(),
-                            "ai_assistance": h.ai_assistance(now).as_str(), "events": h.consent_events().len()}),
+                            "ai_assistance": h.ai_assistance(now).as_str(), "events": h.consent_events().len(),
+                            "restricted_since": restricted, "objections": objections}),
                         || {
                             let mut s = String::new();
                             for (p, st) in &states {
                                 s.push_str(&format!("{p:<20} {st}\n"));
                             }
                             s.push_str(&format!("AI assistance: {}", h.ai_assistance(now).as_str()));
+                            if let Some(d) = &restricted {
+                                s.push_str(&format!("\nprocessing restricted since {d}"));
+                            }
+                            if !objections.is_empty() {
+                                s.push_str(&format!("\nobjects to: {}", objections.join(", ")));
+                            }
                             s
                         },
                     );
@@ -442,18 +468,36 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             };
             let purpose = purpose.context("--purpose is required to give or withdraw consent")?;
             let receipt = a.change_consent(&operator(), &r, &purpose, change)?;
-            match receipt_out {
-                Some(p) => {
-                    write_private(&p, receipt.bytes())?;
-                    if !out.json {
-                        println!(
-                            "consent recorded; signed receipt written to {}",
-                            p.display()
-                        );
-                    }
+            emit_receipt(&receipt, receipt_out.as_deref(), out, "consent")?;
+        }
+        NodeCommand::Right {
+            dir,
+            reference,
+            receipt_out,
+            change,
+        } => {
+            use crate::common::RightChange;
+            let a = dir.open()?;
+            let r = parse_ref(&reference)?;
+            let who = operator();
+            let (receipt, what) = match change {
+                RightChange::Assistance { level } => (
+                    a.set_ai_assistance(&who, &r, level.into())?,
+                    "AI-assistance level",
+                ),
+                RightChange::Restrict => (a.set_restriction(&who, &r, true)?, "restriction"),
+                RightChange::Unrestrict => {
+                    (a.set_restriction(&who, &r, false)?, "lifted restriction")
                 }
-                None => println!("{}", String::from_utf8_lossy(receipt.bytes())),
-            }
+                RightChange::Object { purpose } => {
+                    (a.set_objection(&who, &r, &purpose, true)?, "objection")
+                }
+                RightChange::Unobject { purpose } => (
+                    a.set_objection(&who, &r, &purpose, false)?,
+                    "withdrawn objection",
+                ),
+            };
+            emit_receipt(&receipt, receipt_out.as_deref(), out, what)?;
         }
         NodeCommand::Read {
             dir,
@@ -549,6 +593,25 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a signed receipt, or writes it (mode 0600) to `path` and says so.
+fn emit_receipt(
+    receipt: &amble_consent::SignedReceipt,
+    path: Option<&Path>,
+    out: &Output,
+    what: &str,
+) -> Result<()> {
+    match path {
+        Some(p) => {
+            write_private(p, receipt.bytes())?;
+            if !out.json {
+                println!("{what} recorded; signed receipt written to {}", p.display());
+            }
+        }
+        None => println!("{}", String::from_utf8_lossy(receipt.bytes())),
+    }
+    Ok(())
 }
 
 /// Writes a file readable by its owner only (exports hold personal data): a new file put in

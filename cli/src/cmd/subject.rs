@@ -1,7 +1,7 @@
 //! `amble subject …`: a subject's rights over a running node (mutual TLS): consent,
-//! export, erase, access log, portal links.
+//! export, erase, access log, the AI-assistance level, restriction, objection.
 
-use crate::common::{Denied, RemoteArgs, print_json, rpc_error, runtime};
+use crate::common::{Denied, RemoteArgs, RightChange, print_json, rpc_error, runtime};
 use crate::output::Output;
 use amble_proto::v1 as pb;
 use anyhow::{Context, Result, bail};
@@ -55,6 +55,16 @@ pub(crate) enum SubjectCommand {
         /// Confirm: erasure cannot be undone.
         #[arg(long)]
         yes: bool,
+    },
+    /// Exercise another right for the subject: the AI-assistance level, restriction of
+    /// processing, objection; prints the signed receipt.
+    Right {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        #[command(subcommand)]
+        change: RightChange,
     },
     /// Who looked at the subject's data: every audit entry about them.
     AccessLog {
@@ -164,6 +174,48 @@ async fn subject(cmd: SubjectCommand, out: &Output) -> Result<ExitCode> {
                     r.subject, r.records_deleted, r.references_removed
                 )
             });
+        }
+        SubjectCommand::Right {
+            remote,
+            reference,
+            change,
+        } => {
+            let mut c = SubjectClient::new(remote.channel().await?);
+            let r = match change {
+                RightChange::Assistance { level } => c
+                    .set_assistance(pb::SetAssistanceRequest {
+                        r#ref: reference,
+                        level: amble_consent::AssistanceLevel::from(level)
+                            .as_str()
+                            .to_owned(),
+                    })
+                    .await
+                    .map_err(|s| rpc_error("assistance level", s))?,
+                RightChange::Restrict | RightChange::Unrestrict => c
+                    .set_restriction(pb::SetRestrictionRequest {
+                        r#ref: reference,
+                        restrict: matches!(change, RightChange::Restrict),
+                    })
+                    .await
+                    .map_err(|s| rpc_error("restriction", s))?,
+                RightChange::Object { purpose } => c
+                    .set_objection(pb::SetObjectionRequest {
+                        r#ref: reference,
+                        purpose,
+                        object: true,
+                    })
+                    .await
+                    .map_err(|s| rpc_error("objection", s))?,
+                RightChange::Unobject { purpose } => c
+                    .set_objection(pb::SetObjectionRequest {
+                        r#ref: reference,
+                        purpose,
+                        object: false,
+                    })
+                    .await
+                    .map_err(|s| rpc_error("objection", s))?,
+            };
+            print_json(out, &r.into_inner().receipt_json)?;
         }
         SubjectCommand::AccessLog { remote, reference } => {
             let mut c = SubjectClient::new(remote.channel().await?);

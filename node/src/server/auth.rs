@@ -46,6 +46,18 @@ pub const METHODS: &[MethodAccess] = &[
     local("/amble.v1.Subject/Erase", &[SubjectPortal, Admin]),
     local("/amble.v1.Subject/AccessLog", &[App, SubjectPortal, Admin]),
     local(
+        "/amble.v1.Subject/SetAssistance",
+        &[App, SubjectPortal, Admin],
+    ),
+    local(
+        "/amble.v1.Subject/SetRestriction",
+        &[App, SubjectPortal, Admin],
+    ),
+    local(
+        "/amble.v1.Subject/SetObjection",
+        &[App, SubjectPortal, Admin],
+    ),
+    local(
         "/amble.v1.Subject/IssuePortalLink",
         &[App, SubjectPortal, Admin],
     ),

@@ -13,7 +13,7 @@
 use super::{ServerError, Shared};
 use crate::{Actor, ConsentChange};
 use amble_audit::Clock;
-use amble_consent::ConsentState;
+use amble_consent::{AssistanceLevel, ConsentState};
 use amble_crypto::ExternalRef;
 use amble_policy::{LegalBasis, Role};
 use askama::Template;
@@ -432,6 +432,28 @@ struct PurposeView {
     given: bool,
 }
 
+/// One AI-assistance level on the consents page.
+struct LevelView {
+    value: &'static str,
+    description: &'static str,
+    chosen: bool,
+}
+
+/// One legitimate-interest purpose the person may object to.
+struct ObjectView {
+    id: String,
+    description: String,
+    objected: bool,
+}
+
+/// What the consents page shows, read from the node in one go.
+struct Rights {
+    purposes: Vec<PurposeView>,
+    levels: Vec<LevelView>,
+    objectable: Vec<ObjectView>,
+    restricted_since: Option<String>,
+}
+
 /// The page a session sees: its consents, and what its link allows (`templates/portal/`).
 #[derive(Template)]
 #[template(path = "portal/consents.html")]
@@ -441,6 +463,12 @@ struct ConsentsPage<'a> {
     csrf: &'a str,
     may_export: bool,
     may_erase: bool,
+    may_assist: bool,
+    levels: &'a [LevelView],
+    may_restrict: bool,
+    restricted_since: Option<&'a str>,
+    may_object: bool,
+    objectable: &'a [ObjectView],
 }
 
 /// Every other page: a title and a sentence or two. The template escapes every value.
@@ -588,11 +616,13 @@ async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
         session.issuer.clone(),
     );
     let (may_export, may_erase) = (issuer.may("Export"), issuer.may("Erase"));
+    let may_assist = issuer.may("SetAssistance");
+    let (may_restrict, may_object) = (issuer.may("SetRestriction"), issuer.may("SetObjection"));
     let result = on_node(links, move |n| {
         let now = n.now();
         let history = n.consent_history(&issuer.actor(), &r)?;
-        let purposes: Vec<PurposeView> = n
-            .policy()
+        let policy = n.policy();
+        let purposes = policy
             .purposes()
             .filter(|p| p.legal_basis == LegalBasis::Consent)
             .map(|p| PurposeView {
@@ -601,21 +631,120 @@ async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
                 given: matches!(history.state(&p.id, now), ConsentState::Given { .. }),
             })
             .collect();
-        Ok(purposes)
+        let level = history.ai_assistance(now);
+        let levels = AssistanceLevel::ALL
+            .iter()
+            .map(|l| LevelView {
+                value: l.as_str(),
+                description: l.description(),
+                chosen: *l == level,
+            })
+            .collect();
+        let objectable = policy
+            .purposes()
+            .filter(|p| p.legal_basis == LegalBasis::LegitimateInterest)
+            .map(|p| ObjectView {
+                id: p.id.clone(),
+                description: p.description.clone(),
+                objected: history.objected(&p.id, now).is_some(),
+            })
+            .collect();
+        Ok(Rights {
+            purposes,
+            levels,
+            objectable,
+            restricted_since: history.restricted(now).map(amble_consent::date_of),
+        })
     })
     .await;
     match result {
         Err(e) => error_page(e),
-        Ok(purposes) => render(
+        Ok(rights) => render(
             StatusCode::OK,
             &ConsentsPage {
                 title: "Your data and your choices",
-                purposes: &purposes,
+                purposes: &rights.purposes,
                 csrf: &csrf,
                 may_export,
                 may_erase,
+                may_assist,
+                levels: &rights.levels,
+                may_restrict,
+                restricted_since: rights.restricted_since.as_deref(),
+                may_object,
+                objectable: &rights.objectable,
             },
         ),
+    }
+}
+
+/// A change of one of the person's rights, sent from a form of the consents page.
+enum RightForm {
+    Assistance(AssistanceLevel),
+    Restriction(bool),
+    Objection(String, bool),
+}
+
+impl RightForm {
+    /// The `Subject` method a link must allow for this change.
+    fn method(&self) -> &'static str {
+        match self {
+            RightForm::Assistance(_) => "SetAssistance",
+            RightForm::Restriction(_) => "SetRestriction",
+            RightForm::Objection(..) => "SetObjection",
+        }
+    }
+
+    /// Reads the form posted to `path`; `None` for anything the page never sends.
+    fn parse(path: &str, f: &HashMap<String, String>) -> Option<RightForm> {
+        let field = |k: &str| f.get(k).map(String::as_str);
+        match (path, field("action")) {
+            ("/assistance", _) => field("level")?.parse().ok().map(RightForm::Assistance),
+            ("/restriction", Some("restrict")) => Some(RightForm::Restriction(true)),
+            ("/restriction", Some("lift")) => Some(RightForm::Restriction(false)),
+            ("/objection", Some(a @ ("object" | "withdraw"))) => Some(RightForm::Objection(
+                field("purpose")?.to_owned(),
+                a == "object",
+            )),
+            _ => None,
+        }
+    }
+}
+
+async fn change_right(
+    links: &PortalLinks,
+    req: Request<hyper::body::Incoming>,
+    path: &str,
+    csrf: &str,
+    issuer: Issuer,
+    r: ExternalRef,
+) -> Resp {
+    let Some(f) = read_form(req).await else {
+        return bare(StatusCode::BAD_REQUEST, "Bad request");
+    };
+    if !f.get("csrf").is_some_and(|c| same(c, csrf)) {
+        return forbidden("The form was not sent from this page.");
+    }
+    let Some(change) = RightForm::parse(path, &f) else {
+        return bare(StatusCode::BAD_REQUEST, "Bad request");
+    };
+    if !issuer.may(change.method()) {
+        return forbidden(
+            "This link cannot change that; please verify your identity with the organisation.",
+        );
+    }
+    let done = on_node(links, move |n| {
+        let who = issuer.actor();
+        match change {
+            RightForm::Assistance(level) => n.set_ai_assistance(&who, &r, level),
+            RightForm::Restriction(on) => n.set_restriction(&who, &r, on),
+            RightForm::Objection(purpose, on) => n.set_objection(&who, &r, &purpose, on),
+        }
+    })
+    .await;
+    match done {
+        Ok(_) => see_other("/"),
+        Err(e) => error_page(e),
     }
 }
 
@@ -729,6 +858,10 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                 Err(e) => error_page(e),
             }
         }
+        (Method::POST, p @ ("/assistance" | "/restriction" | "/objection")) => {
+            let p = p.to_owned();
+            change_right(links, req, &p, &csrf, issuer, r).await
+        }
         (Method::POST, "/erase") => {
             let Some(f) = read_form(req).await else {
                 return bare(StatusCode::BAD_REQUEST, "Bad request");
@@ -808,12 +941,28 @@ mod tests {
             description: hostile.to_owned(),
             given: true,
         }];
+        let objectable = [ObjectView {
+            id: hostile.to_owned(),
+            description: hostile.to_owned(),
+            objected: false,
+        }];
+        let levels = [LevelView {
+            value: "ai_answers",
+            description: "AI answers",
+            chosen: true,
+        }];
         let page = ConsentsPage {
             title: hostile,
             purposes: &purposes,
             csrf: hostile,
             may_export: false,
             may_erase: true,
+            may_assist: true,
+            levels: &levels,
+            may_restrict: true,
+            restricted_since: Some(hostile),
+            may_object: true,
+            objectable: &objectable,
         }
         .render()
         .unwrap();
@@ -825,6 +974,9 @@ mod tests {
         assert!(page.contains("id=\"verify\""));
         assert!(page.contains("action=\"/erase\"") && !page.contains("href=\"/export\""));
         assert!(page.contains("name=\"action\" value=\"withdraw\""));
+        assert!(page.contains("value=\"ai_answers\" checked"));
+        assert!(page.contains("id=\"restricted\"") && page.contains("value=\"lift\""));
+        assert!(page.contains("data-objected=\"no\"") && page.contains("value=\"object\""));
         let message = Message {
             title: "t",
             id: Some("error"),

@@ -34,6 +34,17 @@ fn actor<T>(req: &Request<T>) -> Result<Actor, Status> {
     })
 }
 
+/// A signed receipt as the answer: the signed file's exact bytes, which the subject keeps
+/// unchanged.
+fn receipt_response(
+    receipt: amble_consent::SignedReceipt,
+) -> Result<Response<pb::SetConsentResponse>, Status> {
+    Ok(Response::new(pb::SetConsentResponse {
+        receipt_json: String::from_utf8(receipt.into_bytes())
+            .map_err(|_| Status::internal("the node signed a receipt that is not UTF-8"))?,
+    }))
+}
+
 fn parse_ref(field: &str, s: &str) -> Result<ExternalRef, Status> {
     ExternalRef::parse(s).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
@@ -292,11 +303,65 @@ impl pb::subject_server::Subject for SubjectService {
                     .map_err(status)
             })
             .await?;
-        Ok(Response::new(pb::SetConsentResponse {
-            // The signed file's exact bytes: the subject keeps them unchanged.
-            receipt_json: String::from_utf8(receipt.into_bytes())
-                .map_err(|_| Status::internal("the node signed a receipt that is not UTF-8"))?,
-        }))
+        receipt_response(receipt)
+    }
+
+    async fn set_assistance(
+        &self,
+        req: Request<pb::SetAssistanceRequest>,
+    ) -> Result<Response<pb::SetConsentResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let reference = parse_ref("ref", &r.r#ref)?;
+        let level: amble_consent::AssistanceLevel = r
+            .level
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("level: {e}")))?;
+        let receipt = self
+            .0
+            .run(move |n| {
+                n.set_ai_assistance(&actor, &reference, level)
+                    .map_err(status)
+            })
+            .await?;
+        receipt_response(receipt)
+    }
+
+    async fn set_restriction(
+        &self,
+        req: Request<pb::SetRestrictionRequest>,
+    ) -> Result<Response<pb::SetConsentResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let reference = parse_ref("ref", &r.r#ref)?;
+        let receipt = self
+            .0
+            .run(move |n| {
+                n.set_restriction(&actor, &reference, r.restrict)
+                    .map_err(status)
+            })
+            .await?;
+        receipt_response(receipt)
+    }
+
+    async fn set_objection(
+        &self,
+        req: Request<pb::SetObjectionRequest>,
+    ) -> Result<Response<pb::SetConsentResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let reference = parse_ref("ref", &r.r#ref)?;
+        if r.purpose.is_empty() {
+            return Err(Status::invalid_argument("purpose is required"));
+        }
+        let receipt = self
+            .0
+            .run(move |n| {
+                n.set_objection(&actor, &reference, &r.purpose, r.object)
+                    .map_err(status)
+            })
+            .await?;
+        receipt_response(receipt)
     }
 
     type ExportStream = ChunkStream<pb::ExportChunk>;

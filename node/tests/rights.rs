@@ -1,0 +1,201 @@
+//! Restriction (GDPR Art. 18) and objection (Art. 21) at the node's read paths: a direct read
+//! (what `Archive.Read` serves) and training (the central run and every federated round read
+//! people through the same function). `Assist.PredictNeeds` is covered in `needs.rs`. Each
+//! change is audited and answered with a signed receipt.
+// Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use amble_audit::Action;
+use amble_consent::verify_receipt;
+use amble_crypto::ExternalRef;
+use amble_learn::privacy::{Budget, Delta, Epsilon};
+use amble_learn::train::{IntentTrainConfig, TextRow};
+use amble_node::{
+    Actor, Collection, ConsentChange, NewRecord, Node, NodeError, ReadOutcome, TimeRange,
+};
+use amble_policy::{DenyReason, Role};
+
+const TEXTS: [(&str, &str); 4] = [
+    ("my card has not arrived yet", "card_arrival"),
+    ("when will my new card come", "card_arrival"),
+    ("I lost my card yesterday", "lost_or_stolen_card"),
+    ("someone stole my card", "lost_or_stolen_card"),
+];
+
+fn op() -> Actor {
+    Actor::local("operator:test", Role::Admin)
+}
+
+fn person(i: usize) -> ExternalRef {
+    ExternalRef::parse(&format!("phone:+{i}")).unwrap()
+}
+
+/// `n` people with a profile and four interactions each, consenting to training and
+/// personalisation.
+fn node(dir: &std::path::Path, n: usize) -> Node {
+    let node = Node::init(dir, None).unwrap();
+    let mut items = Vec::new();
+    for i in 0..n {
+        let profile = serde_json::json!({"birth_year": 1980 + i, "city": "Shanghai"});
+        let mut records = vec![(Collection::Profile, profile)];
+        for (text, intent) in TEXTS {
+            records.push((
+                Collection::Interactions,
+                serde_json::json!({"channel": "chat", "text": text, "intent": intent}),
+            ));
+        }
+        for (k, (collection, data)) in records.into_iter().enumerate() {
+            let serde_json::Value::Object(data) = data else {
+                unreachable!()
+            };
+            items.push((
+                person(i),
+                NewRecord {
+                    collection,
+                    time: node.now() - time::Duration::hours(k as i64 + 1),
+                    data,
+                },
+            ));
+        }
+    }
+    node.append_batch(&op(), &items).unwrap();
+    for i in 0..n {
+        for purpose in ["train.intent", "personalisation"] {
+            node.change_consent(
+                &op(),
+                &person(i),
+                purpose,
+                ConsentChange::Give {
+                    valid_until: None,
+                    explicit: false,
+                },
+            )
+            .unwrap();
+        }
+    }
+    node
+}
+
+fn denied(outcome: ReadOutcome) -> DenyReason {
+    match outcome {
+        ReadOutcome::Denied(r) => r,
+        ReadOutcome::Allowed(p) => panic!("allowed: {}", p.to_json()),
+    }
+}
+
+fn rows() -> Vec<TextRow> {
+    TEXTS
+        .iter()
+        .map(|(t, l)| TextRow {
+            text: (*t).to_owned(),
+            label: (*l).to_owned(),
+            subject: None,
+        })
+        .collect()
+}
+
+fn budget() -> Budget {
+    Budget {
+        model_epsilon: Epsilon::new(50.0).unwrap(),
+        subject_epsilon: Epsilon::new(50.0).unwrap(),
+        delta: Delta::new(1e-5).unwrap(),
+    }
+}
+
+#[test]
+fn a_restriction_stops_reads_needs_and_training_until_it_is_lifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), 6);
+    let ann = person(2);
+    let agent = Actor::local("desk-1", Role::Agent);
+    let app = Actor::local("crm", Role::App);
+    let trainer = Actor::local("trainer", Role::Node);
+    assert!(matches!(
+        node.read(&agent, &ann, "support", TimeRange::ALL).unwrap(),
+        ReadOutcome::Allowed(_)
+    ));
+
+    let receipt = node.set_restriction(&op(), &ann, true).unwrap();
+    let receipt = verify_receipt(receipt.bytes(), &node.signing_key().verifying_key()).unwrap();
+    assert_eq!(receipt.amble_event.event, "restriction");
+    // A direct read (Archive.Read), for a contract purpose and a consented one.
+    for (who, purpose) in [(&agent, "support"), (&app, "personalisation")] {
+        let r = denied(node.read(who, &ann, purpose, TimeRange::ALL).unwrap());
+        assert_eq!(r.code(), "restricted", "{purpose}: {r}");
+    }
+    // Training leaves the restricted person out, and says so in the counts.
+    let cfg = IntentTrainConfig::default();
+    let run = node
+        .train_intent(&trainer, &cfg, budget(), &rows(), None)
+        .unwrap();
+    assert_eq!((run.subjects_used, run.subjects_refused), (5, 1));
+    // Asking twice changes nothing and says so.
+    assert!(matches!(
+        node.set_restriction(&op(), &ann, true),
+        Err(NodeError::Consent(amble_consent::ConsentError::Unchanged(
+            _
+        )))
+    ));
+
+    node.set_restriction(&op(), &ann, false).unwrap();
+    assert!(matches!(
+        node.read(&agent, &ann, "support", TimeRange::ALL).unwrap(),
+        ReadOutcome::Allowed(_)
+    ));
+    let run = node
+        .train_intent(&trainer, &cfg, budget(), &rows(), None)
+        .unwrap();
+    assert_eq!(run.subjects_used, 6);
+
+    // Both changes are in the person's own access log.
+    let subject = node.subject_of(&ann).unwrap();
+    let changes: Vec<String> = node
+        .audit_log()
+        .entries_for_subject(&subject)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == Action::ConsentChange)
+        .filter_map(|e| e.reason)
+        .filter(|r| r.starts_with("restriction"))
+        .collect();
+    assert_eq!(changes, ["restriction=on", "restriction=off"]);
+}
+
+#[test]
+fn an_objection_stops_only_its_legitimate_interest_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), 1);
+    let ann = person(0);
+    let analyst = Actor::local("trainer", Role::Node);
+    assert!(matches!(
+        node.read(&analyst, &ann, "analytics", TimeRange::ALL)
+            .unwrap(),
+        ReadOutcome::Allowed(_)
+    ));
+    node.set_objection(&op(), &ann, "analytics", true).unwrap();
+    let r = denied(
+        node.read(&analyst, &ann, "analytics", TimeRange::ALL)
+            .unwrap(),
+    );
+    assert_eq!(r.code(), "objected");
+    assert!(matches!(
+        node.read(&analyst, &ann, "train.intent", TimeRange::ALL)
+            .unwrap(),
+        ReadOutcome::Allowed(_)
+    ));
+    // A consent purpose admits no objection (withdraw instead); a contract one neither.
+    for purpose in ["train.intent", "support"] {
+        let e = node.set_objection(&op(), &ann, purpose, true).unwrap_err();
+        assert!(matches!(e, NodeError::NotObjectable { .. }), "{e}");
+    }
+    assert!(matches!(
+        node.set_objection(&op(), &ann, "no.such", true),
+        Err(NodeError::UnknownPurpose(_))
+    ));
+    node.set_objection(&op(), &ann, "analytics", false).unwrap();
+    assert!(matches!(
+        node.read(&analyst, &ann, "analytics", TimeRange::ALL)
+            .unwrap(),
+        ReadOutcome::Allowed(_)
+    ));
+}
