@@ -156,16 +156,96 @@ pub fn age_band(birth_year: &Value, year: i32) -> String {
 
 const EMAIL: &str = "[email]";
 const PHONE: &str = "[phone]";
+const ID_CARD: &str = "[id]";
+const BANK_CARD: &str = "[card]";
+const ADDRESS: &str = "[address]";
 /// Digit runs with at least this many digits (allowing `+ - . ( )` and spaces between them)
-/// are taken for phone numbers.
+/// are taken for phone numbers (unless they are an ID or a card number).
 const PHONE_MIN_DIGITS: usize = 7;
 
-/// Masks free text: e-mail addresses become `[email]`, phone numbers `[phone]`, and every other
-/// digit `#`, so card numbers, amounts and codes cannot leak while the sentence keeps its
-/// shape for intent classification.
+/// A street address in Chinese, simplified or traditional script: optional administrative
+/// divisions (省, 市, 区/區, 县/縣, 镇/鎮, 乡/鄉, 街道, 村…), a street (路, 街, 道, 巷, 弄,
+/// 胡同, 大道, 里), an optional section (段), its number (号/號, 弄), and optional building,
+/// unit, floor and room (栋/棟, 幢, 座, 楼/樓, 单元/單元, 层/層, 室). Only an address with a
+/// street number is masked: a city or district alone names many people.
+static CHINESE_ADDRESS: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(
+    || {
+        let division = r"(?:\p{Han}{2,6}?(?:特别行政区|特別行政區|自治区|自治區|省|市|区|區|县|縣|旗|镇|鎮|乡|鄉|街道|村))";
+        let street = r"\p{Han}{1,8}?(?:大道|胡同|路|街|道|巷|弄|里)";
+        let number = r"[\s]*[0-9０-９一二三四五六七八九十百零〇]+[\s]*(?:号|號|弄)";
+        let unit = r"(?:[\s]*[0-9０-９A-Za-z一二三四五六七八九十]+[\s]*(?:号楼|號樓|栋|棟|幢|座|楼|樓|单元|單元|层|層|室|号|號))*";
+        // Taiwan's addresses number the sections of long streets (忠孝東路四段).
+        let section = r"(?:[\s]*[0-9０-９一二三四五六七八九十]+段)?";
+        regex::Regex::new(&format!("{division}*{street}{section}{number}{unit}")).ok()
+    },
+);
+
+/// Masks free text so that what identifies a person cannot leak while the sentence keeps its
+/// shape for intent classification:
+/// - e-mail addresses become `[email]`;
+/// - mainland resident ID numbers (18 characters whose ISO 7064 MOD 11-2 check character
+///   fits) become `[id]`;
+/// - bank card numbers (13 to 19 digits that pass the Luhn check) become `[card]`;
+/// - other runs of 7 or more digits (phone numbers, mainland mobiles with or without `+86`)
+///   become `[phone]`;
+/// - Chinese street addresses with a number become `[address]`;
+/// - every other digit becomes `#` (amounts, codes, short numbers).
 pub fn mask(text: &str) -> String {
     let no_email = mask_emails(text);
-    mask_numbers(&no_email)
+    let no_address = mask_addresses(&no_email);
+    mask_numbers(&no_address)
+}
+
+fn mask_addresses(text: &str) -> String {
+    match CHINESE_ADDRESS.as_ref() {
+        Some(re) => re.replace_all(text, ADDRESS).into_owned(),
+        // The pattern is a constant that compiles; were it not to, digits are still masked.
+        None => text.to_owned(),
+    }
+}
+
+/// The value of a decimal digit, ASCII or full-width (`０`–`９`).
+fn digit_value(c: char) -> Option<u32> {
+    c.to_digit(10)
+        .or_else(|| ('０'..='９').contains(&c).then(|| c as u32 - '０' as u32))
+}
+
+/// An 18-character mainland resident ID (GB 11643): 17 digits and a check character from the
+/// ISO 7064 MOD 11-2 checksum (`X` for 10).
+fn is_resident_id(digits: &[u32], check: Option<char>) -> bool {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const CHECK: &[u8; 11] = b"10X98765432";
+    let (body, last) = match (digits.len(), check) {
+        (17, Some(c @ ('X' | 'x'))) => (digits, c.to_ascii_uppercase()),
+        (18, None) => match char::from_digit(digits[17], 10) {
+            Some(c) => (&digits[..17], c),
+            None => return false,
+        },
+        _ => return false,
+    };
+    let sum: u32 = body.iter().zip(WEIGHTS).map(|(d, w)| d * w).sum();
+    char::from(CHECK[(sum % 11) as usize]) == last
+}
+
+/// A card number: 13 to 19 digits whose Luhn checksum is 0.
+fn is_card_number(digits: &[u32]) -> bool {
+    if !(13..=19).contains(&digits.len()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
 }
 
 fn is_email_core(core: &str) -> bool {
@@ -213,15 +293,19 @@ fn mask_numbers(text: &str) -> String {
     while i < chars.len() {
         let c = chars[i];
         if c.is_numeric() || (c == '+' && chars.get(i + 1).is_some_and(|n| n.is_numeric())) {
-            // Extend over a phone-shaped run and count its digits.
+            // Extend over a phone-shaped run and collect its digits.
             let mut j = i;
             let mut last_digit = i;
-            let mut digits = 0;
+            let mut digits: Vec<u32> = Vec::new();
+            let mut other_numerals = false;
             let mut gap = 0;
             while j < chars.len() {
                 let d = chars[j];
                 if d.is_numeric() {
-                    digits += 1;
+                    match digit_value(d) {
+                        Some(v) => digits.push(v),
+                        None => other_numerals = true,
+                    }
                     gap = 0;
                     last_digit = j;
                 } else if (d == '+' && j == i) || (" -.()".contains(d) && gap < 2) {
@@ -231,7 +315,29 @@ fn mask_numbers(text: &str) -> String {
                 }
                 j += 1;
             }
-            if digits >= PHONE_MIN_DIGITS {
+            let count = digits.len() + usize::from(other_numerals);
+            let check = chars
+                .get(last_digit + 1)
+                .copied()
+                .filter(|c| matches!(c, 'X' | 'x'));
+            // A number written with a country code, or a mainland mobile (1[3-9] and 9 more
+            // digits), is a phone number whatever its checksum happens to be.
+            let mobile = digits.len() == 11 && digits[0] == 1 && digits[1] >= 3;
+            let label = if other_numerals || c == '+' || mobile {
+                None
+            } else if is_resident_id(&digits, check) {
+                Some(ID_CARD)
+            } else if is_card_number(&digits) {
+                Some(BANK_CARD)
+            } else {
+                None
+            };
+            if let Some(label) = label {
+                out.push_str(label);
+                i = last_digit + 1 + usize::from(label == ID_CARD && check.is_some());
+                continue;
+            }
+            if count >= PHONE_MIN_DIGITS {
                 out.push_str(PHONE);
                 i = last_digit + 1;
                 continue;

@@ -133,3 +133,56 @@ fn bucket_labels_default_to_readable_ranges() {
     assert_eq!(b.label(10.0), "10 to under 100");
     assert_eq!(b.label(9.99), "under 10");
 }
+
+#[test]
+fn mainland_ids_cards_mobiles_and_addresses_are_masked_in_both_scripts() {
+    let cases = [
+        // Simplified script.
+        (
+            "我的身份证号是11010519491231002X，请帮我查一下",
+            "我的身份证号是[id]，请帮我查一下",
+        ),
+        ("身份证 440300199001011238 丢了", "身份证 [id] 丢了"),
+        (
+            "卡号6222 0202 0000 0000 006被锁了，手机13812345678",
+            "卡号[card]被锁了，手机[phone]",
+        ),
+        ("请打 +86 138-1234-5678 找我", "请打 [phone] 找我"),
+        // Traditional script, full-width digits.
+        (
+            "我的卡號 6217001234567893 被盜刷了",
+            "我的卡號 [card] 被盜刷了",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(mask(text), want, "{text}");
+    }
+    // Addresses: without a gazetteer the start of an address is a guess, so a few words
+    // before it may go too; the address itself never stays, and the rest of the sentence does.
+    for (text, gone, kept) in [
+        (
+            "我住在上海市浦东新区张江路88号3栋502室，快递一直没到",
+            &["上海", "浦东", "张江路", "88", "502"][..],
+            "[address]，快递一直没到",
+        ),
+        (
+            "地址是臺北市大安區忠孝東路四段１００號５樓，卡片還沒寄到",
+            &["臺北", "大安", "忠孝東路", "１００"][..],
+            "[address]，卡片還沒寄到",
+        ),
+    ] {
+        let m = mask(text);
+        assert!(m.ends_with(kept), "{text} -> {m}");
+        for part in gone {
+            assert!(!m.contains(part), "{part} left in {m}");
+        }
+    }
+    // A wrong check character or checksum is not an ID or a card, but its digits still go.
+    assert_eq!(mask("11010519491231002Y"), "[phone]Y");
+    assert_eq!(mask("卡号 6222020200000000001"), "卡号 [phone]");
+    // A city alone names many people; amounts keep their shape.
+    assert_eq!(
+        mask("我在北京市朝阳区，转了500元"),
+        "我在北京市朝阳区，转了###元"
+    );
+}
