@@ -24,8 +24,12 @@ pub enum Action {
     /// The subject's records were read for a purpose (allowed or denied), or their consent
     /// history or access log was looked up.
     Read,
-    /// The subject gave or withdrew consent for a purpose, or changed their AI-assistance choice.
+    /// The subject gave or withdrew consent for a purpose, changed their AI-assistance choice,
+    /// restricted processing or objected to a purpose (`reason` says which).
     ConsentChange,
+    /// Fields of one of the subject's records were corrected at their request (GDPR Art. 16,
+    /// PIPL Art. 46); `fields` names the corrected fields, never their values.
+    Rectify,
     /// Everything about the subject was exported for them (GDPR Art. 15/20).
     Export,
     /// The subject was erased: their data key destroyed and records removed (`counts.records`).
@@ -73,6 +77,7 @@ const KNOWN_ACTIONS: &[(&str, Action)] = &[
     ("denied_call", Action::DeniedCall),
     ("portal_link", Action::PortalLink),
     ("assist", Action::Assist),
+    ("rectify", Action::Rectify),
 ];
 
 impl Action {

@@ -249,3 +249,72 @@ fn an_operator_restricts_objects_and_sets_the_assistance_level_with_receipts() {
     assert_eq!(shown["objections"], serde_json::json!(["analytics"]));
     assert_eq!(shown["restricted_since"], serde_json::Value::Null);
 }
+
+#[test]
+fn an_operator_corrects_a_record_and_the_export_shows_only_the_correction() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("n");
+    let d = d.to_str().unwrap();
+    ok(&amble(&["node", "init", "--data-dir", d]));
+    let f = dir.path().join("in.jsonl");
+    std::fs::write(
+        &f,
+        r#"{"ref":"phone:+1","collection":"profile","time":"2026-11-01T10:00:00Z","data":{"birth_year":1990,"city":"Lyon"}}
+"#,
+    )
+    .unwrap();
+    ok(&amble(&[
+        "node",
+        "ingest",
+        "--data-dir",
+        d,
+        f.to_str().unwrap(),
+    ]));
+    let export = |d: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&amble(&[
+            "node",
+            "export",
+            "--data-dir",
+            d,
+            "--ref",
+            "phone:+1",
+        ])))
+        .unwrap()
+    };
+    let before = export(d);
+    let id = before["document"]["archive"]["records"]["profile"][0]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no record id in {before}"));
+    let id = id.to_string();
+    ok(&amble(&[
+        "node",
+        "rectify",
+        "--data-dir",
+        d,
+        "--ref",
+        "phone:+1",
+        "--record-id",
+        &id,
+        "--fields",
+        r#"{"city": "Nantes"}"#,
+    ]));
+    let after = export(d).to_string();
+    assert!(
+        after.contains("Nantes") && !after.contains("Lyon"),
+        "{after}"
+    );
+    let o = amble(&[
+        "node",
+        "rectify",
+        "--data-dir",
+        d,
+        "--ref",
+        "phone:+1",
+        "--record-id",
+        &id,
+        "--fields",
+        "[1]",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("JSON object"));
+}

@@ -405,3 +405,27 @@ impl pb::audit_server::Audit for FederationService {
         .map(Response::new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_the_coordinator_serves_has_a_role_list_and_no_other() {
+        let served: Vec<String> = ["Federation", "Audit"]
+            .into_iter()
+            .flat_map(amble_proto::method_paths)
+            .collect();
+        for path in &served {
+            assert!(
+                amble_net::access_of(METHODS, path).is_some(),
+                "{path} is served but not in METHODS: every call to it would be refused"
+            );
+        }
+        assert_eq!(
+            served.len(),
+            METHODS.len(),
+            "METHODS lists a method no service declares"
+        );
+    }
+}

@@ -587,6 +587,45 @@ impl Archive {
         })
     }
 
+    /// Corrects record `record_id` of `subject`: each field in `fields` replaces the field of
+    /// that name (or is added), the others stay. The corrected record is sealed in place of the
+    /// old one, under the same key and time, so no read returns the old value afterwards.
+    pub(crate) fn rectify(
+        &self,
+        subject: &SubjectId,
+        record_id: u64,
+        fields: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Collection> {
+        let key = self
+            .store
+            .subject_record_keys(subject)?
+            .into_iter()
+            .find(|k| k.id == record_id)
+            .ok_or(NodeError::UnknownRecord(record_id))?;
+        let dek = self.data_key(subject)?;
+        let sealed = self
+            .store
+            .get_record(&key)?
+            .ok_or(NodeError::UnknownRecord(record_id))?;
+        let record = open_record(&dek, &key, &sealed)?;
+        let serde_json::Value::Object(mut data) = record.data else {
+            return Err(NodeError::Corrupt(format!(
+                "record {record_id} is not a JSON object"
+            )));
+        };
+        for (name, value) in fields {
+            data.insert(name.clone(), value.clone());
+        }
+        check_record_numbers(&data)?;
+        let plain = amble_crypto::Plaintext::new(
+            serde_json::to_vec(&data).map_err(|e| NodeError::Corrupt(e.to_string()))?,
+        );
+        self.store
+            .put_record(&key, &seal_record(&dek, &key, plain.as_bytes())?)?;
+        self.store.flush()?;
+        Ok(key.collection)
+    }
+
     /// Everything about one subject, decrypted, as one document.
     pub(crate) fn export_subject(&self, subject: &SubjectId) -> Result<SubjectExport> {
         let mut records = BTreeMap::new();

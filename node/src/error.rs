@@ -64,6 +64,13 @@ pub enum NodeError {
         "purpose {0:?} is not declared in the node's policy; `amble policy check` lists the purposes"
     )]
     UnknownPurpose(String),
+    /// A correction names a record id the subject does not have (`amble subject export` lists
+    /// each record with its id).
+    #[error("the subject has no record {0}; the export lists each record with its id")]
+    UnknownRecord(u64),
+    /// A correction that changes nothing (no fields given).
+    #[error("the correction names no field; give the fields to correct and their right values")]
+    NothingToRectify,
     /// An objection (GDPR Art. 21) names a purpose that does not rely on legitimate interest:
     /// consent is withdrawn instead, and contracts and legal obligations admit no objection.
     #[error(
@@ -158,9 +165,12 @@ impl amble_net::ServiceError for NodeError {
         use amble_audit::AuditError;
         use tonic::Code;
         match self {
-            NodeError::UnknownRef | NodeError::UnknownSubject(_) => Code::NotFound,
+            NodeError::UnknownRef | NodeError::UnknownSubject(_) | NodeError::UnknownRecord(_) => {
+                Code::NotFound
+            }
             NodeError::UnknownPurpose(_)
             | NodeError::NotObjectable { .. }
+            | NodeError::NothingToRectify
             | NodeError::UnknownName(_)
             | NodeError::RecordNotObject(_)
             | NodeError::NumberNotExact(_)

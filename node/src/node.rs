@@ -459,6 +459,16 @@ impl Node {
         )
     }
 
+    /// Who records a change in a consent history, how and when, under `policy`.
+    fn recorded(&self, actor: &Actor, policy: &Policy) -> Recorded {
+        Recorded {
+            at: self.now(),
+            method: consent_method(actor),
+            actor: actor.id.clone(),
+            policy_version: policy.version(),
+        }
+    }
+
     /// Gives or withdraws consent for `purpose`; returns the signed receipt. Takes effect for
     /// the very next read.
     pub fn change_consent(
@@ -475,12 +485,7 @@ impl Node {
             .ok_or_else(|| NodeError::UnknownPurpose(purpose.to_owned()))?;
         let subject = self.archive.ensure_subject(r)?;
         let mut history = self.archive.load_consent(&subject)?;
-        let rec = Recorded {
-            at: self.now(),
-            method: consent_method(actor),
-            actor: actor.id.clone(),
-            policy_version: policy.version(),
-        };
+        let rec = self.recorded(actor, &policy);
         let issuer = self.issuer();
         let (receipt, what) = match change {
             ConsentChange::Give {
@@ -580,12 +585,7 @@ impl Node {
         };
         let subject = self.archive.ensure_subject(r)?;
         let mut history = self.archive.load_consent(&subject)?;
-        let rec = Recorded {
-            at: self.now(),
-            method: consent_method(actor),
-            actor: actor.id.clone(),
-            policy_version: policy.version(),
-        };
+        let rec = self.recorded(actor, &policy);
         let issuer = self.issuer();
         let receipt = match &info {
             None => history.set_restriction(&issuer, &subject, active, rec)?,
@@ -623,12 +623,7 @@ impl Node {
         let subject = self.archive.ensure_subject(r)?;
         let mut history = self.archive.load_consent(&subject)?;
         let policy = self.policy();
-        let rec = Recorded {
-            at: self.now(),
-            method: consent_method(actor),
-            actor: actor.id.clone(),
-            policy_version: policy.version(),
-        };
+        let rec = self.recorded(actor, &policy);
         let receipt = history.set_ai_assistance(&self.issuer(), &subject, level, rec)?;
         self.audit.append(
             actor
@@ -692,6 +687,33 @@ impl Node {
         // person before now cannot store their embeddings, and no later round can read them.
         self.embeddings.clear();
         erased
+    }
+
+    /// Corrects fields of one of the subject's records at their request (GDPR Art. 16, PIPL
+    /// Art. 46), logged first with the names of the corrected fields (never their values). Each
+    /// field in `fields` replaces the one of that name; reads and exports show only the
+    /// corrected record from then on.
+    pub fn rectify(
+        &self,
+        actor: &Actor,
+        r: &ExternalRef,
+        record_id: u64,
+        fields: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Collection> {
+        if fields.is_empty() {
+            return Err(NodeError::NothingToRectify);
+        }
+        let subject = self.archive.subject_of(r)?;
+        let mut d = actor
+            .draft(Action::Rectify)
+            .subject(subject)
+            .reason(format!("record {record_id}"));
+        d.fields = fields.keys().cloned().collect();
+        self.audit.append_durable(d)?;
+        let collection = self.archive.rectify(&subject, record_id, fields)?;
+        // A round that read the old value must not keep its embedding.
+        self.embeddings.clear();
+        Ok(collection)
     }
 
     /// Rotates the node master key, logged first: a new KEK version, every data key rewrapped

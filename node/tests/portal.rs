@@ -736,3 +736,68 @@ async fn an_app_sets_the_rights_over_grpc_and_an_agent_cannot() {
     assert_eq!(agent.code(), tonic::Code::PermissionDenied);
     fx.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_corrects_a_record_over_grpc_and_reads_see_only_the_correction() {
+    let fx = Fixture::start_with_portal().await;
+    let appended = ArchiveClient::new(fx.channel("crm"))
+        .append(pb::AppendRequest {
+            records: vec![pb::NewRecord {
+                r#ref: REF.into(),
+                collection: "profile".into(),
+                time: "2026-05-01T10:00:00Z".into(),
+                data_json: r#"{"display_name":"Ann","city":"Shanghai"}"#.into(),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let record_id = appended.appended[0].record_id;
+    let mut crm = SubjectClient::new(fx.channel("crm"));
+    let fixed = crm
+        .rectify(pb::RectifyRequest {
+            r#ref: REF.into(),
+            record_id,
+            fields_json: r#"{"display_name":"Anne"}"#.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fixed.collection, "profile");
+    let stream = ArchiveClient::new(fx.channel("crm"))
+        .read(pb::ReadRequest {
+            r#ref: REF.into(),
+            purpose: "support".into(),
+            from: String::new(),
+            to: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let text = amble_proto::chunks::join(stream, 1 << 20).await.unwrap();
+    assert!(text.contains("Anne") && !text.contains("\"Ann\""), "{text}");
+    for (fields, code) in [
+        (r#"["not an object"]"#, tonic::Code::InvalidArgument),
+        (r#"{}"#, tonic::Code::InvalidArgument),
+    ] {
+        let e = crm
+            .rectify(pb::RectifyRequest {
+                r#ref: REF.into(),
+                record_id,
+                fields_json: fields.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{fields}");
+    }
+    let unknown = crm
+        .rectify(pb::RectifyRequest {
+            r#ref: REF.into(),
+            record_id: record_id + 1000,
+            fields_json: r#"{"city":"x"}"#.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    fx.stop().await;
+}

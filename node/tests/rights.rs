@@ -199,3 +199,61 @@ fn an_objection_stops_only_its_legitimate_interest_purpose() {
         ReadOutcome::Allowed(_)
     ));
 }
+
+#[test]
+fn a_rectified_record_replaces_the_old_value_everywhere_and_the_log_names_only_the_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::init(dir.path(), None).unwrap();
+    let ann = person(7);
+    let serde_json::Value::Object(data) =
+        serde_json::json!({"birth_year": 1987, "city": "Shanghai", "display_name": "Ann"})
+    else {
+        unreachable!()
+    };
+    let appended = node
+        .append(
+            &op(),
+            &ann,
+            &NewRecord {
+                collection: Collection::Profile,
+                time: node.now() - time::Duration::hours(1),
+                data,
+            },
+        )
+        .unwrap();
+    let serde_json::Value::Object(fix) = serde_json::json!({"city": "Hangzhou"}) else {
+        unreachable!()
+    };
+    let app = Actor::local("crm", Role::App);
+    let collection = node.rectify(&app, &ann, appended.record_id, &fix).unwrap();
+    assert_eq!(collection, Collection::Profile);
+
+    let export = serde_json::to_string(&node.export(&op(), &ann).unwrap().document).unwrap();
+    assert!(
+        export.contains("Hangzhou") && !export.contains("Shanghai"),
+        "{export}"
+    );
+    assert!(export.contains("1987"), "the other fields stay");
+    let entry = node
+        .audit_log()
+        .entries(..)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == Action::Rectify)
+        .unwrap();
+    assert_eq!(entry.fields, ["city"]);
+    let logged = serde_json::to_string(&entry).unwrap();
+    assert!(
+        !logged.contains("Hangzhou"),
+        "the log holds no value: {logged}"
+    );
+
+    assert!(matches!(
+        node.rectify(&app, &ann, appended.record_id + 99, &fix),
+        Err(NodeError::UnknownRecord(_))
+    ));
+    assert!(matches!(
+        node.rectify(&app, &ann, appended.record_id, &serde_json::Map::new()),
+        Err(NodeError::NothingToRectify)
+    ));
+}

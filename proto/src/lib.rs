@@ -34,10 +34,53 @@
 //! assert_eq!(String::from_utf8(back).unwrap(), doc);
 //! ```
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn method_paths_lists_each_declared_rpc_of_a_service() {
+        let subject = super::method_paths("Subject");
+        assert!(subject.contains(&"/amble.v1.Subject/Export".to_owned()));
+        assert!(subject.iter().all(|p| p.starts_with("/amble.v1.Subject/")));
+        assert!(
+            super::method_paths("Federation").contains(&"/amble.v1.Federation/Join".to_owned())
+        );
+        assert!(super::method_paths("Nothing").is_empty());
+    }
+}
+
 /// Version 1 of the amble protocol.
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("amble.v1");
+}
+
+/// The `.proto` sources of version 1, by service, as the build compiled them: for checks that
+/// every declared method is served and has a role list ([`method_paths`]).
+const SOURCES: [&str; 6] = [
+    include_str!("../amble/v1/admin.proto"),
+    include_str!("../amble/v1/archive.proto"),
+    include_str!("../amble/v1/assist.proto"),
+    include_str!("../amble/v1/audit.proto"),
+    include_str!("../amble/v1/federation.proto"),
+    include_str!("../amble/v1/subject.proto"),
+];
+
+/// The paths (`/amble.v1.SERVICE/METHOD`) of every `rpc` that `service` declares in the
+/// version 1 sources; empty for a service no source declares.
+pub fn method_paths(service: &str) -> Vec<String> {
+    let opening = format!("service {service} {{");
+    SOURCES
+        .iter()
+        .filter_map(|text| text.find(&opening).map(|at| &text[at..]))
+        .flat_map(|body| {
+            let body = &body[..body.find("\n}").unwrap_or(body.len())];
+            body.lines()
+                .filter_map(|l| l.trim().strip_prefix("rpc "))
+                .filter_map(|l| l.split('(').next())
+                .map(|name| format!("/amble.v1.{service}/{}", name.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Documents that may outgrow one message — a person's projection (`Archive.Read`) and

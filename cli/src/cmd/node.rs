@@ -194,6 +194,20 @@ pub(crate) enum NodeCommand {
         #[command(subcommand)]
         change: crate::common::RightChange,
     },
+    /// Correct fields of one of a subject's records at their request (GDPR Art. 16): each
+    /// field given replaces the record's field of that name; the record's id is in the export.
+    Rectify {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        /// The record's id, as `amble node export` lists it.
+        #[arg(long)]
+        record_id: u64,
+        /// The corrected fields as a JSON object, e.g. '{"city": "Hangzhou"}'.
+        #[arg(long)]
+        fields: String,
+    },
     /// Read a subject's archive for a purpose, as a role: prints the projection the policy
     /// allows, or the reason it is denied (exit code 3). Logged either way.
     Read {
@@ -469,6 +483,25 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             let purpose = purpose.context("--purpose is required to give or withdraw consent")?;
             let receipt = a.change_consent(&operator(), &r, &purpose, change)?;
             emit_receipt(&receipt, receipt_out.as_deref(), out, "consent")?;
+        }
+        NodeCommand::Rectify {
+            dir,
+            reference,
+            record_id,
+            fields,
+        } => {
+            let serde_json::Value::Object(fields) = serde_json::from_str(&fields)
+                .with_context(|| format!("--fields {fields:?} is not JSON"))?
+            else {
+                anyhow::bail!("--fields must be a JSON object, e.g. '{{\"city\": \"Hangzhou\"}}'");
+            };
+            let a = dir.open()?;
+            let collection = a.rectify(&operator(), &parse_ref(&reference)?, record_id, &fields)?;
+            let names: Vec<&String> = fields.keys().collect();
+            out.report(
+                &serde_json::json!({"record_id": record_id, "collection": collection.as_str(), "fields": names}),
+                || format!("record {record_id} ({collection}) corrected: {}", fields.keys().cloned().collect::<Vec<_>>().join(", ")),
+            );
         }
         NodeCommand::Right {
             dir,

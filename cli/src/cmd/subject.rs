@@ -1,5 +1,6 @@
 //! `amble subject …`: a subject's rights over a running node (mutual TLS): consent,
-//! export, erase, access log, the AI-assistance level, restriction, objection.
+//! export, erase, access log, rectification, the AI-assistance level, restriction,
+//! objection.
 
 use crate::common::{Denied, RemoteArgs, RightChange, print_json, rpc_error, runtime};
 use crate::output::Output;
@@ -65,6 +66,20 @@ pub(crate) enum SubjectCommand {
         reference: String,
         #[command(subcommand)]
         change: RightChange,
+    },
+    /// Correct fields of one of the subject's records (GDPR Art. 16); the record's id is in
+    /// the export.
+    Rectify {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        /// The record's id, as the export lists it.
+        #[arg(long)]
+        record_id: u64,
+        /// The corrected fields as a JSON object, e.g. '{"city": "Hangzhou"}'.
+        #[arg(long)]
+        fields: String,
     },
     /// Who looked at the subject's data: every audit entry about them.
     AccessLog {
@@ -216,6 +231,27 @@ async fn subject(cmd: SubjectCommand, out: &Output) -> Result<ExitCode> {
                     .map_err(|s| rpc_error("objection", s))?,
             };
             print_json(out, &r.into_inner().receipt_json)?;
+        }
+        SubjectCommand::Rectify {
+            remote,
+            reference,
+            record_id,
+            fields,
+        } => {
+            let mut c = SubjectClient::new(remote.channel().await?);
+            let r = c
+                .rectify(pb::RectifyRequest {
+                    r#ref: reference,
+                    record_id,
+                    fields_json: fields,
+                })
+                .await
+                .map_err(|s| rpc_error("rectify", s))?
+                .into_inner();
+            let v = serde_json::json!({"record_id": record_id, "collection": r.collection});
+            out.report(&v, || {
+                format!("record {record_id} ({}) corrected", r.collection)
+            });
         }
         SubjectCommand::AccessLog { remote, reference } => {
             let mut c = SubjectClient::new(remote.channel().await?);

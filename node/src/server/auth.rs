@@ -57,6 +57,7 @@ pub const METHODS: &[MethodAccess] = &[
         "/amble.v1.Subject/SetObjection",
         &[App, SubjectPortal, Admin],
     ),
+    local("/amble.v1.Subject/Rectify", &[App, SubjectPortal, Admin]),
     local(
         "/amble.v1.Subject/IssuePortalLink",
         &[App, SubjectPortal, Admin],
@@ -112,5 +113,29 @@ impl Gatekeeper for Shared {
                 "the node stopped serving after a storage fault ({why}); it is restarting"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_the_node_serves_has_a_role_list() {
+        let served: Vec<String> = ["Archive", "Subject", "Audit", "Admin", "Assist"]
+            .into_iter()
+            .flat_map(amble_proto::method_paths)
+            .collect();
+        for path in &served {
+            assert!(
+                method_access(path).is_some(),
+                "{path} is served but not in METHODS: every call to it would be refused"
+            );
+        }
+        assert_eq!(
+            served.len(),
+            METHODS.len(),
+            "METHODS lists a method no service declares"
+        );
     }
 }

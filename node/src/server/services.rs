@@ -364,6 +364,32 @@ impl pb::subject_server::Subject for SubjectService {
         receipt_response(receipt)
     }
 
+    async fn rectify(
+        &self,
+        req: Request<pb::RectifyRequest>,
+    ) -> Result<Response<pb::RectifyResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let reference = parse_ref("ref", &r.r#ref)?;
+        let serde_json::Value::Object(fields) = serde_json::from_str(&r.fields_json)
+            .map_err(|e| Status::invalid_argument(format!("fields_json: {e}")))?
+        else {
+            return Err(Status::invalid_argument(
+                "fields_json must be a JSON object",
+            ));
+        };
+        let collection = self
+            .0
+            .run(move |n| {
+                n.rectify(&actor, &reference, r.record_id, &fields)
+                    .map_err(status)
+            })
+            .await?;
+        Ok(Response::new(pb::RectifyResponse {
+            collection: collection.as_str().to_owned(),
+        }))
+    }
+
     type ExportStream = ChunkStream<pb::ExportChunk>;
 
     async fn export(
