@@ -209,4 +209,44 @@ fn train_on_a_node_whose_key_file_lives_elsewhere() {
     let run: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
     assert_eq!(run["subjects_used"], 8);
     assert_eq!(run["examples"], 16);
+
+    // The impact assessment states what the node's ledger says training has spent.
+    let policy = format!("{d}/policy.toml");
+    let dpia = |d: &str| {
+        ok(&amble(&[
+            "policy",
+            "dpia",
+            &policy,
+            "--data-dir",
+            d,
+            "--key-file",
+            key,
+        ]))
+    };
+    assert!(
+        dpia(d).contains("no private training yet"),
+        "a non-private run spends nothing"
+    );
+    let o = amble(&[
+        "--json",
+        "train",
+        "intent",
+        "--data-dir",
+        d,
+        "--key-file",
+        key,
+        "--test",
+        test.to_str().unwrap(),
+        "--epsilon",
+        "5",
+    ]);
+    let private: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let spent = private["charge"]["model_total"]["epsilon"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no charge in {private}"));
+    let text = dpia(d);
+    assert!(
+        text.contains(&format!("| `train.intent` | intent | 1 | {spent:.3} |")),
+        "{text}"
+    );
 }

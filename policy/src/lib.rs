@@ -50,6 +50,7 @@ mod duration;
 mod model;
 mod policy;
 mod report;
+pub use report::TrainingGuarantee;
 mod transform;
 
 pub use decide::{Decision, DenyReason, Grant, ProjectedRecord, Projection, decide};

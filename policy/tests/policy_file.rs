@@ -4,7 +4,7 @@
 
 mod common;
 
-use amble_policy::{Collection, Policy, PolicyError};
+use amble_policy::{Collection, Policy, PolicyError, TrainingGuarantee};
 use common::{EXAMPLE, example};
 
 /// Asserts that `text` is refused with the first problem at `line`:`column`, mentioning `what`.
@@ -190,6 +190,49 @@ fn example_ropa_mentions_every_purpose_basis_and_retention() {
     ] {
         assert!(ropa.contains(needle), "{needle} missing");
     }
+}
+
+#[test]
+fn the_impact_assessment_fills_in_what_the_policy_and_ledger_say_and_asks_the_rest() {
+    let p = example();
+    let without = p.dpia_markdown(None);
+    assert!(without.starts_with("# Impact assessment (GDPR Art. 35; PIPL Art. 55–56)"));
+    for purpose in p.purposes() {
+        assert!(
+            without.contains(&format!("`{}`", purpose.id)),
+            "{} missing",
+            purpose.id
+        );
+    }
+    for needle in [
+        "legitimate_interest (Art. 6(1)(f))",
+        "balancing test of each `legitimate_interest` purpose (`analytics`)",
+        "health P1Y",
+        "No ledger was given",
+        "**To assess**",
+        "PIPL Art. 56(3)",
+    ] {
+        assert!(without.contains(needle), "{needle} missing:\n{without}");
+    }
+    assert!(
+        p.dpia_markdown(Some(&[]))
+            .contains("no private training yet")
+    );
+    let spent = [TrainingGuarantee {
+        purpose: "train.intent".into(),
+        model: "intent".into(),
+        runs: 2,
+        epsilon: 4.25,
+        delta: 1e-5,
+        budget_epsilon: 8.0,
+        subject_budget_epsilon: 10.0,
+    }];
+    let with = p.dpia_markdown(Some(&spent));
+    assert!(
+        with.contains("| `train.intent` | intent | 2 | 4.250 | 1e-5 | 8 | 10 |"),
+        "{with}"
+    );
+    assert!(!with.contains("No ledger was given"));
 }
 
 #[test]
