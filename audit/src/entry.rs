@@ -27,6 +27,9 @@ pub enum Action {
     /// The subject gave or withdrew consent for a purpose, changed their AI-assistance choice,
     /// restricted processing or objected to a purpose (`reason` says which).
     ConsentChange,
+    /// The subject asked for a person to review a decision made by automated means (GDPR
+    /// Art. 22(3), PIPL Art. 24): `reason` names the audit entry of the decision.
+    ReviewRequest,
     /// Fields of one of the subject's records were corrected at their request (GDPR Art. 16,
     /// PIPL Art. 46); `fields` names the corrected fields, never their values.
     Rectify,
@@ -78,6 +81,7 @@ const KNOWN_ACTIONS: &[(&str, Action)] = &[
     ("portal_link", Action::PortalLink),
     ("assist", Action::Assist),
     ("rectify", Action::Rectify),
+    ("review_request", Action::ReviewRequest),
 ];
 
 impl Action {

@@ -68,6 +68,13 @@ pub enum NodeError {
     /// each record with its id).
     #[error("the subject has no record {0}; the export lists each record with its id")]
     UnknownRecord(u64),
+    /// A review was asked of an audit entry that is not an automated routing of this subject's
+    /// request. Holds the entry's seq.
+    #[error(
+        "audit entry {0} is not an automated decision about this person; their access log lists \
+         each routing (action `assist`) with its seq"
+    )]
+    NotADecision(u64),
     /// A correction that changes nothing (no fields given).
     #[error("the correction names no field; give the fields to correct and their right values")]
     NothingToRectify,
@@ -170,6 +177,7 @@ impl amble_net::ServiceError for NodeError {
             }
             NodeError::UnknownPurpose(_)
             | NodeError::NotObjectable { .. }
+            | NodeError::NotADecision(_)
             | NodeError::NothingToRectify
             | NodeError::UnknownName(_)
             | NodeError::RecordNotObject(_)

@@ -62,7 +62,7 @@ pub use collection::Collection;
 pub use error::{NodeError, Result};
 pub use needs::{NeedsAnswer, NeedsError, NeedsRun, NeedsTrainConfig, TRAIN_NEEDS};
 pub use node::{
-    Actor, ConsentChange, EXAMPLE_POLICY, ExportSignature, Node, ReadOutcome, SignedExport,
-    SweepReport,
+    Actor, ConsentChange, EXAMPLE_POLICY, ExportSignature, Node, ReadOutcome, ReviewRequested,
+    SignedExport, SweepReport,
 };
 pub use train::{ModelInfo, RoundRun, RoundTask, TRAIN_INTENT, TrainRun};

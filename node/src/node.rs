@@ -76,6 +76,19 @@ pub enum ConsentChange {
     Withdraw,
 }
 
+/// A request for a person to review an automated decision ([`Node::request_review`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewRequested {
+    /// The seq of the request's own audit entry.
+    pub request: u64,
+    /// When the decision was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub decided_at: OffsetDateTime,
+    /// What was logged when the decision was made: the route and why (line, AI-assistance
+    /// level, model).
+    pub explanation: String,
+}
+
 /// What a retention sweep removed, per collection (counts, never contents).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SweepReport {
@@ -687,6 +700,41 @@ impl Node {
         // person before now cannot store their embeddings, and no later round can read them.
         self.embeddings.clear();
         erased
+    }
+
+    /// Records that the subject asks a person to review an automated decision about them (GDPR
+    /// Art. 22(3), PIPL Art. 24): `decision` is the seq of the routing's audit entry, which
+    /// must be an `assist` entry about this subject. Returns the explanation logged when the
+    /// decision was made (route, automation line, AI-assistance level, model), and the seq of
+    /// the request's own entry, which the organisation's review queue follows.
+    pub fn request_review(
+        &self,
+        actor: &Actor,
+        r: &ExternalRef,
+        decision: u64,
+    ) -> Result<ReviewRequested> {
+        let subject = self.archive.subject_of(r)?;
+        let entry = match self.audit.entry(decision) {
+            Ok(e) => e,
+            Err(amble_audit::AuditError::NoSuchEntry(_)) => {
+                return Err(NodeError::NotADecision(decision));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if entry.action != Action::Assist || entry.subject != Some(subject) {
+            return Err(NodeError::NotADecision(decision));
+        }
+        let seq = self.audit.append_durable(
+            actor
+                .draft(Action::ReviewRequest)
+                .subject(subject)
+                .reason(format!("decision {decision}")),
+        )?;
+        Ok(ReviewRequested {
+            request: seq,
+            decided_at: entry.time,
+            explanation: entry.reason.unwrap_or_default(),
+        })
     }
 
     /// Corrects fields of one of the subject's records at their request (GDPR Art. 16, PIPL

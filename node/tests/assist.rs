@@ -715,3 +715,97 @@ fn a_newly_stored_model_answers_the_next_call() {
     assert_eq!(second.intents[0].label, "lost_or_stolen_card");
     assert!(matches!(second.route, Route::Expert | Route::HumanAgent));
 }
+
+#[test]
+fn a_person_asks_for_a_human_review_of_a_routing_and_gets_its_logged_explanation() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::init(dir.path(), None).unwrap();
+    prepare(&node, &TEXTS, 6);
+    let desk = Actor::local("desk", Role::Agent);
+    let ann = r(AI_ANSWERS);
+    node.classify(&desk, GREEN, Some(&ann), ClassifyOptions::default())
+        .unwrap();
+    let subject = node.subject_of(&ann).unwrap();
+    let decision = node
+        .audit_log()
+        .entries_for_subject(&subject)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|e| e.action == amble_audit::Action::Assist)
+        .unwrap();
+    let app = Actor::local("crm", Role::App);
+    let review = node.request_review(&app, &ann, decision.seq).unwrap();
+    assert_eq!(Some(review.explanation.clone()), decision.reason);
+    assert!(
+        review.explanation.contains("route="),
+        "{}",
+        review.explanation
+    );
+    let logged = node.audit_log().entry(review.request).unwrap();
+    assert_eq!(logged.action, amble_audit::Action::ReviewRequest);
+    assert_eq!(logged.subject, Some(subject));
+    assert_eq!(
+        logged.reason.as_deref(),
+        Some(format!("decision {}", decision.seq).as_str())
+    );
+    // Not a decision (the review request itself), another person's decision, no such entry.
+    let bob = r(HUMAN_ONLY);
+    for (who, seq) in [
+        (&ann, review.request),
+        (&bob, decision.seq),
+        (&ann, u64::MAX / 2),
+    ] {
+        let e = node.request_review(&app, who, seq).unwrap_err();
+        assert!(matches!(e, amble_node::NodeError::NotADecision(_)), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_files_a_review_request_over_grpc_from_the_access_log() {
+    let fx = Fixture::start().await;
+    let node = Prepared::start(&fx, |n| prepare(n, &TEXTS, 6)).await;
+    classify(node.channel(&fx, "desk"), classify_req(GREEN, AI_ANSWERS))
+        .await
+        .unwrap();
+    let mut subject = pb::subject_client::SubjectClient::new(node.channel(&fx, "crm"));
+    let log = subject
+        .access_log(pb::SubjectRef {
+            r#ref: AI_ANSWERS.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let decision = log
+        .entries_json
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(e).unwrap())
+        .rfind(|e| e["action"] == "assist")
+        .unwrap();
+    let review = subject
+        .request_review(pb::ReviewRequest {
+            r#ref: AI_ANSWERS.into(),
+            decision: decision["seq"].as_u64().unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(review.explanation, decision["reason"].as_str().unwrap());
+    let wrong = subject
+        .request_review(pb::ReviewRequest {
+            r#ref: AI_ANSWERS.into(),
+            decision: review.request,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::InvalidArgument);
+    let agent = pb::subject_client::SubjectClient::new(node.channel(&fx, "desk"))
+        .request_review(pb::ReviewRequest {
+            r#ref: AI_ANSWERS.into(),
+            decision: review.request,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(agent.code(), Code::PermissionDenied);
+    node.stop().await;
+}

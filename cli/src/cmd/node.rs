@@ -194,6 +194,17 @@ pub(crate) enum NodeCommand {
         #[command(subcommand)]
         change: crate::common::RightChange,
     },
+    /// Record a subject's request for a person to review an automated decision about them
+    /// (GDPR Art. 22(3)); prints the explanation logged when it was made.
+    Review {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        /// The seq of the decision's entry (action `assist`) in the subject's access log.
+        #[arg(long)]
+        decision: u64,
+    },
     /// Correct fields of one of a subject's records at their request (GDPR Art. 16): each
     /// field given replaces the record's field of that name; the record's id is in the export.
     Rectify {
@@ -483,6 +494,20 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             let purpose = purpose.context("--purpose is required to give or withdraw consent")?;
             let receipt = a.change_consent(&operator(), &r, &purpose, change)?;
             emit_receipt(&receipt, receipt_out.as_deref(), out, "consent")?;
+        }
+        NodeCommand::Review {
+            dir,
+            reference,
+            decision,
+        } => {
+            let a = dir.open()?;
+            let review = a.request_review(&operator(), &parse_ref(&reference)?, decision)?;
+            out.report(&review, || {
+                format!(
+                    "review requested (entry {}); the decision: {}",
+                    review.request, review.explanation
+                )
+            });
         }
         NodeCommand::Rectify {
             dir,

@@ -81,6 +81,17 @@ pub(crate) enum SubjectCommand {
         #[arg(long)]
         fields: String,
     },
+    /// Ask for a person to review an automated decision about the subject (GDPR Art. 22(3)):
+    /// prints the explanation logged when it was made.
+    Review {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long = "ref")]
+        reference: String,
+        /// The seq of the decision's entry (action `assist`) in the subject's access log.
+        #[arg(long)]
+        decision: u64,
+    },
     /// Who looked at the subject's data: every audit entry about them.
     AccessLog {
         #[command(flatten)]
@@ -251,6 +262,29 @@ async fn subject(cmd: SubjectCommand, out: &Output) -> Result<ExitCode> {
             let v = serde_json::json!({"record_id": record_id, "collection": r.collection});
             out.report(&v, || {
                 format!("record {record_id} ({}) corrected", r.collection)
+            });
+        }
+        SubjectCommand::Review {
+            remote,
+            reference,
+            decision,
+        } => {
+            let mut c = SubjectClient::new(remote.channel().await?);
+            let r = c
+                .request_review(pb::ReviewRequest {
+                    r#ref: reference,
+                    decision,
+                })
+                .await
+                .map_err(|s| rpc_error("review request", s))?
+                .into_inner();
+            let v = serde_json::json!({"request": r.request, "decided_at": r.decided_at,
+                "explanation": r.explanation});
+            out.report(&v, || {
+                format!(
+                    "review requested (entry {}); the decision of {}: {}",
+                    r.request, r.decided_at, r.explanation
+                )
             });
         }
         SubjectCommand::AccessLog { remote, reference } => {

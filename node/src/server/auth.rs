@@ -59,6 +59,10 @@ pub const METHODS: &[MethodAccess] = &[
     ),
     local("/amble.v1.Subject/Rectify", &[App, SubjectPortal, Admin]),
     local(
+        "/amble.v1.Subject/RequestReview",
+        &[App, SubjectPortal, Admin],
+    ),
+    local(
         "/amble.v1.Subject/IssuePortalLink",
         &[App, SubjectPortal, Admin],
     ),

@@ -390,6 +390,30 @@ impl pb::subject_server::Subject for SubjectService {
         }))
     }
 
+    async fn request_review(
+        &self,
+        req: Request<pb::ReviewRequest>,
+    ) -> Result<Response<pb::ReviewResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let reference = parse_ref("ref", &r.r#ref)?;
+        let review = self
+            .0
+            .run(move |n| {
+                n.request_review(&actor, &reference, r.decision)
+                    .map_err(status)
+            })
+            .await?;
+        Ok(Response::new(pb::ReviewResponse {
+            request: review.request,
+            decided_at: review
+                .decided_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            explanation: review.explanation,
+        }))
+    }
+
     type ExportStream = ChunkStream<pb::ExportChunk>;
 
     async fn export(
