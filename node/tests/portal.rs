@@ -801,3 +801,46 @@ async fn an_app_corrects_a_record_over_grpc_and_reads_see_only_the_correction() 
     assert_eq!(unknown.code(), tonic::Code::NotFound);
     fx.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_page_says_what_was_done_and_by_what_kind_of_reader_never_who() {
+    let fx = start_with_subject().await;
+    let t = link(&fx);
+    let open = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    let sid = session_cookie(&open);
+    let token = csrf(&open.body);
+    assert!(open.body.contains("href=\"/log\""));
+    let page = request(&fx, Method::GET, "/log", Some(&sid), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for said in [
+        "new records were added to your file",
+        "the organisation&#39;s app",
+        "a link to this page was issued",
+        "an administrator",
+    ] {
+        assert!(page.body.contains(said), "{said} missing: {}", page.body);
+    }
+    for id in ["crm", "node:portal", OPERATOR_LINK] {
+        assert!(!page.body.contains(id), "{id} shown: {}", page.body);
+    }
+    // Nothing here was decided by automated means, so there is nothing to review.
+    assert!(!page.body.contains("action=\"/review\""));
+    let forged = "decision=1";
+    let r = request(&fx, Method::POST, "/review", Some(&sid), Some(forged)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let not_a_decision = format!("csrf={token}&decision=0");
+    let r = request(
+        &fx,
+        Method::POST,
+        "/review",
+        Some(&sid),
+        Some(&not_a_decision),
+    )
+    .await;
+    assert_ne!(
+        r.status,
+        StatusCode::OK,
+        "an append is not a decision to review"
+    );
+    fx.stop().await;
+}

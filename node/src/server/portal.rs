@@ -469,6 +469,74 @@ struct ConsentsPage<'a> {
     restricted_since: Option<&'a str>,
     may_object: bool,
     objectable: &'a [ObjectView],
+    may_log: bool,
+}
+
+/// One entry of the person's access log, in plain language.
+struct LogView {
+    seq: u64,
+    action: String,
+    when: String,
+    what: String,
+    who: &'static str,
+    refused: bool,
+    /// An automated routing the person may ask a person to review.
+    reviewable: bool,
+}
+
+/// The person's access log (`templates/portal/log.html`).
+#[derive(Template)]
+#[template(path = "portal/log.html")]
+struct LogPage<'a> {
+    title: &'a str,
+    entries: &'a [LogView],
+    csrf: &'a str,
+    may_review: bool,
+}
+
+/// The most entries the log page shows.
+const LOG_PAGE_ENTRIES: usize = 200;
+
+/// Who acted, as the person is told: the kind of reader, never an id.
+fn kind_of(role: &str) -> &'static str {
+    match role {
+        "agent" => "a service agent",
+        "app" => "the organisation's app",
+        "subject-portal" => "you, on this page",
+        "admin" => "an administrator",
+        "auditor" => "an auditor",
+        "node" => "the organisation's own training",
+        "coordinator" => "the federation's coordinator",
+        _ => "the organisation",
+    }
+}
+
+/// What an audit entry says was done, in words the person understands.
+fn plain(e: &amble_audit::Entry, policy: &amble_policy::Policy) -> String {
+    use amble_audit::Action;
+    let purpose = e.purpose.as_deref().map(|p| {
+        policy
+            .purpose(p)
+            .map_or_else(|| p.to_owned(), |x| x.description.clone())
+    });
+    let reason = e.reason.as_deref().unwrap_or("");
+    match (&e.action, purpose) {
+        (Action::Read, Some(p)) => format!("your data was read: {p}"),
+        (Action::Read, None) => format!("looked up your {reason}"),
+        (Action::Append, _) => "new records were added to your file".to_owned(),
+        (Action::ConsentChange, Some(p)) => format!("your choice changed ({reason}): {p}"),
+        (Action::ConsentChange, None) => format!("your choice changed ({reason})"),
+        (Action::Train, Some(p)) => format!("your data was used to train a model: {p}"),
+        (Action::Assist, _) => "your request was routed automatically".to_owned(),
+        (Action::ReviewRequest, _) => "you asked a person to review a decision".to_owned(),
+        (Action::Rectify, _) => "a record was corrected at your request".to_owned(),
+        (Action::Export, _) => "a copy of your data was exported for you".to_owned(),
+        (Action::PortalLink, _) => "a link to this page was issued".to_owned(),
+        (Action::Link, _) | (Action::Unlink, _) | (Action::Merge, _) => {
+            "the ways we recognise you were changed".to_owned()
+        }
+        (other, _) => other.as_str().replace('_', " "),
+    }
 }
 
 /// Every other page: a title and a sentence or two. The template escapes every value.
@@ -618,6 +686,7 @@ async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
     let (may_export, may_erase) = (issuer.may("Export"), issuer.may("Erase"));
     let may_assist = issuer.may("SetAssistance");
     let (may_restrict, may_object) = (issuer.may("SetRestriction"), issuer.may("SetObjection"));
+    let may_log = issuer.may("AccessLog");
     let result = on_node(links, move |n| {
         let now = n.now();
         let history = n.consent_history(&issuer.actor(), &r)?;
@@ -673,8 +742,97 @@ async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
                 restricted_since: rights.restricted_since.as_deref(),
                 may_object,
                 objectable: &rights.objectable,
+                may_log,
             },
         ),
+    }
+}
+
+async fn log_page(links: &PortalLinks, session: &Session) -> Resp {
+    let (r, csrf, issuer) = (
+        session.reference.clone(),
+        session.csrf.clone(),
+        session.issuer.clone(),
+    );
+    let may_review = issuer.may("RequestReview");
+    let result = on_node(links, move |n| {
+        let entries = n.access_log(&issuer.actor(), &r)?;
+        let policy = n.policy();
+        Ok(entries
+            .iter()
+            .rev()
+            .take(LOG_PAGE_ENTRIES)
+            .map(|e| LogView {
+                seq: e.seq,
+                action: e.action.as_str().to_owned(),
+                when: amble_consent::date_of(e.time),
+                what: plain(e, &policy),
+                who: kind_of(&e.role),
+                refused: e.decision == amble_audit::Decision::Deny,
+                reviewable: e.action == amble_audit::Action::Assist,
+            })
+            .collect::<Vec<_>>())
+    })
+    .await;
+    match result {
+        Err(e) => error_page(e),
+        Ok(entries) => render(
+            StatusCode::OK,
+            &LogPage {
+                title: "Who used or looked at your data",
+                entries: &entries,
+                csrf: &csrf,
+                may_review,
+            },
+        ),
+    }
+}
+
+async fn review(
+    links: &PortalLinks,
+    req: Request<hyper::body::Incoming>,
+    csrf: &str,
+    issuer: Issuer,
+    r: ExternalRef,
+) -> Resp {
+    let Some(f) = read_form(req).await else {
+        return bare(StatusCode::BAD_REQUEST, "Bad request");
+    };
+    if !f.get("csrf").is_some_and(|c| same(c, csrf)) {
+        return forbidden("The form was not sent from this page.");
+    }
+    let Some(decision) = f.get("decision").and_then(|d| d.parse::<u64>().ok()) else {
+        return bare(StatusCode::BAD_REQUEST, "Bad request");
+    };
+    if !issuer.may("RequestReview") {
+        return forbidden(
+            "This link cannot ask for a review; please verify your identity with the organisation.",
+        );
+    }
+    match on_node(links, move |n| {
+        n.request_review(&issuer.actor(), &r, decision)
+    })
+    .await
+    {
+        Ok(review) => {
+            let text = format!(
+                "We have asked a person to review the decision of {}. What was recorded when it \
+                 was made: {}.",
+                amble_consent::date_of(review.decided_at),
+                review.explanation
+            );
+            render(
+                StatusCode::OK,
+                &Message {
+                    title: "A person will review this decision",
+                    id: Some("review"),
+                    text: Some(&text),
+                    back: true,
+                    ..Message::default()
+                },
+            )
+        }
+        Err(e) => error_page(e),
     }
 }
 
@@ -858,6 +1016,11 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                 Err(e) => error_page(e),
             }
         }
+        (Method::GET, "/log") if !issuer.may("AccessLog") => forbidden(
+            "This link cannot show your access log; please verify your identity with the organisation.",
+        ),
+        (Method::GET, "/log") => log_page(links, &session).await,
+        (Method::POST, "/review") => review(links, req, &csrf, issuer, r).await,
         (Method::POST, p @ ("/assistance" | "/restriction" | "/objection")) => {
             let p = p.to_owned();
             change_right(links, req, &p, &csrf, issuer, r).await
@@ -963,6 +1126,7 @@ mod tests {
             restricted_since: Some(hostile),
             may_object: true,
             objectable: &objectable,
+            may_log: true,
         }
         .render()
         .unwrap();
