@@ -150,13 +150,12 @@ fn policy_check_reports_line_and_column_and_ropa_names_purposes() {
     );
 }
 
-#[test]
-fn an_operator_restricts_objects_and_sets_the_assistance_level_with_receipts() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("n");
-    let d = d.to_str().unwrap();
-    ok(&amble(&["node", "init", "--data-dir", d]));
-    let f = dir.path().join("in.jsonl");
+/// A new node under `dir` holding one person, `phone:+1`, with a profile; its data directory.
+fn node_with_one_person(dir: &std::path::Path) -> String {
+    let d = dir.join("n");
+    let d = d.to_str().unwrap().to_owned();
+    ok(&amble(&["node", "init", "--data-dir", &d]));
+    let f = dir.join("in.jsonl");
     std::fs::write(
         &f,
         r#"{"ref":"phone:+1","collection":"profile","time":"2026-11-01T10:00:00Z","data":{"birth_year":1990,"city":"Lyon"}}
@@ -167,9 +166,17 @@ fn an_operator_restricts_objects_and_sets_the_assistance_level_with_receipts() {
         "node",
         "ingest",
         "--data-dir",
-        d,
+        &d,
         f.to_str().unwrap(),
     ]));
+    d
+}
+
+#[test]
+fn an_operator_restricts_objects_and_sets_the_assistance_level_with_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = node_with_one_person(dir.path());
+    let d = d.as_str();
     let right = |args: &[&str]| {
         let mut v = vec!["node", "right", "--data-dir", d, "--ref", "phone:+1"];
         v.extend_from_slice(args);
@@ -253,23 +260,8 @@ fn an_operator_restricts_objects_and_sets_the_assistance_level_with_receipts() {
 #[test]
 fn an_operator_corrects_a_record_and_the_export_shows_only_the_correction() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("n");
-    let d = d.to_str().unwrap();
-    ok(&amble(&["node", "init", "--data-dir", d]));
-    let f = dir.path().join("in.jsonl");
-    std::fs::write(
-        &f,
-        r#"{"ref":"phone:+1","collection":"profile","time":"2026-11-01T10:00:00Z","data":{"birth_year":1990,"city":"Lyon"}}
-"#,
-    )
-    .unwrap();
-    ok(&amble(&[
-        "node",
-        "ingest",
-        "--data-dir",
-        d,
-        f.to_str().unwrap(),
-    ]));
+    let d = node_with_one_person(dir.path());
+    let d = d.as_str();
     let export = |d: &str| -> serde_json::Value {
         serde_json::from_str(&ok(&amble(&[
             "node",

@@ -25,6 +25,30 @@ pub struct TrainingGuarantee {
     pub subject_budget_epsilon: f64,
 }
 
+/// One purpose as a Markdown table row: id, description, legal basis with its article, roles,
+/// `data` (what it reads, as the table wants it), recipients.
+fn purpose_row(p: &crate::policy::Purpose, data: &str) -> String {
+    let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
+    format!(
+        "| `{}` | {} | {} ({}) | {} | {} | {} |",
+        p.id,
+        cell(&p.description),
+        p.legal_basis,
+        p.legal_basis.article(),
+        p.roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if data.is_empty() { "none" } else { data }.replace('|', "\\|"),
+        if p.recipients.is_empty() {
+            "none beyond the controller".to_owned()
+        } else {
+            cell(&p.recipients.join(", "))
+        },
+    )
+}
+
 fn fields_text(rules: &[FieldRule]) -> String {
     if rules.is_empty() {
         return "(none)".to_owned();
@@ -154,29 +178,7 @@ impl Policy {
                 .map(|c| c.as_str())
                 .collect::<Vec<_>>()
                 .join(", ");
-            let _ = writeln!(
-                o,
-                "| `{}` | {} | {} ({}) | {} | {} | {} |",
-                p.id,
-                p.description.replace('|', "\\|").replace('\n', " "),
-                p.legal_basis,
-                p.legal_basis.article(),
-                p.roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if cats.is_empty() {
-                    "none".to_owned()
-                } else {
-                    cats
-                },
-                if p.recipients.is_empty() {
-                    "none beyond the controller".to_owned()
-                } else {
-                    p.recipients.join(", ").replace('|', "\\|")
-                },
-            );
+            let _ = writeln!(o, "{}", purpose_row(p, &cats));
         }
         let _ = writeln!(o, "\n## Data read per purpose\n");
         for p in self.purposes() {
@@ -304,29 +306,7 @@ impl Policy {
                 .map(|(c, rules)| format!("{c}: {}", fields_text(rules)))
                 .collect::<Vec<_>>()
                 .join("; ");
-            let _ = writeln!(
-                o,
-                "| `{}` | {} | {} ({}) | {} | {} | {} |",
-                p.id,
-                p.description.replace('|', "\\|").replace('\n', " "),
-                p.legal_basis,
-                p.legal_basis.article(),
-                p.roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if data.is_empty() {
-                    "none".to_owned()
-                } else {
-                    data.replace('|', "\\|")
-                },
-                if p.recipients.is_empty() {
-                    "none beyond the controller".to_owned()
-                } else {
-                    p.recipients.join(", ").replace('|', "\\|")
-                },
-            );
+            let _ = writeln!(o, "{}", purpose_row(p, &data));
         }
         let _ = writeln!(
             o,

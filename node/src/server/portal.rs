@@ -795,12 +795,10 @@ async fn review(
     issuer: Issuer,
     r: ExternalRef,
 ) -> Resp {
-    let Some(f) = read_form(req).await else {
-        return bare(StatusCode::BAD_REQUEST, "Bad request");
+    let f = match posted_form(req, csrf).await {
+        Ok(f) => f,
+        Err(refused) => return refused,
     };
-    if !f.get("csrf").is_some_and(|c| same(c, csrf)) {
-        return forbidden("The form was not sent from this page.");
-    }
     let Some(decision) = f.get("decision").and_then(|d| d.parse::<u64>().ok()) else {
         return bare(StatusCode::BAD_REQUEST, "Bad request");
     };
@@ -877,12 +875,10 @@ async fn change_right(
     issuer: Issuer,
     r: ExternalRef,
 ) -> Resp {
-    let Some(f) = read_form(req).await else {
-        return bare(StatusCode::BAD_REQUEST, "Bad request");
+    let f = match posted_form(req, csrf).await {
+        Ok(f) => f,
+        Err(refused) => return refused,
     };
-    if !f.get("csrf").is_some_and(|c| same(c, csrf)) {
-        return forbidden("The form was not sent from this page.");
-    }
     let Some(change) = RightForm::parse(path, &f) else {
         return bare(StatusCode::BAD_REQUEST, "Bad request");
     };
@@ -904,6 +900,21 @@ async fn change_right(
         Ok(_) => see_other("/"),
         Err(e) => error_page(e),
     }
+}
+
+/// A form posted from this page: its fields, or the answer that refuses it (400 for a body that
+/// is not a form, 403 without the session's CSRF token).
+async fn posted_form(
+    req: Request<hyper::body::Incoming>,
+    csrf: &str,
+) -> Result<HashMap<String, String>, Resp> {
+    let Some(f) = read_form(req).await else {
+        return Err(bare(StatusCode::BAD_REQUEST, "Bad request"));
+    };
+    if !f.get("csrf").is_some_and(|c| same(c, csrf)) {
+        return Err(forbidden("The form was not sent from this page."));
+    }
+    Ok(f)
 }
 
 async fn read_form(req: Request<hyper::body::Incoming>) -> Option<HashMap<String, String>> {
@@ -983,12 +994,10 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             }
         }
         (Method::POST, "/consent") => {
-            let Some(f) = read_form(req).await else {
-                return bare(StatusCode::BAD_REQUEST, "Bad request");
+            let f = match posted_form(req, &csrf).await {
+                Ok(f) => f,
+                Err(refused) => return refused,
             };
-            if !f.get("csrf").is_some_and(|c| same(c, &csrf)) {
-                return forbidden("The form was not sent from this page.");
-            }
             let purpose = f.get("purpose").map(String::as_str).unwrap_or("");
             let change = match f.get("action").map(String::as_str) {
                 Some("give") => ConsentChange::Give {
@@ -1026,12 +1035,10 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             change_right(links, req, &p, &csrf, issuer, r).await
         }
         (Method::POST, "/erase") => {
-            let Some(f) = read_form(req).await else {
-                return bare(StatusCode::BAD_REQUEST, "Bad request");
+            let f = match posted_form(req, &csrf).await {
+                Ok(f) => f,
+                Err(refused) => return refused,
             };
-            if !f.get("csrf").is_some_and(|c| same(c, &csrf)) {
-                return forbidden("The form was not sent from this page.");
-            }
             if f.get("confirm").map(String::as_str) != Some("yes") {
                 return render(
                     StatusCode::BAD_REQUEST,
@@ -1064,11 +1071,8 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             }
         }
         (Method::POST, "/logout") => {
-            let Some(f) = read_form(req).await else {
-                return bare(StatusCode::BAD_REQUEST, "Bad request");
-            };
-            if !f.get("csrf").is_some_and(|c| same(c, &csrf)) {
-                return forbidden("The form was not sent from this page.");
+            if let Err(refused) = posted_form(req, &csrf).await {
+                return refused;
             }
             links.end_session(&sid);
             closed_page(
