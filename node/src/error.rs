@@ -75,6 +75,12 @@ pub enum NodeError {
          each routing (action `assist`) with its seq"
     )]
     NotADecision(u64),
+    /// A correction names a field that is not a schema-like name (`a-z`, `0-9`, `_`, from a
+    /// letter, at most 64): the names are written to the audit log, so free text is refused.
+    #[error(
+        "field name {0:?} is not usable; name fields with a-z, 0-9 and _ (starting with a letter, at most 64)"
+    )]
+    BadFieldName(String),
     /// A correction that changes nothing (no fields given).
     #[error("the correction names no field; give the fields to correct and their right values")]
     NothingToRectify,
@@ -179,6 +185,7 @@ impl amble_net::ServiceError for NodeError {
             | NodeError::NotObjectable { .. }
             | NodeError::NotADecision(_)
             | NodeError::NothingToRectify
+            | NodeError::BadFieldName(_)
             | NodeError::UnknownName(_)
             | NodeError::RecordNotObject(_)
             | NodeError::NumberNotExact(_)

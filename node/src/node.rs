@@ -28,6 +28,16 @@ pub const EXAMPLE_POLICY: &str = include_str!("../../deploy/policy.example.toml"
 const POLICY_FILE: &str = "policy.toml";
 const EXPORT_DOMAIN: &[u8] = b"amble/export/v1\n";
 
+/// A record field's name as schemas write them: 1 to 64 of `a-z`, `0-9`, `_`, starting with a
+/// letter.
+fn is_field_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// How a consent change by `actor` was made, for the consent history: a certified caller by
 /// its role (the app, the web portal, an agent, or another system through the API); a local
 /// actor is the operator at the command line, or the node's own job.
@@ -750,6 +760,11 @@ impl Node {
     ) -> Result<Collection> {
         if fields.is_empty() {
             return Err(NodeError::NothingToRectify);
+        }
+        // The names go to the audit log in clear: only schema-like names, never free text
+        // that could carry a personal datum.
+        if let Some(bad) = fields.keys().find(|k| !is_field_name(k)) {
+            return Err(NodeError::BadFieldName(bad.chars().take(64).collect()));
         }
         let subject = self.archive.subject_of(r)?;
         let mut d = actor

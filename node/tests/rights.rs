@@ -256,4 +256,14 @@ fn a_rectified_record_replaces_the_old_value_everywhere_and_the_log_names_only_t
         node.rectify(&app, &ann, appended.record_id, &serde_json::Map::new()),
         Err(NodeError::NothingToRectify)
     ));
+    // Field names reach the audit log: free text is refused before anything is logged.
+    let before = node.audit_log().size();
+    let serde_json::Value::Object(free) = serde_json::json!({"Ann Li, 138 1234 5678": "x"}) else {
+        unreachable!()
+    };
+    assert!(matches!(
+        node.rectify(&app, &ann, appended.record_id, &free),
+        Err(NodeError::BadFieldName(_))
+    ));
+    assert_eq!(node.audit_log().size(), before);
 }
