@@ -89,6 +89,25 @@ impl Shared {
             .map_err(|_| Status::internal("a worker of the node stopped; see the node's log"))?
     }
 
+    /// Records one of a person's choices (consent, AI assistance, restriction, objection) for
+    /// the caller, and answers its signed receipt.
+    async fn record_choice<F>(
+        self: &Arc<Self>,
+        actor: Actor,
+        reference: ExternalRef,
+        record: F,
+    ) -> Result<Response<pb::SetConsentResponse>, Status>
+    where
+        F: FnOnce(&Node, &Actor, &ExternalRef) -> crate::Result<amble_consent::SignedReceipt>
+            + Send
+            + 'static,
+    {
+        let receipt = self
+            .run(move |n| record(n, &actor, &reference).map_err(status))
+            .await?;
+        receipt_response(receipt)
+    }
+
     async fn run_mut<T, F>(self: &Arc<Self>, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
@@ -296,14 +315,11 @@ impl pb::subject_server::Subject for SubjectService {
         } else {
             ConsentChange::Withdraw
         };
-        let receipt = self
-            .0
-            .run(move |n| {
-                n.change_consent(&actor, &reference, &r.purpose, change)
-                    .map_err(status)
+        self.0
+            .record_choice(actor, reference, move |n, a, p| {
+                n.change_consent(a, p, &r.purpose, change)
             })
-            .await?;
-        receipt_response(receipt)
+            .await
     }
 
     async fn set_assistance(
@@ -317,14 +333,11 @@ impl pb::subject_server::Subject for SubjectService {
             .level
             .parse()
             .map_err(|e| Status::invalid_argument(format!("level: {e}")))?;
-        let receipt = self
-            .0
-            .run(move |n| {
-                n.set_ai_assistance(&actor, &reference, level)
-                    .map_err(status)
+        self.0
+            .record_choice(actor, reference, move |n, a, p| {
+                n.set_ai_assistance(a, p, level)
             })
-            .await?;
-        receipt_response(receipt)
+            .await
     }
 
     async fn set_restriction(
@@ -334,14 +347,11 @@ impl pb::subject_server::Subject for SubjectService {
         let actor = actor(&req)?;
         let r = req.into_inner();
         let reference = parse_ref("ref", &r.r#ref)?;
-        let receipt = self
-            .0
-            .run(move |n| {
-                n.set_restriction(&actor, &reference, r.restrict)
-                    .map_err(status)
+        self.0
+            .record_choice(actor, reference, move |n, a, p| {
+                n.set_restriction(a, p, r.restrict)
             })
-            .await?;
-        receipt_response(receipt)
+            .await
     }
 
     async fn set_objection(
@@ -354,14 +364,11 @@ impl pb::subject_server::Subject for SubjectService {
         if r.purpose.is_empty() {
             return Err(Status::invalid_argument("purpose is required"));
         }
-        let receipt = self
-            .0
-            .run(move |n| {
-                n.set_objection(&actor, &reference, &r.purpose, r.object)
-                    .map_err(status)
+        self.0
+            .record_choice(actor, reference, move |n, a, p| {
+                n.set_objection(a, p, &r.purpose, r.object)
             })
-            .await?;
-        receipt_response(receipt)
+            .await
     }
 
     async fn rectify(
