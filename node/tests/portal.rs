@@ -844,3 +844,32 @@ async fn the_access_log_page_says_what_was_done_and_by_what_kind_of_reader_never
     );
     fx.stop().await;
 }
+
+/// Regression: the page once read consent state by the wall clock, so a consent that had
+/// lapsed by the node's clock still showed as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_consent_state_by_the_node_s_clock() {
+    let fx = start_with_subject().await;
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(30);
+    SubjectClient::new(fx.channel("crm"))
+        .set_consent(pb::SetConsentRequest {
+            r#ref: REF.into(),
+            purpose: "personalisation".into(),
+            give: true,
+            valid_until: until
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+            explicit: false,
+        })
+        .await
+        .unwrap();
+    let t = link(&fx);
+    let open = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    assert_eq!(state(&open.body, "personalisation"), "given");
+    let sid = session_cookie(&open);
+    fx.clock.advance(std::time::Duration::from_secs(60));
+    let page = request(&fx, Method::GET, "/", Some(&sid), None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(state(&page.body, "personalisation"), "not given");
+    fx.stop().await;
+}
