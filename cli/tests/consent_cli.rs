@@ -123,6 +123,26 @@ fn policy_check_reports_line_and_column_and_ropa_names_purposes() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policy.example.toml");
     let table = ok(&amble(&["policy", "check", example]));
     assert!(table.contains("train.intent"), "{table}");
+    assert!(
+        !table.contains("falls back"),
+        "the example is translated: {table}"
+    );
+    // A purpose without its zh-TW text: the check says which text those readers see instead.
+    let untranslated = std::fs::read_to_string(example)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\"zh-TW\""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let f = dir.path().join("untranslated.toml");
+    std::fs::write(&f, untranslated).unwrap();
+    let warned = ok(&amble(&["policy", "check", f.to_str().unwrap()]));
+    assert!(
+        warned.contains(
+            "purpose `support` has no zh-TW description; readers of zh-TW see the zh-CN one"
+        ),
+        "{warned}"
+    );
     let ropa = ok(&amble(&["policy", "ropa", example]));
     for p in [
         "support",

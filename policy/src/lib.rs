@@ -55,6 +55,6 @@ mod transform;
 
 pub use decide::{Decision, DenyReason, Grant, ProjectedRecord, Projection, decide};
 pub use duration::parse_iso8601;
-pub use model::{Collection, LegalBasis, Line, Role, UnknownName};
-pub use policy::{Automation, FieldRule, Policy, PolicyError, Purpose, Retention};
+pub use model::{Collection, Language, LegalBasis, Line, Role, UnknownName};
+pub use policy::{Automation, Described, FieldRule, Policy, PolicyError, Purpose, Retention};
 pub use transform::{Buckets, OTHER_REGION, Transform, UNKNOWN, age_band, mask};

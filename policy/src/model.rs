@@ -57,6 +57,31 @@ macro_rules! vocabulary {
 }
 
 vocabulary!(
+    /// A language the self-service page speaks, by its BCP 47 tag. A policy's purpose
+    /// descriptions are written in one of them and may be translated into the others.
+    Language, "language", {
+        /// English.
+        En => "en",
+        /// Chinese in simplified script, as written in mainland China.
+        ZhCn => "zh-CN",
+        /// Chinese in traditional script, as written in Taiwan.
+        ZhTw => "zh-TW",
+    }
+);
+
+impl Language {
+    /// The languages to try, in order, when a text is missing in this one: the other script
+    /// of Chinese reads better to a Chinese reader than English does.
+    pub fn fallbacks(self) -> &'static [Language] {
+        match self {
+            Language::En => &[],
+            Language::ZhCn => &[Language::ZhTw],
+            Language::ZhTw => &[Language::ZhCn],
+        }
+    }
+}
+
+vocabulary!(
     /// The GDPR Art. 6 ground a purpose relies on.
     LegalBasis, "legal basis", {
         /// Art. 6(1)(a): the person's consent, which they can withdraw.

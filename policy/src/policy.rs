@@ -2,7 +2,7 @@
 //! node makes.
 
 use crate::duration::parse_iso8601;
-use crate::model::{Collection, LegalBasis, Line, Role};
+use crate::model::{Collection, Language, LegalBasis, Line, Role};
 use crate::transform::{Buckets, Tables, Transform};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,8 +81,12 @@ impl std::fmt::Display for FieldRule {
 pub struct Purpose {
     /// The purpose's id (`train.intent`), named by every read.
     pub id: String,
-    /// Plain language; shown to end users.
+    /// Plain language, in the policy's [`Policy::language`]; shown to end users.
     pub description: String,
+    /// The description in each language it is written in, the policy's own included.
+    pub descriptions: BTreeMap<Language, String>,
+    /// The language `description` is written in (the policy's).
+    pub language: Language,
     /// The ground it relies on; with `consent`, reads need the person's consent in force.
     pub legal_basis: LegalBasis,
     /// The roles that may read under it.
@@ -95,7 +99,32 @@ pub struct Purpose {
     pub primary: bool,
 }
 
+/// A purpose's description in the language asked for, or the one it falls back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Described<'a> {
+    /// The text shown.
+    pub text: &'a str,
+    /// The language it is written in.
+    pub language: Language,
+}
+
 impl Purpose {
+    /// The description for a reader of `language`: in that language if the policy has it, else
+    /// in its [fallbacks](Language::fallbacks), else as written in the policy's own language.
+    pub fn description_in(&self, language: Language) -> Described<'_> {
+        std::iter::once(&language)
+            .chain(language.fallbacks())
+            .find_map(|l| {
+                self.descriptions
+                    .get(l)
+                    .map(|text| Described { text, language: *l })
+            })
+            .unwrap_or(Described {
+                text: &self.description,
+                language: self.language,
+            })
+    }
+
     /// How receipts describe this purpose.
     pub fn info(&self) -> amble_consent::PurposeInfo {
         amble_consent::PurposeInfo {
@@ -141,6 +170,7 @@ pub struct Policy {
     pub(crate) tables: Arc<Tables>,
     pub(crate) retention: BTreeMap<Collection, Retention>,
     pub(crate) automation: Automation,
+    pub(crate) language: Language,
 }
 
 // ---- the file as written -------------------------------------------------------------------
@@ -158,6 +188,8 @@ struct RawPolicy {
     #[serde(default)]
     retention: BTreeMap<Spanned<String>, Spanned<String>>,
     automation: Option<RawAutomation>,
+    /// The language the purposes' `description`s are written in (default `en`).
+    language: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +205,9 @@ struct RawPurpose {
     primary: bool,
     #[serde(default)]
     read: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    /// Translations of `description`, by language tag.
+    #[serde(default)]
+    descriptions: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -326,6 +361,25 @@ impl Policy {
         self.version
     }
 
+    /// The language the purposes' descriptions are written in (`language`, default `en`).
+    pub fn language(&self) -> Language {
+        self.language
+    }
+
+    /// For each purpose, the languages of the self-service page it has no description in: a
+    /// reader of one of them sees a [fallback](Purpose::description_in).
+    pub fn untranslated(&self) -> Vec<(&str, Language)> {
+        self.purposes
+            .iter()
+            .flat_map(|p| {
+                Language::ALL
+                    .iter()
+                    .filter(|l| !p.descriptions.contains_key(l))
+                    .map(|l| (p.id.as_str(), *l))
+            })
+            .collect()
+    }
+
     /// The purposes, in file order.
     pub fn purposes(&self) -> impl Iterator<Item = &Purpose> {
         self.purposes.iter().map(|p| &**p)
@@ -389,6 +443,11 @@ fn build(raw: RawPolicy, source: &str, ck: &mut Checker<'_>) -> Option<Policy> {
             format!("policy version is {version}; use a whole number of 1 or more, and raise it whenever the policy changes"),
         );
     }
+
+    let language = match &raw.language {
+        Some(l) => ck.parse_enum::<Language>(l).unwrap_or(Language::En),
+        None => Language::En,
+    };
 
     // Regions.
     let mut regions = BTreeMap::new();
@@ -556,10 +615,34 @@ fn build(raw: RawPolicy, source: &str, ck: &mut Checker<'_>) -> Option<Policy> {
             }
             reads.insert(collection, rules);
         }
+        let description = p.description.get_ref().trim().to_owned();
+        let mut descriptions = BTreeMap::from([(language, description.clone())]);
+        for (tag, text) in &p.descriptions {
+            let Some(l) = ck.parse_enum::<Language>(tag) else {
+                continue;
+            };
+            if l == language {
+                ck.at_span(
+                    tag.span(),
+                    format!("purpose `{id}` translates its description into {l}, the policy's own language; write it in `description` only"),
+                );
+            } else if text.get_ref().trim().is_empty() {
+                ck.at_span(
+                    text.span(),
+                    format!(
+                        "purpose `{id}` has an empty {l} description; write it or remove the line"
+                    ),
+                );
+            } else {
+                descriptions.insert(l, text.get_ref().trim().to_owned());
+            }
+        }
         if let Some(legal_basis) = legal_basis {
             purposes.push(Arc::new(Purpose {
                 id: id.clone(),
-                description: p.description.get_ref().trim().to_owned(),
+                description,
+                descriptions,
+                language,
                 legal_basis,
                 roles,
                 recipients: p
@@ -635,6 +718,7 @@ fn build(raw: RawPolicy, source: &str, ck: &mut Checker<'_>) -> Option<Policy> {
         tables: Arc::new(Tables { regions, buckets }),
         retention,
         automation,
+        language,
     })
 }
 

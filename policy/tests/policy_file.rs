@@ -274,3 +274,56 @@ fn load_reads_a_file_and_names_it_in_errors() {
     assert!(matches!(missing, PolicyError::Read { .. }));
     assert!(missing.to_string().contains("check the path"));
 }
+
+#[test]
+fn descriptions_are_read_in_each_language_and_fall_back_by_script_then_to_the_policy_s_own() {
+    use amble_policy::Language::{En, ZhCn, ZhTw};
+    let p = example();
+    let support = p.purpose("support").unwrap();
+    assert_eq!(support.description_in(En).language, En);
+    assert!(support.description_in(ZhCn).text.contains("解答您的问题"));
+    assert!(support.description_in(ZhTw).text.contains("聯絡我們"));
+    assert!(p.untranslated().is_empty(), "{:?}", p.untranslated());
+
+    let text = "version = 1\nlanguage = \"zh-CN\"\n[[purpose]]\nid = \"a\"\n\
+                description = \"回答您的问题\"\nlegal_basis = \"contract\"\nroles = [\"agent\"]\n";
+    let p = Policy::from_toml_str(text, "t").unwrap();
+    let a = p.purpose("a").unwrap();
+    // A traditional-script reader sees the simplified text before any English.
+    assert_eq!(a.description_in(ZhTw).language, ZhCn);
+    // An English reader sees the only text there is, and is told which language it is in.
+    assert_eq!(a.description_in(En).language, ZhCn);
+    let mut missing = p.untranslated();
+    missing.sort();
+    assert_eq!(missing, vec![("a", En), ("a", ZhTw)]);
+}
+
+#[test]
+fn a_translation_into_an_unknown_or_the_policy_s_own_language_is_refused() {
+    let base = "version = 1\n[[purpose]]\nid = \"a\"\ndescription = \"answer\"\n\
+                legal_basis = \"contract\"\nroles = [\"agent\"]\n[purpose.descriptions]\n";
+    refused_at(
+        &format!("{base}fr = \"répondre\"\n"),
+        8,
+        1,
+        "unknown language `fr`",
+    );
+    refused_at(
+        &format!("{base}en = \"answer\"\n"),
+        8,
+        1,
+        "the policy's own language",
+    );
+    refused_at(
+        &format!("{base}\"zh-CN\" = \" \"\n"),
+        8,
+        11,
+        "empty zh-CN description",
+    );
+    refused_at(
+        "version = 1\nlanguage = \"de\"\n",
+        2,
+        12,
+        "unknown language `de`",
+    );
+}

@@ -2,7 +2,7 @@
 //! skeleton of its impact assessment.
 
 use crate::output::Output;
-use amble_policy::{Policy, TrainingGuarantee};
+use amble_policy::{Language, Policy, TrainingGuarantee};
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -35,16 +35,34 @@ pub(crate) fn run(cmd: PolicyCommand, out: &Output) -> Result<ExitCode> {
     match cmd {
         PolicyCommand::Check { file } => {
             let p = Policy::load(&file)?;
+            let fallbacks = fallbacks(&p);
             out.report(
                 &serde_json::json!({"file": file, "version": p.version(),
-                    "purposes": p.purposes().map(|x| x.id.clone()).collect::<Vec<_>>()}),
+                    "language": p.language().as_str(),
+                    "purposes": p.purposes().map(|x| x.id.clone()).collect::<Vec<_>>(),
+                    "fallbacks": fallbacks.iter().map(|f| serde_json::json!({
+                        "purpose": f.purpose, "language": f.wanted.as_str(),
+                        "shown_in": f.shown_in.as_str()})).collect::<Vec<_>>()}),
                 || {
-                    format!(
+                    let mut text = format!(
                         "{} is valid (version {})\n\n{}",
                         file.display(),
                         p.version(),
                         p.summary_table()
-                    )
+                    );
+                    if !fallbacks.is_empty() {
+                        text.push_str(
+                            "\nNot every description is translated; the self-service page falls \
+                             back (add `descriptions` to the purpose to fix):\n",
+                        );
+                    }
+                    for f in &fallbacks {
+                        text.push_str(&format!(
+                            "  purpose `{}` has no {} description; readers of {} see the {} one\n",
+                            f.purpose, f.wanted, f.wanted, f.shown_in
+                        ));
+                    }
+                    text
                 },
             );
         }
@@ -66,6 +84,27 @@ pub(crate) fn run(cmd: PolicyCommand, out: &Output) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A purpose the self-service page shows in another language than its reader's.
+struct Fallback<'p> {
+    purpose: &'p str,
+    wanted: Language,
+    shown_in: Language,
+}
+
+fn fallbacks(p: &Policy) -> Vec<Fallback<'_>> {
+    p.untranslated()
+        .into_iter()
+        .filter_map(|(id, wanted)| {
+            let shown_in = p.purpose(id)?.description_in(wanted).language;
+            Some(Fallback {
+                purpose: id,
+                wanted,
+                shown_in,
+            })
+        })
+        .collect()
 }
 
 /// What each model trained at the node in `dir` has spent, from its privacy ledger.
