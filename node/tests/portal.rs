@@ -1,9 +1,10 @@
 //! The self-service web page over HTTPS: one-time links, sessions, CSRF, consent changes that
-//! reach the node and its audit log, the export download and erasure. The last test loads the
-//! page in headless Chromium.
+//! reach the node and its audit log, the export download and erasure, the page's languages. One
+//! test clicks through the page in headless Chromium in each language.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod browser;
 mod server_support;
 
 use amble_proto::v1 as pb;
@@ -11,7 +12,9 @@ use http::{Method, StatusCode, header};
 use pb::archive_client::ArchiveClient;
 use pb::audit_client::AuditClient;
 use pb::subject_client::SubjectClient;
-use server_support::{Fixture, Reply, portal_request as request, portal_tls};
+use server_support::{
+    Fixture, Reply, portal_request as request, portal_request_with as request_with, portal_tls,
+};
 
 const REF: &str = "phone:+15550001";
 /// The actor of what a person does through a link the node's operator issued.
@@ -233,19 +236,13 @@ async fn the_export_downloads_as_json_and_erasure_needs_confirmation_and_ends_th
     fx.stop().await;
 }
 
-/// Debian's `chromium`, if installed (`.ci/run` installs it in CI).
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser"].into_iter().find(|c| {
-        std::process::Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
+/// In each language the page speaks, a person opens their link in headless Chromium, gives a
+/// consent and chooses how much AI serves them by clicking, and switches the page's language
+/// with its switch. With `AMBLE_SCREENSHOTS=DIR` the page of each language is saved there as a
+/// phone-sized PNG (Chinese needs a CJK font, e.g. Debian's `fonts-noto-cjk`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headless_chromium_opens_the_link_and_sees_the_plain_language_purposes() {
-    let Some(browser) = chromium() else {
+async fn in_each_language_a_person_clicks_through_their_choices_in_chromium() {
+    let Some(program) = browser::chromium() else {
         assert!(
             std::env::var_os("CI").is_none(),
             "chromium is required in CI; .ci/run installs it"
@@ -254,41 +251,96 @@ async fn headless_chromium_opens_the_link_and_sees_the_plain_language_purposes()
         return;
     };
     let fx = start_with_subject().await;
-    let t = link(&fx);
-    let url = format!(
-        "https://127.0.0.1:{}/?t={t}",
-        fx.portal.as_ref().unwrap().0.port()
-    );
-    let profile = fx.tmp.path().join("chromium-profile");
-    let dom = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                // The page's certificate is from the test CA, which the browser does not know.
-                "--ignore-certificate-errors",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("--dump-dom")
-            .arg(url)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let html = String::from_utf8_lossy(&dom.stdout);
-    assert!(
-        html.contains("To suggest products and tips"),
-        "chromium saw: {html}\nstderr: {}",
-        String::from_utf8_lossy(&dom.stderr)
-    );
-    assert_eq!(state(&html, "personalisation"), "not given");
-    assert!(html.contains("Erase my data") && html.contains("id=\"export\""));
-    // The browser used the link; it cannot be used again.
-    let again = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
-    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    let port = fx.portal.as_ref().unwrap().0.port();
+    let shots = std::env::var_os("AMBLE_SCREENSHOTS").map(std::path::PathBuf::from);
+    let languages = [
+        (
+            "en-GB,en;q=0.9",
+            "en",
+            "Your data and your choices",
+            "zh-CN",
+        ),
+        (
+            "zh-CN,zh;q=0.9,en;q=0.5",
+            "zh-CN",
+            "您的数据与您的选择",
+            "zh-TW",
+        ),
+        ("zh-TW,zh;q=0.9", "zh-TW", "您的資料與您的選擇", "en"),
+    ];
+    for (i, (accept, lang, heading, next)) in languages.into_iter().enumerate() {
+        let person = format!("phone:+1555010{i}");
+        ArchiveClient::new(fx.channel("crm"))
+            .append(pb::AppendRequest {
+                records: vec![pb::NewRecord {
+                    r#ref: person.clone(),
+                    collection: "profile".into(),
+                    time: "2026-05-01T10:00:00Z".into(),
+                    data_json: r#"{"display_name":"Ann"}"#.into(),
+                }],
+            })
+            .await
+            .unwrap();
+        let t = fx.portal.as_ref().unwrap().1.issue(&person).unwrap();
+        let url = format!("https://127.0.0.1:{port}/?t={t}");
+        let profile = fx.tmp.path().join(format!("chromium-{lang}"));
+        let png = tokio::task::spawn_blocking(move || {
+            let mut b = browser::Browser::start(program, &profile, accept);
+            b.navigate(&url);
+            b.wait_for(&format!("document.documentElement.lang === '{lang}'"));
+            assert_eq!(b.eval("document.querySelector('h1').textContent"), heading);
+            assert_eq!(
+                b.eval("document.scripts.length"),
+                0,
+                "the page runs no script"
+            );
+            let card = "li[data-purpose=\"personalisation\"]";
+            b.click(&format!("{card} button"));
+            b.wait_for(&format!(
+                "document.querySelector('{card}').dataset.state === 'given'"
+            ));
+            b.click("input[name=level][value=ai_suggests]");
+            b.click("#save-assistance");
+            b.wait_for("document.querySelectorAll('#receipts li').length === 2");
+            assert_eq!(
+                b.eval("document.querySelector('input[value=ai_suggests]').checked"),
+                true
+            );
+            let png = b.screenshot();
+            b.click(&format!("#languages a[hreflang=\"{next}\"]"));
+            b.wait_for(&format!("document.documentElement.lang === '{next}'"));
+            // The choice outlives the page it was made on.
+            b.navigate(&format!("https://127.0.0.1:{port}/log"));
+            b.wait_for(&format!(
+                "location.pathname === '/log' && document.documentElement.lang === '{next}'"
+            ));
+            png
+        })
+        .await
+        .unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+        if let Some(dir) = &shots {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join(format!("portal-{lang}.png")), &png).unwrap();
+        }
+        // The browser used the link; it cannot be used again.
+        let again = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+        assert_eq!(again.status, StatusCode::FORBIDDEN);
+    }
+    // Each click reached the node as the person's choice, made on the page.
+    let entries = audit_entries(&fx).await;
+    let made = |reason: &str| {
+        entries
+            .iter()
+            .filter(|e| {
+                e["action"] == "consent_change"
+                    && e["reason"] == reason
+                    && e["actor"] == OPERATOR_LINK
+            })
+            .count()
+    };
+    assert_eq!(made("given"), 3);
+    assert_eq!(made("ai_assistance=ai_suggests"), 3);
     fx.stop().await;
 }
 
@@ -871,5 +923,77 @@ async fn the_page_shows_consent_state_by_the_node_s_clock() {
     let page = request(&fx, Method::GET, "/", Some(&sid), None).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(state(&page.body, "personalisation"), "not given");
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_speaks_the_browser_s_language_and_keeps_the_one_the_person_picks() {
+    let fx = start_with_subject().await;
+    let zh_tw: &[(&str, &str)] = &[("accept-language", "zh-TW,zh;q=0.9,en;q=0.8")];
+    let zh_cn: &[(&str, &str)] = &[("accept-language", "zh-CN")];
+    // A refusal, before any session, speaks the browser's language too.
+    let bad = request_with(&fx, Method::GET, "/?t=00ff", None, None, zh_cn).await;
+    assert_eq!(bad.status, StatusCode::FORBIDDEN);
+    assert!(
+        bad.body.contains("此链接已过期或已被使用。"),
+        "{}",
+        bad.body
+    );
+
+    let t = link(&fx);
+    let first = request_with(&fx, Method::GET, &format!("/?t={t}"), None, None, zh_tw).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let page = &first.body;
+    assert!(page.contains("<html lang=\"zh-TW\">"), "{page}");
+    assert!(page.contains("<h1>您的資料與您的選擇</h1>"));
+    // The policy's own translation of each purpose, the organisation and its privacy contact.
+    assert!(page.contains("為了向您推薦適合您人生階段和目標的產品與建議。"));
+    assert!(
+        page.contains("Example Bank")
+            && page.contains("關於您資料的問題，請聯絡： privacy@bank.example")
+    );
+    let sid = session_cookie(&first);
+
+    let form = format!("csrf={}&purpose=personalisation&action=give", csrf(page));
+    let gave = request_with(
+        &fx,
+        Method::POST,
+        "/consent",
+        Some(&sid),
+        Some(&form),
+        zh_tw,
+    )
+    .await;
+    assert_eq!(gave.status, StatusCode::SEE_OTHER);
+    let after = request_with(&fx, Method::GET, "/", Some(&sid), None, zh_tw)
+        .await
+        .body;
+    // When and how it was given, and the receipt, in the person's language.
+    let today = time::OffsetDateTime::now_utc();
+    assert!(
+        after.contains(&format!(
+            "您於 {}年{}月",
+            today.year(),
+            u8::from(today.month())
+        )) && after.contains("在本頁面同意。"),
+        "{after}"
+    );
+    assert!(after.contains("您同意了：為了向您推薦"));
+
+    // The switch wins over the browser, for the rest of the session; a language the page does
+    // not speak changes nothing.
+    let switched = request_with(&fx, Method::GET, "/?lang=zh-CN", Some(&sid), None, zh_tw).await;
+    assert!(switched.body.contains("<html lang=\"zh-CN\">"));
+    let log = request_with(&fx, Method::GET, "/log", Some(&sid), None, zh_tw)
+        .await
+        .body;
+    assert!(
+        log.contains("<html lang=\"zh-CN\">") && log.contains("您同意了：为了向您推荐"),
+        "{log}"
+    );
+    let odd = request_with(&fx, Method::GET, "/?lang=xx", Some(&sid), None, zh_tw).await;
+    assert!(odd.body.contains("<html lang=\"zh-CN\">"));
+    let en = request_with(&fx, Method::GET, "/?lang=en", Some(&sid), None, zh_tw).await;
+    assert!(en.body.contains("Given on ") && en.body.contains(", on this page."));
     fx.stop().await;
 }

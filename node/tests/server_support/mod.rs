@@ -153,6 +153,8 @@ impl Fixture {
                 key: certs.join("node-1.key"),
                 link_ttl_secs,
                 session_ttl_secs: 1800,
+                organisation: Some("Example Bank".into()),
+                privacy_contact: Some("privacy@bank.example".into()),
             }),
             federation: None,
             metrics: Some(MetricsConfig {
@@ -308,6 +310,18 @@ pub async fn portal_request(
     cookie: Option<&str>,
     form: Option<&str>,
 ) -> Reply {
+    portal_request_with(fx, method, path, cookie, form, &[]).await
+}
+
+/// [`portal_request`] with further request headers (`Accept-Language`…).
+pub async fn portal_request_with(
+    fx: &Fixture,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Reply {
     let (addr, _) = fx.portal.as_ref().unwrap();
     let tls = portal_tls(fx).await;
     let (mut sender, conn) =
@@ -324,6 +338,9 @@ pub async fn portal_request(
     }
     if form.is_some() {
         req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let body = Full::new(Bytes::from(form.unwrap_or("").to_owned()));
     let resp = sender.send_request(req.body(body).unwrap()).await.unwrap();

@@ -10,12 +10,14 @@
 //! `web`), so it is checked and audited like any other call. Pages are rendered on the server,
 //! every value HTML-escaped, no script.
 
+mod text;
+
 use super::{ServerError, Shared};
 use crate::{Actor, ConsentChange};
 use amble_audit::Clock;
-use amble_consent::{AssistanceLevel, ConsentState};
+use amble_consent::{AssistanceLevel, ConsentEventKind, ConsentState};
 use amble_crypto::ExternalRef;
-use amble_policy::{LegalBasis, Role};
+use amble_policy::{Language, LegalBasis, Role};
 use askama::Template;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -26,6 +28,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use text::{Choice, Text};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -64,6 +67,13 @@ pub struct PortalConfig {
     /// How long a session opened by a link lasts.
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
+    /// The organisation's name, at the top of every page.
+    #[serde(default)]
+    pub organisation: Option<String>,
+    /// How a person reaches the organisation's privacy officer (an address, a phone number),
+    /// at the foot of every page.
+    #[serde(default)]
+    pub privacy_contact: Option<String>,
 }
 
 fn default_link_ttl() -> u64 {
@@ -123,6 +133,8 @@ struct Session {
     /// Requests the session may still make now (a token bucket), as of `refilled` (ms).
     allowance: f64,
     refilled: u64,
+    /// The language the person chose on the page, over their browser's.
+    language: Option<Language>,
 }
 
 /// Why a session's request is not served.
@@ -148,6 +160,15 @@ pub struct PortalLinks {
     session_ttl: Duration,
     /// The node's clock: links and sessions expire by it.
     clock: Arc<dyn Clock>,
+    /// Who the page speaks for.
+    org: Arc<Org>,
+}
+
+/// The organisation the page speaks for, from `[portal]`.
+#[derive(Default)]
+struct Org {
+    name: Option<String>,
+    contact: Option<String>,
 }
 
 fn token() -> Result<String, ServerError> {
@@ -248,9 +269,17 @@ impl PortalLinks {
                 expires: now + self.session_ttl.as_millis() as u64,
                 allowance: SESSION_BURST,
                 refilled: now,
+                language: None,
             },
         );
         Some((sid, csrf))
+    }
+
+    /// Remembers the language the person chose for the rest of the session.
+    fn set_language(&self, sid: &str, language: Language) {
+        if let Some(x) = self.lock().sessions.get_mut(sid) {
+            x.language = Some(language);
+        }
     }
 
     /// The session `sid`, charged one request.
@@ -310,6 +339,10 @@ impl Portal {
                 shared,
                 link_ttl: Duration::from_secs(c.link_ttl_secs.max(1)),
                 session_ttl: Duration::from_secs(c.session_ttl_secs.max(1)),
+                org: Arc::new(Org {
+                    name: c.organisation.clone(),
+                    contact: c.privacy_contact.clone(),
+                }),
             },
         })
     }
@@ -425,11 +458,30 @@ fn html(status: StatusCode, body: String) -> Resp {
     respond(status, "text/html; charset=utf-8", body)
 }
 
+/// What every page shows around its content: the organisation, the language switch, the
+/// privacy contact; and the language it is written in.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    t: &'static Text,
+    org: &'a Org,
+}
+
+impl Ctx<'_> {
+    /// Every language the page speaks, for the switch.
+    fn languages(&self) -> [&'static Text; 3] {
+        text::ALL
+    }
+}
+
 /// One purpose on the consents page.
 struct PurposeView {
     id: String,
     description: String,
+    /// The description's language, when it is not the page's (the policy lacks a translation).
+    lang: Option<Language>,
     given: bool,
+    /// When and how the consent was given, withdrawn or lapsed.
+    since: Option<String>,
 }
 
 /// One AI-assistance level on the consents page.
@@ -443,7 +495,16 @@ struct LevelView {
 struct ObjectView {
     id: String,
     description: String,
+    lang: Option<Language>,
     objected: bool,
+}
+
+/// One receipt of a choice the person made.
+struct ReceiptView {
+    when: String,
+    what: String,
+    how: &'static str,
+    id: String,
 }
 
 /// What the consents page shows, read from the node in one go.
@@ -452,12 +513,14 @@ struct Rights {
     levels: Vec<LevelView>,
     objectable: Vec<ObjectView>,
     restricted_since: Option<String>,
+    receipts: Vec<ReceiptView>,
 }
 
 /// The page a session sees: its consents, and what its link allows (`templates/portal/`).
 #[derive(Template)]
 #[template(path = "portal/consents.html")]
 struct ConsentsPage<'a> {
+    c: Ctx<'a>,
     title: &'a str,
     purposes: &'a [PurposeView],
     csrf: &'a str,
@@ -470,6 +533,7 @@ struct ConsentsPage<'a> {
     may_object: bool,
     objectable: &'a [ObjectView],
     may_log: bool,
+    receipts: &'a [ReceiptView],
 }
 
 /// One entry of the person's access log, in plain language.
@@ -488,6 +552,7 @@ struct LogView {
 #[derive(Template)]
 #[template(path = "portal/log.html")]
 struct LogPage<'a> {
+    c: Ctx<'a>,
     title: &'a str,
     entries: &'a [LogView],
     csrf: &'a str,
@@ -496,53 +561,61 @@ struct LogPage<'a> {
 
 /// The most entries the log page shows.
 const LOG_PAGE_ENTRIES: usize = 200;
+/// The most receipts the consents page shows.
+const RECEIPTS_SHOWN: usize = 100;
 
-/// Who acted, as the person is told: the kind of reader, never an id.
-fn kind_of(role: &str) -> &'static str {
-    match role {
-        "agent" => "a service agent",
-        "app" => "the organisation's app",
-        "subject-portal" => "you, on this page",
-        "admin" => "an administrator",
-        "auditor" => "an auditor",
-        "node" => "the organisation's own training",
-        "coordinator" => "the federation's coordinator",
-        _ => "the organisation",
+/// What an audit entry says was done, in words the person understands.
+fn plain(t: &Text, e: &amble_audit::Entry, policy: &amble_policy::Policy) -> String {
+    use amble_audit::Action;
+    let purpose = e.purpose.as_deref().map(|p| {
+        policy.purpose(p).map_or_else(
+            || p.to_owned(),
+            |x| x.description_in(t.lang).text.to_owned(),
+        )
+    });
+    let reason = e.reason.as_deref().unwrap_or("");
+    let p = purpose.as_deref().unwrap_or("");
+    match &e.action {
+        Action::Read if purpose.is_some() => (t.read_for)(p),
+        Action::Read => (t.looked_up)(reason),
+        Action::Append => t.appended.to_owned(),
+        Action::ConsentChange => match choice_of(reason, p) {
+            Some(c) => t.choice(&c),
+            None => (t.choice_changed)(p),
+        },
+        Action::Train => (t.trained)(p),
+        Action::Assist => t.routed.to_owned(),
+        Action::ReviewRequest => t.review_requested.to_owned(),
+        Action::Rectify => t.rectified.to_owned(),
+        Action::Export => t.exported.to_owned(),
+        Action::PortalLink => t.link_issued.to_owned(),
+        Action::Link | Action::Unlink | Action::Merge => t.identity_changed.to_owned(),
+        other => (t.other_action)(other.as_str()),
     }
 }
 
-/// What an audit entry says was done, in words the person understands.
-fn plain(e: &amble_audit::Entry, policy: &amble_policy::Policy) -> String {
-    use amble_audit::Action;
-    let purpose = e.purpose.as_deref().map(|p| {
-        policy
-            .purpose(p)
-            .map_or_else(|| p.to_owned(), |x| x.description.clone())
-    });
-    let reason = e.reason.as_deref().unwrap_or("");
-    match (&e.action, purpose) {
-        (Action::Read, Some(p)) => format!("your data was read: {p}"),
-        (Action::Read, None) => format!("looked up your {reason}"),
-        (Action::Append, _) => "new records were added to your file".to_owned(),
-        (Action::ConsentChange, Some(p)) => format!("your choice changed ({reason}): {p}"),
-        (Action::ConsentChange, None) => format!("your choice changed ({reason})"),
-        (Action::Train, Some(p)) => format!("your data was used to train a model: {p}"),
-        (Action::Assist, _) => "your request was routed automatically".to_owned(),
-        (Action::ReviewRequest, _) => "you asked a person to review a decision".to_owned(),
-        (Action::Rectify, _) => "a record was corrected at your request".to_owned(),
-        (Action::Export, _) => "a copy of your data was exported for you".to_owned(),
-        (Action::PortalLink, _) => "a link to this page was issued".to_owned(),
-        (Action::Link, _) | (Action::Unlink, _) | (Action::Merge, _) => {
-            "the ways we recognise you were changed".to_owned()
-        }
-        (other, _) => other.as_str().replace('_', " "),
-    }
+/// The choice a `consent_change` entry's reason records (`given`, `restriction=on`,
+/// `ai_assistance=human_only`…), about `purpose` (already in words).
+fn choice_of<'a>(reason: &str, purpose: &'a str) -> Option<Choice<'a>> {
+    Some(match reason.split_once('=') {
+        None => match reason {
+            "given" => Choice::Consent(ConsentEventKind::Given, purpose),
+            "withdrawn" => Choice::Consent(ConsentEventKind::Withdrawn, purpose),
+            "expired" => Choice::Consent(ConsentEventKind::Expired, purpose),
+            _ => return None,
+        },
+        Some(("restriction", v)) => Choice::Restriction(v == "on"),
+        Some(("objection", v)) => Choice::Objection(purpose, v == "on"),
+        Some(("ai_assistance", v)) => Choice::Assistance(v.parse().ok()?),
+        Some(_) => return None,
+    })
 }
 
 /// Every other page: a title and a sentence or two. The template escapes every value.
-#[derive(Template, Default)]
+#[derive(Template)]
 #[template(path = "portal/message.html")]
 struct Message<'a> {
+    c: Ctx<'a>,
     title: &'a str,
     /// The element id tests and scripts find the text by.
     id: Option<&'a str>,
@@ -550,6 +623,19 @@ struct Message<'a> {
     hint: Option<&'a str>,
     /// Show a link back to the consents page.
     back: bool,
+}
+
+impl<'a> Message<'a> {
+    fn new(c: Ctx<'a>, title: &'a str) -> Message<'a> {
+        Message {
+            c,
+            title,
+            id: None,
+            text: None,
+            hint: None,
+            back: false,
+        }
+    }
 }
 
 /// A rendered page; a template that fails to render (it cannot, short of a bug) is a 500 with
@@ -569,38 +655,30 @@ fn render(status: StatusCode, page: &impl Template) -> Resp {
 }
 
 /// A page with a title only (`Bad request`, `Not found`).
-fn bare(status: StatusCode, title: &str) -> Resp {
-    render(
-        status,
-        &Message {
-            title,
-            ..Message::default()
-        },
-    )
+fn bare(c: Ctx<'_>, status: StatusCode, title: &str) -> Resp {
+    render(status, &Message::new(c, title))
 }
 
-fn forbidden(msg: &str) -> Resp {
+fn forbidden(c: Ctx<'_>, msg: &str) -> Resp {
     render(
         StatusCode::FORBIDDEN,
         &Message {
-            title: "Link not valid",
             id: Some("error"),
             text: Some(msg),
-            hint: Some("Please ask for a new link in the app."),
-            back: false,
+            hint: Some(c.t.new_link_hint),
+            ..Message::new(c, c.t.title_link_invalid)
         },
     )
 }
 
 /// The last page of a session: it says why the page closed and ends the session's cookie.
-fn closed_page(title: &str, id: &str, text: &str) -> Resp {
+fn closed_page(c: Ctx<'_>, title: &str, id: &str, text: &str) -> Resp {
     let mut resp = render(
         StatusCode::OK,
         &Message {
-            title,
             id: Some(id),
             text: Some(text),
-            ..Message::default()
+            ..Message::new(c, title)
         },
     );
     resp.headers_mut().insert(
@@ -611,15 +689,12 @@ fn closed_page(title: &str, id: &str, text: &str) -> Resp {
 }
 
 /// 429 for a session going faster than a person clicks.
-fn too_fast() -> Resp {
+fn too_fast(c: Ctx<'_>) -> Resp {
     let mut r = render(
         StatusCode::TOO_MANY_REQUESTS,
         &Message {
-            title: "Please wait a moment",
-            text: Some(
-                "This page had more requests than a person makes; please wait a second and reload.",
-            ),
-            ..Message::default()
+            text: Some(c.t.too_fast),
+            ..Message::new(c, c.t.title_wait)
         },
     );
     r.headers_mut()
@@ -634,17 +709,13 @@ fn see_other(to: &'static str) -> Resp {
     r
 }
 
-fn error_page(e: impl std::fmt::Display) -> Resp {
+fn error_page(c: Ctx<'_>, e: impl std::fmt::Display) -> Resp {
     tracing::warn!(error = %e, "portal request failed");
     render(
         StatusCode::INTERNAL_SERVER_ERROR,
         &Message {
-            title: "Something went wrong",
-            text: Some(
-                "Your request could not be completed. Nothing was changed unless the page said \
-                 so. Please try again later.",
-            ),
-            ..Message::default()
+            text: Some(c.t.error_text),
+            ..Message::new(c, c.t.title_error)
         },
     )
 }
@@ -677,12 +748,42 @@ fn same(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
+/// The page's language: a `lang` the person chose on the page (`?lang=`, remembered by the
+/// session), else their browser's `Accept-Language`, else English.
+fn language_of(req: &Request<hyper::body::Incoming>, session: Option<&Session>) -> Language {
+    let chosen = req
+        .uri()
+        .query()
+        .map(decode_form)
+        .and_then(|q| q.get("lang").and_then(|l| l.parse::<Language>().ok()));
+    chosen
+        .or(session.and_then(|s| s.language))
+        .unwrap_or_else(|| {
+            text::negotiate(
+                req.headers()
+                    .get(header::ACCEPT_LANGUAGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            )
+        })
+}
+
+/// A purpose's description for the page: the text, and its language when it is not the page's.
+fn described(p: &amble_policy::Purpose, t: &Text) -> (String, Option<Language>) {
+    let d = p.description_in(t.lang);
+    (
+        d.text.to_owned(),
+        (d.language != t.lang).then_some(d.language),
+    )
+}
+
+async fn consents_page(links: &PortalLinks, session: &Session, t: &'static Text) -> Resp {
     let (r, csrf, issuer) = (
         session.reference.clone(),
         session.csrf.clone(),
         session.issuer.clone(),
     );
+    let c = Ctx { t, org: &links.org };
     let (may_export, may_erase) = (issuer.may("Export"), issuer.may("Erase"));
     let may_assist = issuer.may("SetAssistance");
     let (may_restrict, may_object) = (issuer.may("SetRestriction"), issuer.may("SetObjection"));
@@ -694,10 +795,28 @@ async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
         let purposes = policy
             .purposes()
             .filter(|p| p.legal_basis == LegalBasis::Consent)
-            .map(|p| PurposeView {
-                id: p.id.clone(),
-                description: p.description.clone(),
-                given: matches!(history.state(&p.id, now), ConsentState::Given { .. }),
+            .map(|p| {
+                let state = history.state(&p.id, now);
+                let how = history
+                    .consent_events()
+                    .iter()
+                    .rev()
+                    .find(|e| e.purpose == p.id)
+                    .map_or("", |e| t.how(e.method));
+                let since = match state {
+                    ConsentState::Given { since, .. } => Some((t.given_on)(&(t.date)(since), how)),
+                    ConsentState::Withdrawn { at } => Some((t.withdrawn_on)(&(t.date)(at))),
+                    ConsentState::Expired { at } => Some((t.expired_on)(&(t.date)(at))),
+                    ConsentState::Never => None,
+                };
+                let (description, lang) = described(p, t);
+                PurposeView {
+                    id: p.id.clone(),
+                    description,
+                    lang,
+                    given: state.is_given(),
+                    since,
+                }
             })
             .collect();
         let level = history.ai_assistance(now);
@@ -705,33 +824,75 @@ async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
             .iter()
             .map(|l| LevelView {
                 value: l.as_str(),
-                description: l.description(),
+                description: t.level(*l),
                 chosen: *l == level,
             })
             .collect();
         let objectable = policy
             .purposes()
             .filter(|p| p.legal_basis == LegalBasis::LegitimateInterest)
-            .map(|p| ObjectView {
-                id: p.id.clone(),
-                description: p.description.clone(),
-                objected: history.objected(&p.id, now).is_some(),
+            .map(|p| {
+                let (description, lang) = described(p, t);
+                ObjectView {
+                    id: p.id.clone(),
+                    description,
+                    lang,
+                    objected: history.objected(&p.id, now).is_some(),
+                }
             })
             .collect();
+        let purpose = |id: &str| {
+            policy
+                .purpose(id)
+                .map_or_else(|| id.to_owned(), |p| described(p, t).0)
+        };
+        let mut receipts: Vec<(time::OffsetDateTime, ReceiptView)> = Vec::new();
+        let mut receipt = |at, what: String, method, id: &str| {
+            let view = ReceiptView {
+                when: (t.moment)(at),
+                what,
+                how: t.how(method),
+                id: id.to_owned(),
+            };
+            receipts.push((at, view));
+        };
+        for e in history.consent_events() {
+            let what = t.choice(&Choice::Consent(e.kind, &purpose(&e.purpose)));
+            receipt(e.at, what, e.method, &e.receipt_id);
+        }
+        for e in history.assistance_events() {
+            let what = t.choice(&Choice::Assistance(e.level));
+            receipt(e.at, what, e.method, &e.receipt_id);
+        }
+        for e in history.right_events() {
+            let p = e.purpose.as_deref().map(purpose).unwrap_or_default();
+            let what = match e.right {
+                amble_consent::Right::Objection => t.choice(&Choice::Objection(&p, e.active)),
+                _ => t.choice(&Choice::Restriction(e.active)),
+            };
+            receipt(e.at, what, e.method, &e.receipt_id);
+        }
+        receipts.sort_by_key(|r| std::cmp::Reverse(r.0));
         Ok(Rights {
             purposes,
             levels,
             objectable,
-            restricted_since: history.restricted(now).map(amble_consent::date_of),
+            restricted_since: history.restricted(now).map(t.date),
+            receipts: receipts
+                .into_iter()
+                .take(RECEIPTS_SHOWN)
+                .map(|(_, v)| v)
+                .collect(),
         })
     })
     .await;
     match result {
-        Err(e) => error_page(e),
+        Err(e) => error_page(c, e),
         Ok(rights) => render(
             StatusCode::OK,
             &ConsentsPage {
-                title: "Your data and your choices",
+                c,
+                title: t.title_home,
                 purposes: &rights.purposes,
                 csrf: &csrf,
                 may_export,
@@ -743,17 +904,19 @@ async fn consents_page(links: &PortalLinks, session: &Session) -> Resp {
                 may_object,
                 objectable: &rights.objectable,
                 may_log,
+                receipts: &rights.receipts,
             },
         ),
     }
 }
 
-async fn log_page(links: &PortalLinks, session: &Session) -> Resp {
+async fn log_page(links: &PortalLinks, session: &Session, t: &'static Text) -> Resp {
     let (r, csrf, issuer) = (
         session.reference.clone(),
         session.csrf.clone(),
         session.issuer.clone(),
     );
+    let c = Ctx { t, org: &links.org };
     let may_review = issuer.may("RequestReview");
     let result = on_node(links, move |n| {
         let entries = n.access_log(&issuer.actor(), &r)?;
@@ -765,9 +928,9 @@ async fn log_page(links: &PortalLinks, session: &Session) -> Resp {
             .map(|e| LogView {
                 seq: e.seq,
                 action: e.action.as_str().to_owned(),
-                when: amble_consent::date_of(e.time),
-                what: plain(e, &policy),
-                who: kind_of(&e.role),
+                when: (t.moment)(e.time),
+                what: plain(t, e, &policy),
+                who: t.reader(&e.role),
                 refused: e.decision == amble_audit::Decision::Deny,
                 reviewable: e.action == amble_audit::Action::Assist,
             })
@@ -775,11 +938,12 @@ async fn log_page(links: &PortalLinks, session: &Session) -> Resp {
     })
     .await;
     match result {
-        Err(e) => error_page(e),
+        Err(e) => error_page(c, e),
         Ok(entries) => render(
             StatusCode::OK,
             &LogPage {
-                title: "Who used or looked at your data",
+                c,
+                title: t.title_log,
                 entries: &entries,
                 csrf: &csrf,
                 may_review,
@@ -789,23 +953,22 @@ async fn log_page(links: &PortalLinks, session: &Session) -> Resp {
 }
 
 async fn review(
+    c: Ctx<'_>,
     links: &PortalLinks,
     req: Request<hyper::body::Incoming>,
     csrf: &str,
     issuer: Issuer,
     r: ExternalRef,
 ) -> Resp {
-    let f = match posted_form(req, csrf).await {
+    let f = match posted_form(c, req, csrf).await {
         Ok(f) => f,
         Err(refused) => return refused,
     };
     let Some(decision) = f.get("decision").and_then(|d| d.parse::<u64>().ok()) else {
-        return bare(StatusCode::BAD_REQUEST, "Bad request");
+        return bare(c, StatusCode::BAD_REQUEST, c.t.title_bad_request);
     };
     if !issuer.may("RequestReview") {
-        return forbidden(
-            "This link cannot ask for a review; please verify your identity with the organisation.",
-        );
+        return forbidden(c, c.t.cannot_review);
     }
     match on_node(links, move |n| {
         n.request_review(&issuer.actor(), &r, decision)
@@ -813,24 +976,18 @@ async fn review(
     .await
     {
         Ok(review) => {
-            let text = format!(
-                "We have asked a person to review the decision of {}. What was recorded when it \
-                 was made: {}.",
-                amble_consent::date_of(review.decided_at),
-                review.explanation
-            );
+            let text = (c.t.review_asked)(&(c.t.date)(review.decided_at), &review.explanation);
             render(
                 StatusCode::OK,
                 &Message {
-                    title: "A person will review this decision",
                     id: Some("review"),
                     text: Some(&text),
                     back: true,
-                    ..Message::default()
+                    ..Message::new(c, c.t.title_review)
                 },
             )
         }
-        Err(e) => error_page(e),
+        Err(e) => error_page(c, e),
     }
 }
 
@@ -868,6 +1025,7 @@ impl RightForm {
 }
 
 async fn change_right(
+    c: Ctx<'_>,
     links: &PortalLinks,
     req: Request<hyper::body::Incoming>,
     path: &str,
@@ -875,17 +1033,15 @@ async fn change_right(
     issuer: Issuer,
     r: ExternalRef,
 ) -> Resp {
-    let f = match posted_form(req, csrf).await {
+    let f = match posted_form(c, req, csrf).await {
         Ok(f) => f,
         Err(refused) => return refused,
     };
     let Some(change) = RightForm::parse(path, &f) else {
-        return bare(StatusCode::BAD_REQUEST, "Bad request");
+        return bare(c, StatusCode::BAD_REQUEST, c.t.title_bad_request);
     };
     if !issuer.may(change.method()) {
-        return forbidden(
-            "This link cannot change that; please verify your identity with the organisation.",
-        );
+        return forbidden(c, c.t.cannot_change);
     }
     let done = on_node(links, move |n| {
         let who = issuer.actor();
@@ -898,21 +1054,22 @@ async fn change_right(
     .await;
     match done {
         Ok(_) => see_other("/"),
-        Err(e) => error_page(e),
+        Err(e) => error_page(c, e),
     }
 }
 
 /// A form posted from this page: its fields, or the answer that refuses it (400 for a body that
 /// is not a form, 403 without the session's CSRF token).
 async fn posted_form(
+    c: Ctx<'_>,
     req: Request<hyper::body::Incoming>,
     csrf: &str,
 ) -> Result<HashMap<String, String>, Resp> {
     let Some(f) = read_form(req).await else {
-        return Err(bare(StatusCode::BAD_REQUEST, "Bad request"));
+        return Err(bare(c, StatusCode::BAD_REQUEST, c.t.title_bad_request));
     };
-    if !f.get("csrf").is_some_and(|c| same(c, csrf)) {
-        return Err(forbidden("The form was not sent from this page."));
+    if !f.get("csrf").is_some_and(|x| same(x, csrf)) {
+        return Err(forbidden(c, c.t.not_from_page));
     }
     Ok(f)
 }
@@ -934,20 +1091,24 @@ async fn read_form(req: Request<hyper::body::Incoming>) -> Option<HashMap<String
 async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    let before = Ctx {
+        t: Text::of(language_of(&req, None)),
+        org: &links.org,
+    };
     if method == Method::GET && path == "/" {
-        if let Some(t) = req
+        if let Some(tok) = req
             .uri()
             .query()
             .map(decode_form)
             .and_then(|q| q.get("t").cloned())
         {
-            let Some((sid, _)) = links.open(&t) else {
-                return forbidden("This link has expired or was already used.");
+            let Some((sid, _)) = links.open(&tok) else {
+                return forbidden(before, before.t.link_used);
             };
             let Ok(session) = links.session(&sid) else {
-                return forbidden("This link has expired or was already used.");
+                return forbidden(before, before.t.link_used);
             };
-            let mut resp = consents_page(links, &session).await;
+            let mut resp = consents_page(links, &session, before.t).await;
             if let Ok(v) = http::HeaderValue::from_str(&format!(
                 "{COOKIE}={sid}; Path=/; HttpOnly; Secure; SameSite=Strict"
             )) {
@@ -957,31 +1118,34 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
         }
     }
     let Some(sid) = cookie(&req) else {
-        return forbidden("Please open the link from the app.");
+        return forbidden(before, before.t.open_from_app);
     };
     let session = match links.session(&sid) {
         Ok(s) => s,
-        Err(Refused::Ended) => return forbidden("Your session has ended."),
-        Err(Refused::TooFast) => return too_fast(),
+        Err(Refused::Ended) => return forbidden(before, before.t.session_ended),
+        Err(Refused::TooFast) => return too_fast(before),
     };
+    let language = language_of(&req, Some(&session));
+    if session.language != Some(language) && req.uri().query().is_some_and(|q| q.contains("lang="))
+    {
+        links.set_language(&sid, language);
+    }
+    let t = Text::of(language);
+    let c = Ctx { t, org: &links.org };
     let (r, csrf, issuer) = (
         session.reference.clone(),
         session.csrf.clone(),
         session.issuer.clone(),
     );
     match (method, path.as_str()) {
-        (Method::GET, "/") => consents_page(links, &session).await,
-        (Method::GET, "/export") if !issuer.may("Export") => forbidden(
-            "This link cannot download your data; please verify your identity with the organisation.",
-        ),
-        (Method::POST, "/erase") if !issuer.may("Erase") => forbidden(
-            "This link cannot erase your data; please verify your identity with the organisation.",
-        ),
+        (Method::GET, "/") => consents_page(links, &session, t).await,
+        (Method::GET, "/export") if !issuer.may("Export") => forbidden(c, t.cannot_export),
+        (Method::POST, "/erase") if !issuer.may("Erase") => forbidden(c, t.cannot_erase),
         (Method::GET, "/export") => {
             match on_node(links, move |n| n.export(&issuer.actor(), &r)).await {
-                Err(e) => error_page(e),
+                Err(e) => error_page(c, e),
                 Ok(x) => match serde_json::to_vec_pretty(&x) {
-                    Err(e) => error_page(e),
+                    Err(e) => error_page(c, e),
                     Ok(body) => {
                         let mut resp = respond(StatusCode::OK, "application/json", body);
                         resp.headers_mut().insert(
@@ -994,7 +1158,7 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             }
         }
         (Method::POST, "/consent") => {
-            let f = match posted_form(req, &csrf).await {
+            let f = match posted_form(c, req, &csrf).await {
                 Ok(f) => f,
                 Err(refused) => return refused,
             };
@@ -1005,7 +1169,7 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                     explicit: true,
                 },
                 Some("withdraw") => ConsentChange::Withdraw,
-                _ => return bare(StatusCode::BAD_REQUEST, "Bad request"),
+                _ => return bare(c, StatusCode::BAD_REQUEST, t.title_bad_request),
             };
             let ok_purpose = links.shared.with_node(|n| {
                 n.policy()
@@ -1013,7 +1177,7 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                     .is_some_and(|p| p.legal_basis == LegalBasis::Consent)
             });
             if !ok_purpose {
-                return bare(StatusCode::BAD_REQUEST, "Unknown purpose");
+                return bare(c, StatusCode::BAD_REQUEST, t.title_unknown_purpose);
             }
             let purpose = purpose.to_owned();
             match on_node(links, move |n| {
@@ -1022,20 +1186,18 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             .await
             {
                 Ok(_) => see_other("/"),
-                Err(e) => error_page(e),
+                Err(e) => error_page(c, e),
             }
         }
-        (Method::GET, "/log") if !issuer.may("AccessLog") => forbidden(
-            "This link cannot show your access log; please verify your identity with the organisation.",
-        ),
-        (Method::GET, "/log") => log_page(links, &session).await,
-        (Method::POST, "/review") => review(links, req, &csrf, issuer, r).await,
+        (Method::GET, "/log") if !issuer.may("AccessLog") => forbidden(c, t.cannot_log),
+        (Method::GET, "/log") => log_page(links, &session, t).await,
+        (Method::POST, "/review") => review(c, links, req, &csrf, issuer, r).await,
         (Method::POST, p @ ("/assistance" | "/restriction" | "/objection")) => {
             let p = p.to_owned();
-            change_right(links, req, &p, &csrf, issuer, r).await
+            change_right(c, links, req, &p, &csrf, issuer, r).await
         }
         (Method::POST, "/erase") => {
-            let f = match posted_form(req, &csrf).await {
+            let f = match posted_form(c, req, &csrf).await {
                 Ok(f) => f,
                 Err(refused) => return refused,
             };
@@ -1043,10 +1205,9 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
                 return render(
                     StatusCode::BAD_REQUEST,
                     &Message {
-                        title: "Please confirm",
-                        text: Some("Tick the box to confirm that you want your data erased."),
+                        text: Some(t.confirm_erase),
                         back: true,
-                        ..Message::default()
+                        ..Message::new(c, t.title_confirm)
                     },
                 );
             }
@@ -1059,29 +1220,21 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
             })
             .await;
             match erased {
-                Err(e) => error_page(e),
+                Err(e) => error_page(c, e),
                 Ok(_) => {
                     links.end_all(&r);
-                    closed_page(
-                        "Your data was erased",
-                        "erased",
-                        "We have erased everything we held about you.",
-                    )
+                    closed_page(c, t.title_erased, "erased", t.erased)
                 }
             }
         }
         (Method::POST, "/logout") => {
-            if let Err(refused) = posted_form(req, &csrf).await {
+            if let Err(refused) = posted_form(c, req, &csrf).await {
                 return refused;
             }
             links.end_session(&sid);
-            closed_page(
-                "You are signed out",
-                "signed-out",
-                "This page is closed. Ask the app for a new link to come back.",
-            )
+            closed_page(c, t.title_signed_out, "signed-out", t.signed_out)
         }
-        _ => bare(StatusCode::NOT_FOUND, "Not found"),
+        _ => bare(c, StatusCode::NOT_FOUND, t.title_not_found),
     }
 }
 
@@ -1106,19 +1259,37 @@ mod tests {
         let purposes = [PurposeView {
             id: hostile.to_owned(),
             description: hostile.to_owned(),
+            lang: Some(Language::En),
             given: true,
+            since: Some(hostile.to_owned()),
         }];
         let objectable = [ObjectView {
             id: hostile.to_owned(),
             description: hostile.to_owned(),
+            lang: None,
             objected: false,
         }];
+        let receipts = [ReceiptView {
+            when: hostile.to_owned(),
+            what: hostile.to_owned(),
+            how: "on this page",
+            id: hostile.to_owned(),
+        }];
+        let org = Org {
+            name: Some(hostile.to_owned()),
+            contact: Some(hostile.to_owned()),
+        };
+        let c = Ctx {
+            t: Text::of(Language::ZhTw),
+            org: &org,
+        };
         let levels = [LevelView {
             value: "ai_answers",
             description: "AI answers",
             chosen: true,
         }];
         let page = ConsentsPage {
+            c,
             title: hostile,
             purposes: &purposes,
             csrf: hostile,
@@ -1131,6 +1302,7 @@ mod tests {
             may_object: true,
             objectable: &objectable,
             may_log: true,
+            receipts: &receipts,
         }
         .render()
         .unwrap();
@@ -1145,11 +1317,19 @@ mod tests {
         assert!(page.contains("value=\"ai_answers\" checked"));
         assert!(page.contains("id=\"restricted\"") && page.contains("value=\"lift\""));
         assert!(page.contains("data-objected=\"no\"") && page.contains("value=\"object\""));
+        // In the language asked for, with a switch to every other, and the description that
+        // fell back to English marked as English.
+        assert!(
+            page.starts_with("<!doctype html>\n<html lang=\"zh-TW\">"),
+            "{page}"
+        );
+        assert!(page.contains("撤回我的同意") && page.contains("href=\"/?lang=zh-CN\""));
+        assert!(page.contains("<p lang=\"en\">&#60;script"));
+        assert!(page.contains("id=\"receipts\"") && page.contains("id=\"privacy-contact\""));
         let message = Message {
-            title: "t",
             id: Some("error"),
             text: Some(hostile),
-            ..Message::default()
+            ..Message::new(c, "t")
         }
         .render()
         .unwrap();
@@ -1197,6 +1377,7 @@ mod tests {
             }),
             link_ttl: Duration::from_secs(60),
             session_ttl: Duration::from_secs(60),
+            org: Arc::default(),
         };
         let session = Session {
             reference: person,
@@ -1208,6 +1389,7 @@ mod tests {
             expires: u64::MAX,
             allowance: SESSION_BURST,
             refilled: 0,
+            language: None,
         };
 
         let held = Arc::clone(&links.shared);
@@ -1219,9 +1401,12 @@ mod tests {
             });
         });
         holding.1.recv().unwrap();
-        let view = tokio::time::timeout(Duration::from_secs(10), consents_page(&links, &session))
-            .await
-            .expect("the page view waited for another reader to let go of the node");
+        let view = tokio::time::timeout(
+            Duration::from_secs(10),
+            consents_page(&links, &session, Text::of(Language::En)),
+        )
+        .await
+        .expect("the page view waited for another reader to let go of the node");
         let _ = release.0.send(());
         reader.join().unwrap();
         assert_eq!(view.status(), StatusCode::OK);
