@@ -60,6 +60,10 @@ pub enum Action {
     /// A request about the subject was classified and routed (`Assist.Classify`), reading the
     /// subject's AI-assistance choice; the entry never carries the request's text.
     Assist,
+    /// The register of people's requests was read (`counts.requests`: how many were shown).
+    RegisterRead,
+    /// A person's request in the register was answered (`reason`: `request SEQ: OUTCOME`).
+    RequestAnswer,
     /// An action this version does not know: snake_case ASCII (`[a-z0-9_]+`).
     Other(String),
 }
@@ -82,6 +86,8 @@ const KNOWN_ACTIONS: &[(&str, Action)] = &[
     ("assist", Action::Assist),
     ("rectify", Action::Rectify),
     ("review_request", Action::ReviewRequest),
+    ("register_read", Action::RegisterRead),
+    ("request_answer", Action::RequestAnswer),
 ];
 
 impl Action {

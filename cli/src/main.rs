@@ -9,7 +9,9 @@ mod cmd;
 mod common;
 mod output;
 
-use cmd::{assist, audit, consent, coordinator, demo, node, pki, policy, privacy, subject, train};
+use cmd::{
+    assist, audit, consent, coordinator, demo, node, pki, policy, privacy, register, subject, train,
+};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -98,6 +100,10 @@ enum Command {
     /// A subject's rights over a running node (mutual TLS): consent, export, erase, access log.
     #[command(subcommand)]
     Subject(subject::SubjectCommand),
+    /// The privacy officer's register of people's requests over a running node (mutual TLS):
+    /// list what is open or overdue, answer a request.
+    #[command(subcommand)]
+    Register(register::RegisterCommand),
     /// Ask a running node what a text is about and who should answer it (mutual TLS).
     #[command(subcommand)]
     Assist(assist::AssistCommand),
@@ -126,6 +132,7 @@ fn main() -> ExitCode {
         Command::Consent(cmd) => consent::run(cmd, &out),
         Command::Pki(cmd) => pki::run(cmd, &out),
         Command::Subject(cmd) => subject::run(cmd, &out),
+        Command::Register(cmd) => register::run(cmd, &out),
         Command::Coordinator(cmd) => coordinator::run(cmd, &out),
         Command::Assist(cmd) => assist::run(cmd, &out),
     };

@@ -275,6 +275,61 @@ fn an_operator_restricts_objects_and_sets_the_assistance_level_with_receipts() {
     assert_eq!(shown["ai_assistance"], "ai_suggests");
     assert_eq!(shown["objections"], serde_json::json!(["analytics"]));
     assert_eq!(shown["restricted_since"], serde_json::Value::Null);
+
+    // Each request is in the register, answered at once; none is open or overdue.
+    let requests = |which: &str| -> Vec<serde_json::Value> {
+        serde_json::from_str(&ok(&amble(&[
+            "--json",
+            "node",
+            "requests",
+            "--data-dir",
+            d,
+            "--which",
+            which,
+        ])))
+        .unwrap()
+    };
+    let all = requests("all");
+    let kinds: Vec<&str> = all.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["restriction", "restriction", "objection"],
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .all(|r| r["outcome"] == "done" && r["overdue"] == false)
+    );
+    assert!(requests("overdue").is_empty());
+    let table = ok(&amble(&["node", "requests", "--data-dir", d]));
+    assert!(
+        table.contains("objection") && table.contains("deadline"),
+        "{table}"
+    );
+    let id = all[0]["id"].to_string();
+    let o = amble(&[
+        "node",
+        "answer-request",
+        "--data-dir",
+        d,
+        "--id",
+        &id,
+        "--outcome",
+        "refused",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("answered already"));
+    let o = amble(&[
+        "node",
+        "answer-request",
+        "--data-dir",
+        d,
+        "--id",
+        &id,
+        "--outcome",
+        "maybe",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("outcome \"maybe\" is not usable"));
 }
 
 #[test]

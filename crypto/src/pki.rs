@@ -52,6 +52,9 @@ pub enum Role {
     Admin,
     /// The self-service page's front end, acting for the person signed in to it.
     SubjectPortal,
+    /// The organisation's privacy officer (DPO): keeps the register of people's requests and
+    /// answers those only a person can.
+    PrivacyOfficer,
 }
 
 impl Role {
@@ -64,6 +67,7 @@ impl Role {
         Role::Auditor,
         Role::Admin,
         Role::SubjectPortal,
+        Role::PrivacyOfficer,
     ];
 
     /// The name used in certificates, policy files and logs.
@@ -76,6 +80,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Admin => "admin",
             Role::SubjectPortal => "subject-portal",
+            Role::PrivacyOfficer => "privacy-officer",
         }
     }
 

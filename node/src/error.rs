@@ -81,6 +81,20 @@ pub enum NodeError {
         "field name {0:?} is not usable; name fields with a-z, 0-9 and _ (starting with a letter, at most 64)"
     )]
     BadFieldName(String),
+    /// The register holds no request with this number (`amble node requests` lists them).
+    #[error(
+        "the register holds no request {0}; `amble node requests` lists them with their numbers"
+    )]
+    NoSuchRequest(u64),
+    /// The request was answered already; an answer is final (file a new request to revisit it).
+    #[error("request {0} was answered already; an answer is final")]
+    AlreadyAnswered(u64),
+    /// An outcome that is not one of `done`, `refused`, `upheld`, `changed`, or that does not fit
+    /// the request (only a review is upheld or changed).
+    #[error(
+        "outcome {0:?} is not usable; answer with done or refused, and a review with upheld or changed"
+    )]
+    BadOutcome(String),
     /// A correction that changes nothing (no fields given).
     #[error("the correction names no field; give the fields to correct and their right values")]
     NothingToRectify,
@@ -178,12 +192,15 @@ impl amble_net::ServiceError for NodeError {
         use amble_audit::AuditError;
         use tonic::Code;
         match self {
-            NodeError::UnknownRef | NodeError::UnknownSubject(_) | NodeError::UnknownRecord(_) => {
-                Code::NotFound
-            }
+            NodeError::UnknownRef
+            | NodeError::UnknownSubject(_)
+            | NodeError::UnknownRecord(_)
+            | NodeError::NoSuchRequest(_) => Code::NotFound,
+            NodeError::AlreadyAnswered(_) => Code::FailedPrecondition,
             NodeError::UnknownPurpose(_)
             | NodeError::NotObjectable { .. }
             | NodeError::NotADecision(_)
+            | NodeError::BadOutcome(_)
             | NodeError::NothingToRectify
             | NodeError::BadFieldName(_)
             | NodeError::UnknownName(_)

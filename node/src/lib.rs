@@ -45,6 +45,7 @@ pub mod fault;
 pub mod ingest;
 pub mod needs;
 mod node;
+pub mod register;
 pub mod server;
 mod store;
 mod train;

@@ -8,6 +8,7 @@
 use crate::archive::{
     Appended, Archive, EraseReport, MergeReport, NewRecord, RotateReport, TimeRange,
 };
+use crate::register::RequestKind;
 use crate::{Collection, NodeError, Result};
 pub use amble_audit::Actor;
 use amble_audit::{Action, AuditLog, Clock, Decision as Logged, Entry, EntryDraft, Origin};
@@ -630,9 +631,14 @@ impl Node {
             .reason(format!("{right}={}", if active { "on" } else { "off" }));
         d.purpose = purpose.map(str::to_owned);
         d.policy_version = Some(policy.version());
-        self.audit.append(d)?;
+        let seq = self.audit.append(d)?;
         self.archive.save_consent(&subject, &history)?;
-        self.archive.flush()?;
+        let kind = if info.is_some() {
+            RequestKind::Objection
+        } else {
+            RequestKind::Restriction
+        };
+        self.file_request(actor, seq, &subject, kind, false)?;
         Ok(receipt)
     }
 
@@ -663,8 +669,10 @@ impl Node {
     /// every audit entry that touched them — signed by the node (GDPR Art. 15/20).
     pub fn export(&self, actor: &Actor, r: &ExternalRef) -> Result<SignedExport> {
         let subject = self.archive.subject_of(r)?;
-        self.audit
+        let seq = self
+            .audit
             .append_durable(actor.draft(Action::Export).subject(subject))?;
+        self.file_request(actor, seq, &subject, RequestKind::Access, false)?;
         let records = self.archive.export_subject(&subject)?;
         let history = self.archive.load_consent(&subject)?;
         let access_log: Vec<Entry> = self.audit.entries_for_subject(&subject)?;
@@ -699,12 +707,15 @@ impl Node {
     pub fn erase(&self, actor: &Actor, r: &ExternalRef) -> Result<EraseReport> {
         let subject = self.archive.subject_of(r)?;
         let n = self.archive.count(&subject, None) as u64;
-        self.audit.append_durable(
+        let seq = self.audit.append_durable(
             actor
                 .draft(Action::Erase)
                 .subject(subject)
                 .count("records", n),
         )?;
+        // Filed before the records go: the register keeps the pseudonym only, as the proof
+        // that the request was honoured.
+        self.file_request(actor, seq, &subject, RequestKind::Erasure, false)?;
         let erased = self.archive.erase_subject(&subject);
         // After the records are gone (whether or not all of them went): a round that read the
         // person before now cannot store their embeddings, and no later round can read them.
@@ -740,6 +751,7 @@ impl Node {
                 .subject(subject)
                 .reason(format!("decision {decision}")),
         )?;
+        self.file_request(actor, seq, &subject, RequestKind::Review, true)?;
         Ok(ReviewRequested {
             request: seq,
             decided_at: entry.time,
@@ -772,8 +784,9 @@ impl Node {
             .subject(subject)
             .reason(format!("record {record_id}"));
         d.fields = fields.keys().cloned().collect();
-        self.audit.append_durable(d)?;
+        let seq = self.audit.append_durable(d)?;
         let collection = self.archive.rectify(&subject, record_id, fields)?;
+        self.file_request(actor, seq, &subject, RequestKind::Rectification, false)?;
         // A round that read the old value must not keep its embedding.
         self.embeddings.clear();
         Ok(collection)

@@ -807,5 +807,140 @@ async fn the_app_files_a_review_request_over_grpc_from_the_access_log() {
         .await
         .unwrap_err();
     assert_eq!(agent.code(), Code::PermissionDenied);
+
+    // The review waits in the register for the privacy officer, who alone (with the operator)
+    // may read and answer it.
+    let mut register = pb::register_client::RegisterClient::new(node.channel(&fx, "dpo"));
+    let open = register
+        .list_requests(pb::ListRequestsRequest {
+            filter: "open".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(
+        (open[0].id, open[0].kind.as_str()),
+        (review.request, "review")
+    );
+    assert_eq!(open[0].verified_by, "app:crm");
+    assert!(!open[0].overdue && open[0].answered.is_empty());
+    let app = pb::register_client::RegisterClient::new(node.channel(&fx, "crm"))
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(app.code(), Code::PermissionDenied);
+    let answered = register
+        .answer_request(pb::AnswerRequestRequest {
+            id: review.request,
+            outcome: "upheld".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answered.outcome, "upheld");
+    assert_eq!(answered.answered_by, "privacy-officer:dpo");
+    let again = register
+        .answer_request(pb::AnswerRequestRequest {
+            id: review.request,
+            outcome: "changed".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let none_open = register
+        .list_requests(pb::ListRequestsRequest {
+            filter: "open".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none_open.requests.is_empty());
     node.stop().await;
+}
+
+#[test]
+fn the_register_files_each_request_with_its_deadline_and_shows_an_open_one_overdue_after_a_month() {
+    use amble_node::register::{Filter, Outcome, RequestKind};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::init(dir.path(), None).unwrap();
+    let clock = amble_audit::ManualClock::at(node.now().unix_timestamp() as u64 * 1000);
+    let node = node.with_clock(Arc::new(clock.clone()));
+    prepare(&node, &TEXTS, 6);
+    let desk = Actor::local("desk", Role::Agent);
+    let app = Actor::local("crm", Role::App);
+    let dpo = Actor::local("dpo", Role::PrivacyOfficer);
+    let ann = r(AI_ANSWERS);
+    node.classify(&desk, GREEN, Some(&ann), ClassifyOptions::default())
+        .unwrap();
+    let subject = node.subject_of(&ann).unwrap();
+    let decision = node
+        .audit_log()
+        .entries_for_subject(&subject)
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.action == amble_audit::Action::Assist)
+        .unwrap();
+    node.export(&app, &ann).unwrap();
+    node.set_restriction(&app, &ann, true).unwrap();
+    let review = node.request_review(&app, &ann, decision.seq).unwrap();
+
+    let all = node.requests(&dpo, Filter::All).unwrap();
+    let kinds: Vec<_> = all.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            RequestKind::Access,
+            RequestKind::Restriction,
+            RequestKind::Review
+        ]
+    );
+    for r in &all {
+        assert_eq!(r.subject, subject.to_hex(), "by pseudonym only");
+        assert_eq!(
+            r.deadline,
+            amble_node::register::one_month_after(r.received)
+        );
+        // Each request is the audit entry that recorded it.
+        assert_eq!(node.audit_log().entry(r.id).unwrap().subject, Some(subject));
+    }
+    assert_eq!(
+        all[0].outcome,
+        Some(Outcome::Done),
+        "an export is answered at once"
+    );
+    assert!(node.requests(&dpo, Filter::Overdue).unwrap().is_empty());
+
+    clock.advance(std::time::Duration::from_secs(32 * 24 * 3600));
+    let overdue = node.requests(&dpo, Filter::Overdue).unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].id, review.request);
+    // Only a review is upheld or changed; an answer is final.
+    let wrong = node.answer_request(&dpo, all[0].id, Outcome::Upheld);
+    assert!(matches!(
+        wrong,
+        Err(amble_node::NodeError::AlreadyAnswered(_))
+    ));
+    let answered = node
+        .answer_request(&dpo, review.request, Outcome::Changed)
+        .unwrap();
+    assert!(answered.late() && !answered.overdue(node.now()));
+    assert!(node.requests(&dpo, Filter::Overdue).unwrap().is_empty());
+    let log = node.audit_log().entries_for_subject(&subject).unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(last.action, amble_audit::Action::RequestAnswer);
+    assert_eq!(
+        last.reason.as_deref(),
+        Some(format!("request {}: changed", review.request).as_str())
+    );
+    // Reading the register is itself on the record.
+    let reads = node
+        .audit_log()
+        .entries(..)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == amble_audit::Action::RegisterRead && e.actor == "dpo")
+        .count();
+    assert_eq!(reads, 4);
 }

@@ -417,6 +417,84 @@ async fn an_unused_link_expires() {
     fx.stop().await;
 }
 
+/// The requests the register holds, as the privacy officer sees them.
+async fn register(fx: &Fixture) -> Vec<pb::RegisteredRequest> {
+    pb::register_client::RegisterClient::new(fx.channel("dpo"))
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .requests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_expired_link_or_session_files_no_request() {
+    let fx = Fixture::start_with_portal_ttl(1).await;
+    ArchiveClient::new(fx.channel("crm"))
+        .append(pb::AppendRequest {
+            records: vec![pb::NewRecord {
+                r#ref: REF.into(),
+                collection: "profile".into(),
+                time: "2026-05-01T10:00:00Z".into(),
+                data_json: r#"{"display_name":"Ann"}"#.into(),
+            }],
+        })
+        .await
+        .unwrap();
+    // A forged session cookie, on every form that files a request.
+    let forged = "ab".repeat(32);
+    for (path, form) in [
+        ("/erase", "csrf=x&confirm=yes"),
+        ("/restriction", "csrf=x&action=restrict"),
+        ("/objection", "csrf=x&purpose=analytics&action=object"),
+        ("/review", "csrf=x&decision=1"),
+    ] {
+        let r = request(&fx, Method::POST, path, Some(&forged), Some(form)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    // A link past its expiry opens nothing.
+    let t = link(&fx);
+    fx.clock.advance(std::time::Duration::from_millis(1500));
+    let late = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
+    assert_eq!(late.status, StatusCode::FORBIDDEN);
+    // A session past its end files nothing, even with its own CSRF token.
+    let opened = request(&fx, Method::GET, &format!("/?t={}", link(&fx)), None, None).await;
+    let (sid, token) = (session_cookie(&opened), csrf(&opened.body));
+    fx.clock.advance(std::time::Duration::from_secs(1801));
+    let ended = request(
+        &fx,
+        Method::POST,
+        "/restriction",
+        Some(&sid),
+        Some(&format!("csrf={token}&action=restrict")),
+    )
+    .await;
+    assert_eq!(ended.status, StatusCode::FORBIDDEN);
+    assert!(register(&fx).await.is_empty());
+
+    // A live session does file one, answered at once, vouched for by the link's issuer.
+    let opened = request(&fx, Method::GET, &format!("/?t={}", link(&fx)), None, None).await;
+    let (sid, token) = (session_cookie(&opened), csrf(&opened.body));
+    let done = request(
+        &fx,
+        Method::POST,
+        "/restriction",
+        Some(&sid),
+        Some(&format!("csrf={token}&action=restrict")),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    let filed = register(&fx).await;
+    assert_eq!(filed.len(), 1);
+    assert_eq!(filed[0].kind, "restriction");
+    assert_eq!(filed[0].outcome, "done");
+    assert_eq!(
+        filed[0].verified_by,
+        format!("subject-portal:{OPERATOR_LINK}")
+    );
+    fx.stop().await;
+}
+
 async fn app_link(fx: &Fixture, issuer: &str) -> String {
     SubjectClient::new(fx.channel(issuer))
         .issue_portal_link(pb::SubjectRef { r#ref: REF.into() })

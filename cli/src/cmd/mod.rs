@@ -9,5 +9,6 @@ pub(crate) mod node;
 pub(crate) mod pki;
 pub(crate) mod policy;
 pub(crate) mod privacy;
+pub(crate) mod register;
 pub(crate) mod subject;
 pub(crate) mod train;

@@ -205,6 +205,26 @@ pub(crate) enum NodeCommand {
         #[arg(long)]
         decision: u64,
     },
+    /// The register of people's requests (access, rectification, erasure, restriction,
+    /// objection, review) with their legal deadlines; overdue ones are marked. Audited.
+    Requests {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        /// Which requests.
+        #[arg(long, value_enum, default_value_t = crate::cmd::register::Which::All)]
+        which: crate::cmd::register::Which,
+    },
+    /// Answer an open request of the register: done or refused; a review: upheld or changed.
+    AnswerRequest {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        /// The request's number, as `amble node requests` shows it.
+        #[arg(long)]
+        id: u64,
+        /// done, refused, upheld (a review that keeps the decision) or changed.
+        #[arg(long)]
+        outcome: String,
+    },
     /// Correct fields of one of a subject's records at their request (GDPR Art. 16): each
     /// field given replaces the record's field of that name; the record's id is in the export.
     Rectify {
@@ -508,6 +528,22 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
                     review.request, review.explanation
                 )
             });
+        }
+        NodeCommand::Requests { dir, which } => {
+            let a = dir.open()?;
+            let now = a.now();
+            let list = a.requests(&operator(), which.filter())?;
+            crate::cmd::register::report(
+                out,
+                list.iter()
+                    .map(|r| crate::cmd::register::local_row(r, now))
+                    .collect(),
+            );
+        }
+        NodeCommand::AnswerRequest { dir, id, outcome } => {
+            let a = dir.open()?;
+            let r = a.answer_request(&operator(), id, outcome.parse()?)?;
+            crate::cmd::register::report(out, vec![crate::cmd::register::local_row(&r, a.now())]);
         }
         NodeCommand::Rectify {
             dir,

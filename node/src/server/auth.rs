@@ -13,7 +13,7 @@ use crate::Actor;
 use amble_net::{Gatekeeper, MethodAccess, Role};
 use tonic::Status;
 
-use Role::{Admin, Agent, App, Auditor, Coordinator, SubjectPortal};
+use Role::{Admin, Agent, App, Auditor, Coordinator, PrivacyOfficer, SubjectPortal};
 
 const EVERY_LOCAL_ROLE: &[Role] = &[App, Agent, Auditor, Admin, SubjectPortal];
 
@@ -73,6 +73,8 @@ pub const METHODS: &[MethodAccess] = &[
     local("/amble.v1.Admin/ReloadPolicy", &[Admin]),
     local("/amble.v1.Admin/RotateKey", &[Admin]),
     witnessed("/amble.v1.Admin/Health", EVERY_LOCAL_ROLE),
+    local("/amble.v1.Register/ListRequests", &[PrivacyOfficer, Admin]),
+    local("/amble.v1.Register/AnswerRequest", &[PrivacyOfficer, Admin]),
     local("/amble.v1.Assist/Classify", &[App, Agent]),
     local("/amble.v1.Assist/PredictNeeds", &[App, Agent]),
 ];
@@ -126,7 +128,7 @@ mod tests {
 
     #[test]
     fn every_method_the_node_serves_has_a_role_list() {
-        let served: Vec<String> = ["Archive", "Subject", "Audit", "Admin", "Assist"]
+        let served: Vec<String> = ["Archive", "Subject", "Audit", "Admin", "Register", "Assist"]
             .into_iter()
             .flat_map(amble_proto::method_paths)
             .collect();

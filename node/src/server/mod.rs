@@ -361,6 +361,13 @@ impl Server {
                     .max_encoding_message_size(m),
             )
             .add_service(
+                pb::register_server::RegisterServer::new(services::RegisterService(Arc::clone(
+                    shared,
+                )))
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+            )
+            .add_service(
                 pb::assist_server::AssistServer::new(services::AssistService(Arc::clone(shared)))
                     .max_decoding_message_size(m)
                     .max_encoding_message_size(m),

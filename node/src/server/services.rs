@@ -685,6 +685,76 @@ impl pb::admin_server::Admin for AdminService {
     }
 }
 
+/// `amble.v1.Register`.
+#[derive(Clone)]
+pub struct RegisterService(pub(crate) Arc<Shared>);
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn pb_request(r: &crate::register::Request, now: time::OffsetDateTime) -> pb::RegisteredRequest {
+    pb::RegisteredRequest {
+        id: r.id,
+        subject: r.subject.clone(),
+        kind: r.kind.as_str().into(),
+        received: rfc3339(r.received),
+        verified_by: r.verified_by.clone(),
+        deadline: rfc3339(r.deadline),
+        answered: r.answered.map(rfc3339).unwrap_or_default(),
+        outcome: r.outcome.map(|o| o.as_str().to_owned()).unwrap_or_default(),
+        answered_by: r.answered_by.clone().unwrap_or_default(),
+        overdue: r.overdue(now),
+        late: r.late(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::register_server::Register for RegisterService {
+    async fn list_requests(
+        &self,
+        req: Request<pb::ListRequestsRequest>,
+    ) -> Result<Response<pb::ListRequestsResponse>, Status> {
+        use crate::register::Filter;
+        let actor = actor(&req)?;
+        let filter = match req.get_ref().filter.as_str() {
+            "" | "all" => Filter::All,
+            "open" => Filter::Open,
+            "overdue" => Filter::Overdue,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "filter {other:?} is not one of all, open, overdue"
+                )));
+            }
+        };
+        self.0
+            .run(move |n| {
+                let now = n.now();
+                let list = n.requests(&actor, filter).map_err(status)?;
+                Ok(Response::new(pb::ListRequestsResponse {
+                    requests: list.iter().map(|r| pb_request(r, now)).collect(),
+                }))
+            })
+            .await
+    }
+
+    async fn answer_request(
+        &self,
+        req: Request<pb::AnswerRequestRequest>,
+    ) -> Result<Response<pb::RegisteredRequest>, Status> {
+        let actor = actor(&req)?;
+        let (id, outcome) = (req.get_ref().id, req.get_ref().outcome.clone());
+        self.0
+            .run(move |n| {
+                let outcome = outcome.parse().map_err(status)?;
+                let r = n.answer_request(&actor, id, outcome).map_err(status)?;
+                Ok(Response::new(pb_request(&r, n.now())))
+            })
+            .await
+    }
+}
+
 /// `amble.v1.Assist`.
 #[derive(Clone)]
 pub struct AssistService(pub(crate) Arc<Shared>);

@@ -13,6 +13,8 @@
 //! - `consent`: subject id → sealed consent history
 //! - `tombstones`: subject id → erase time (ms, 8 bytes) ‖ reason
 //! - `models`: trained models (no personal data; weights only)
+//! - `requests`: request number (8) → the register's entry (JSON: pseudonym, kind, times,
+//!   outcome; no personal data)
 //!
 //! and the audit log's own trees, in the same database so that one flush makes entries and
 //! records durable together. Backup and restore (`backup.rs`) see every tree as raw key/value
@@ -110,6 +112,12 @@ pub(crate) trait Store: Send + Sync {
     fn sealed_consent(&self, subject: &SubjectId) -> Result<Option<Bytes>>;
 
     fn put_sealed_consent(&self, subject: &SubjectId, sealed: &[u8]) -> Result<()>;
+
+    /// Files or updates one request of the register under its number.
+    fn put_request(&self, id: u64, value: &[u8]) -> Result<()>;
+
+    /// The register, by number.
+    fn requests(&self) -> Result<Vec<Bytes>>;
 
     /// Makes every write so far durable.
     fn flush(&self) -> Result<()>;

@@ -37,6 +37,7 @@ pub(crate) struct SledStore {
     consent: Tree,
     tombstones: Tree,
     models: Tree,
+    requests: Tree,
 }
 
 fn abort(e: NodeError) -> ConflictableTransactionError<NodeError> {
@@ -81,6 +82,7 @@ impl SledStore {
             consent: db.open_tree("consent")?,
             tombstones: db.open_tree("tombstones")?,
             models: db.open_tree("models")?,
+            requests: db.open_tree("requests")?,
             db,
         })
     }
@@ -127,6 +129,19 @@ impl Store for SledStore {
     fn put_sealed_consent(&self, subject: &SubjectId, sealed: &[u8]) -> Result<()> {
         self.consent.insert(subject.as_bytes(), sealed)?;
         Ok(())
+    }
+
+    fn put_request(&self, id: u64, value: &[u8]) -> Result<()> {
+        self.requests.insert(id.to_be_bytes(), value)?;
+        Ok(())
+    }
+
+    fn requests(&self) -> Result<Vec<Bytes>> {
+        self.requests
+            .iter()
+            .values()
+            .map(|v| Ok(Bytes::new(v?)))
+            .collect()
     }
 
     /// Makes every write so far durable.

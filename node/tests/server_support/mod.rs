@@ -30,8 +30,9 @@ use tonic::transport::Channel;
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// Clients every fixture has: name → role.
-pub const CLIENTS: [(&str, &str); 5] = [
+pub const CLIENTS: [(&str, &str); 6] = [
     ("crm", "app"),
+    ("dpo", "privacy-officer"),
     ("auditor-1", "auditor"),
     ("portal", "subject-portal"),
     ("ops", "admin"),

@@ -586,6 +586,7 @@ fn plain(t: &Text, e: &amble_audit::Entry, policy: &amble_policy::Policy) -> Str
         Action::Train => (t.trained)(p),
         Action::Assist => t.routed.to_owned(),
         Action::ReviewRequest => t.review_requested.to_owned(),
+        Action::RequestAnswer => t.request_answered.to_owned(),
         Action::Rectify => t.rectified.to_owned(),
         Action::Export => t.exported.to_owned(),
         Action::PortalLink => t.link_issued.to_owned(),

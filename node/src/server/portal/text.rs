@@ -99,8 +99,8 @@ pub(super) struct Text {
     pub(super) by: &'static str,
     pub(super) ask_review: &'static str,
     /// Kinds of reader: agent, app, the person on this page, admin, auditor, the node's
-    /// training, the coordinator, anyone else.
-    pub(super) readers: [&'static str; 8],
+    /// training, the coordinator, the privacy officer, anyone else.
+    pub(super) readers: [&'static str; 9],
     pub(super) read_for: fn(&str) -> String,
     pub(super) looked_up: fn(&str) -> String,
     pub(super) appended: &'static str,
@@ -108,6 +108,7 @@ pub(super) struct Text {
     pub(super) trained: fn(&str) -> String,
     pub(super) routed: &'static str,
     pub(super) review_requested: &'static str,
+    pub(super) request_answered: &'static str,
     pub(super) rectified: &'static str,
     pub(super) exported: &'static str,
     pub(super) link_issued: &'static str,
@@ -163,7 +164,8 @@ impl Text {
             "auditor" => 4,
             "node" => 5,
             "coordinator" => 6,
-            _ => 7,
+            "privacy-officer" => 7,
+            _ => 8,
         };
         self.readers[i]
     }
@@ -378,6 +380,7 @@ static EN: Text = Text {
         "an auditor",
         "the organisation's own training",
         "the federation's coordinator",
+        "the privacy officer",
         "the organisation",
     ],
     read_for: |p| format!("your data was read: {p}"),
@@ -387,6 +390,7 @@ static EN: Text = Text {
     trained: |p| format!("your data was used to train a model: {p}"),
     routed: "your request was routed automatically",
     review_requested: "you asked a person to review a decision",
+    request_answered: "your request was answered",
     rectified: "a record was corrected at your request",
     exported: "a copy of your data was exported for you",
     link_issued: "a link to this page was issued",
@@ -504,6 +508,7 @@ static ZH_CN: Text = Text {
         "审计员",
         "本机构自己的模型训练",
         "联邦协调方",
+        "个人信息保护负责人",
         "本机构",
     ],
     read_for: |p| format!("您的数据被读取：{p}"),
@@ -513,6 +518,7 @@ static ZH_CN: Text = Text {
     trained: |p| format!("您的数据被用于训练模型：{p}"),
     routed: "您的请求被自动分派",
     review_requested: "您请工作人员复核了一项决定",
+    request_answered: "您的请求已得到答复",
     rectified: "应您的要求更正了一条记录",
     exported: "为您导出了一份数据副本",
     link_issued: "签发了一个访问本页面的链接",
@@ -630,6 +636,7 @@ static ZH_TW: Text = Text {
         "稽核人員",
         "本機構自己的模型訓練",
         "聯邦協調方",
+        "個人資料保護負責人",
         "本機構",
     ],
     read_for: |p| format!("您的資料被讀取：{p}"),
@@ -639,6 +646,7 @@ static ZH_TW: Text = Text {
     trained: |p| format!("您的資料被用於訓練模型：{p}"),
     routed: "您的請求被自動分派",
     review_requested: "您請工作人員複核了一項決定",
+    request_answered: "您的請求已獲得答覆",
     rectified: "應您的要求更正了一筆紀錄",
     exported: "為您匯出了一份資料副本",
     link_issued: "簽發了一個存取本頁面的連結",
