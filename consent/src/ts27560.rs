@@ -64,10 +64,10 @@ pub fn to_ts27560_at(
         if let Some(u) = e.valid_until {
             v["validUntil"] = json!(rfc3339(u));
         }
-        v
+        (e.at, v)
     });
     let assistance_events = history.assistance_events().iter().map(|e| {
-        json!({
+        let v = json!({
             "eventType": "amble:AIAssistanceLevelSet",
             "aiAssistance": e.level.as_str(),
             "time": rfc3339(e.at),
@@ -75,10 +75,37 @@ pub fn to_ts27560_at(
             "recordedBy": e.actor,
             "policyVersion": e.policy_version,
             "receiptId": e.receipt_id,
-        })
+        });
+        (e.at, v)
     });
-    let mut events: Vec<Value> = consent_events.chain(assistance_events).collect();
-    events.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
+    let right_events = history.right_events().iter().map(|e| {
+        let event = match (e.right, e.active) {
+            (crate::Right::Restriction, true) => "amble:RestrictionRequested",
+            (crate::Right::Restriction, false) => "amble:RestrictionLifted",
+            (crate::Right::Objection, true) => "amble:ObjectionRaised",
+            (crate::Right::Objection, false) => "amble:ObjectionWithdrawn",
+        };
+        let mut v = json!({
+            "eventType": event,
+            "time": rfc3339(e.at),
+            "method": e.method.as_str(),
+            "recordedBy": e.actor,
+            "policyVersion": e.policy_version,
+            "receiptId": e.receipt_id,
+        });
+        if let Some(p) = &e.purpose {
+            v["purpose"] = json!(p);
+        }
+        (e.at, v)
+    });
+    // In time order by the instants themselves: RFC 3339 text with a varying number of
+    // fractional digits does not sort as text ("…48Z" after "…48.5Z").
+    let mut events: Vec<(OffsetDateTime, Value)> = consent_events
+        .chain(assistance_events)
+        .chain(right_events)
+        .collect();
+    events.sort_by_key(|(at, _)| *at);
+    let events: Vec<Value> = events.into_iter().map(|(_, v)| v).collect();
     json!({
         "header": {
             "schema": "ISO/IEC TS 27560:2023",
@@ -102,5 +129,12 @@ pub fn to_ts27560_at(
         ],
         "events": events,
         "aiAssistance": history.ai_assistance(now).as_str(),
+        "restrictedSince": history.restricted(now).map(rfc3339),
+        "objections": history
+            .right_events()
+            .iter()
+            .filter_map(|e| e.purpose.as_deref())
+            .filter(|p| history.objected(p, now).is_some())
+            .collect::<std::collections::BTreeSet<_>>(),
     })
 }

@@ -442,6 +442,49 @@ fn ts27560_export_lists_events_states_and_parties() {
     assert_eq!(v["aiAssistance"], "human_only");
 }
 
+#[test]
+fn ts27560_export_carries_restrictions_and_objections_in_the_order_they_happened() {
+    let mut fx = Fx::new();
+    let analytics = purpose("analytics", false);
+    let issuer = Fx::issuer(&fx.key);
+    // A whole second, then a fraction of the same second: as text "…:01Z" sorts after
+    // "…:01.5Z", as instants it comes first.
+    fx.h.set_restriction(
+        &issuer,
+        &subject(),
+        true,
+        rec(datetime!(2026-11-01 0:00:01 UTC)),
+    )
+    .unwrap();
+    fx.h.set_objection(
+        &issuer,
+        &subject(),
+        &analytics,
+        true,
+        rec(datetime!(2026-11-01 0:00:01.5 UTC)),
+    )
+    .unwrap();
+    let v = to_ts27560_at(
+        &fx.h,
+        &subject(),
+        &controller(),
+        datetime!(2026-11-04 0:00 UTC),
+    );
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["amble:RestrictionRequested", "amble:ObjectionRaised"]
+    );
+    assert_eq!(v["events"][1]["purpose"], "analytics");
+    assert_eq!(v["restrictedSince"], "2026-11-01T00:00:01Z");
+    assert_eq!(v["objections"], json!(["analytics"]));
+}
+
 thread_local! {
     static RECEIPT: (std::rc::Rc<SigningKey>, Vec<u8>) = {
         let (k, b) = a_receipt();

@@ -140,7 +140,6 @@ pub struct Node {
     policy_path: PathBuf,
     signer: SigningKey,
     origin: String,
-    controller: Controller,
     /// Held by consent changes and by a training run from reading consent until its audit
     /// entries are written: a withdrawal lands either wholly before a run (the person is
     /// left out) or wholly after it (the run's entries precede the withdrawal in the log).
@@ -205,15 +204,24 @@ impl Node {
             consent_gate: std::sync::Mutex::new(()),
             embeddings: amble_learn::model::EmbeddingCache::new(),
             clock: amble_audit::clock::system(),
-            controller: Controller {
-                pii_controller: "the organisation operating this amble node".into(),
+        })
+    }
+
+    /// Who receipts and exports name as responsible: the policy's `[controller]`, or, without
+    /// one, a placeholder that says so (`amble policy check` warns about it).
+    pub fn controller(&self) -> Controller {
+        self.policy()
+            .controller()
+            .cloned()
+            .unwrap_or_else(|| Controller {
+                pii_controller:
+                    "the organisation operating this amble node (not named in its policy)".into(),
                 contact: "its data protection officer".into(),
                 address: "see the organisation's privacy notice".into(),
                 email: "privacy@invalid".into(),
                 phone: "n/a".into(),
                 pii_controller_url: None,
-            },
-        })
+            })
     }
 
     /// The node, reading time from `clock` (consent expiry, policy decisions, time stamps,
@@ -474,13 +482,15 @@ impl Node {
     }
 
     fn issuer(&self) -> ReceiptIssuer<'_> {
+        let policy = self.policy();
         ReceiptIssuer::new(
             &self.signer,
-            self.controller.clone(),
-            "EU",
-            "https://invalid/privacy",
+            self.controller(),
+            policy.jurisdiction().unwrap_or("EU"),
+            policy.privacy_notice().unwrap_or("https://invalid/privacy"),
             "amble",
         )
+        .with_language(policy.language().as_str())
     }
 
     /// Who records a change in a consent history, how and when, under `policy`.
@@ -679,7 +689,7 @@ impl Node {
         let document = serde_json::json!({
             "schema": crate::archive::EXPORT_SCHEMA,
             "archive": records,
-            "consent": amble_consent::to_ts27560(&history, &subject, &self.controller),
+            "consent": amble_consent::to_ts27560_at(&history, &subject, &self.controller(), self.now()),
             "access_log": access_log,
         });
         let bytes = amble_consent::canonical_json(&document);

@@ -354,3 +354,95 @@ fn an_export_with_fractions_is_signed_over_its_rfc_8785_form_and_inexact_integer
     let key = amble_crypto::VerifyingKey::from_base64(&signed.signature.public_key).unwrap();
     assert!(key.verify(&msg, &sig).is_ok());
 }
+
+/// The export as documented: `docs/export-v1.schema.json` (JSON Schema 2020-12, every object
+/// closed) accepts an export holding every kind of record, event and entry, and refuses one
+/// with a field it does not describe — so the schema lists every field, and nothing more.
+#[test]
+fn an_export_with_everything_in_it_matches_its_published_schema_field_by_field() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/export-v1.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::init(dir.path(), None).unwrap();
+    let p = r("phone:+15550101");
+    for (c, data) in [
+        (
+            Collection::Profile,
+            serde_json::json!({"display_name": "Ann", "birth_year": 1988}),
+        ),
+        (
+            Collection::LifeStage,
+            serde_json::json!({"stage": "new parent", "tags": ["parent"]}),
+        ),
+        (
+            Collection::Goals,
+            serde_json::json!({"goal": "save", "target_amount": 60000}),
+        ),
+        (
+            Collection::Events,
+            serde_json::json!({"kind": "card_ordered", "amount": 12.5}),
+        ),
+        (
+            Collection::Interactions,
+            serde_json::json!({"channel": "chat", "text": "hi"}),
+        ),
+        (
+            Collection::Health,
+            serde_json::json!({"accessibility_needs": "large print"}),
+        ),
+    ] {
+        n.append(&op(), &p, &rec(c, 1, data)).unwrap();
+    }
+    let give = |purpose: &str, valid_until| {
+        n.change_consent(
+            &op(),
+            &p,
+            purpose,
+            amble_node::ConsentChange::Give {
+                valid_until,
+                explicit: valid_until.is_none(),
+            },
+        )
+        .unwrap();
+    };
+    give("personalisation", None);
+    give("train.intent", Some(n.now() + time::Duration::days(30)));
+    n.change_consent(
+        &op(),
+        &p,
+        "personalisation",
+        amble_node::ConsentChange::Withdraw,
+    )
+    .unwrap();
+    n.set_ai_assistance(&op(), &p, amble_consent::AssistanceLevel::AiSuggests)
+        .unwrap();
+    n.set_restriction(&op(), &p, true).unwrap();
+    n.set_restriction(&op(), &p, false).unwrap();
+    n.set_objection(&op(), &p, "analytics", true).unwrap();
+    let agent = Actor::local("desk", Role::Agent);
+    n.read(&agent, &p, "personalisation", amble_node::TimeRange::ALL)
+        .unwrap();
+    let profile = export(&n, &p).unwrap()["records"]["profile"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let mut fix = serde_json::Map::new();
+    fix.insert("display_name".into(), "Anne".into());
+    n.rectify(&op(), &p, profile, &fix).unwrap();
+
+    let signed = serde_json::to_value(n.export(&op(), &p).unwrap()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&signed)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let events = signed["document"]["consent"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 7, "every recorded change is in the export");
+
+    let mut extra = signed.clone();
+    extra["document"]["consent"]["header"]["note"] = "not in the format".into();
+    assert!(!validator.is_valid(&extra), "the schema is closed");
+    let mut wrong = signed;
+    wrong["document"]["archive"]["subject"] = "phone:+15550101".into();
+    assert!(!validator.is_valid(&wrong), "a subject is a pseudonym");
+}

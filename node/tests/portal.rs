@@ -1026,10 +1026,11 @@ async fn the_page_speaks_the_browser_s_language_and_keeps_the_one_the_person_pic
     assert!(page.contains("<h1>您的資料與您的選擇</h1>"));
     // The policy's own translation of each purpose, the organisation and its privacy contact.
     assert!(page.contains("為了向您推薦適合您人生階段和目標的產品與建議。"));
-    assert!(
-        page.contains("Example Bank")
-            && page.contains("關於您資料的問題，請聯絡： privacy@bank.example")
-    );
+    // The controller from the policy's [controller], at the head and the foot.
+    assert!(page.contains("<p class=\"org\" id=\"organisation\">Example Bank Co., Ltd.</p>"));
+    assert!(page.contains(
+        "關於您資料的問題，請聯絡： Data Protection Officer, privacy@bank.example, +86 21 0000 0000"
+    ));
     let sid = session_cookie(&first);
 
     let form = format!("csrf={}&purpose=personalisation&action=give", csrf(page));

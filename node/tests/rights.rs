@@ -116,6 +116,18 @@ fn a_restriction_stops_reads_needs_and_training_until_it_is_lifted() {
     ));
 
     let receipt = node.set_restriction(&op(), &ann, true).unwrap();
+    // The receipt names the controller the policy names, where it is established, and its
+    // notice, in the language the policy's texts are written in.
+    let text = String::from_utf8_lossy(receipt.bytes()).into_owned();
+    for said in [
+        "Example Bank Co., Ltd.",
+        "privacy@bank.example",
+        "\"jurisdiction\":\"CN\"",
+        "https://bank.example/privacy",
+        "\"language\":\"en\"",
+    ] {
+        assert!(text.contains(said), "{said} not in {text}");
+    }
     let receipt = verify_receipt(receipt.bytes(), &node.signing_key().verifying_key()).unwrap();
     assert_eq!(receipt.amble_event.event, "restriction");
     // A direct read (Archive.Read), for a contract purpose and a consented one.
@@ -206,7 +218,7 @@ fn a_rectified_record_replaces_the_old_value_everywhere_and_the_log_names_only_t
     let node = Node::init(dir.path(), None).unwrap();
     let ann = person(7);
     let serde_json::Value::Object(data) =
-        serde_json::json!({"birth_year": 1987, "city": "Shanghai", "display_name": "Ann"})
+        serde_json::json!({"birth_year": 1987, "city": "Chengdu", "display_name": "Ann"})
     else {
         unreachable!()
     };
@@ -230,7 +242,7 @@ fn a_rectified_record_replaces_the_old_value_everywhere_and_the_log_names_only_t
 
     let export = serde_json::to_string(&node.export(&op(), &ann).unwrap().document).unwrap();
     assert!(
-        export.contains("Hangzhou") && !export.contains("Shanghai"),
+        export.contains("Hangzhou") && !export.contains("Chengdu"),
         "{export}"
     );
     assert!(export.contains("1987"), "the other fields stay");

@@ -171,6 +171,11 @@ pub struct Policy {
     pub(crate) retention: BTreeMap<Collection, Retention>,
     pub(crate) automation: Automation,
     pub(crate) language: Language,
+    pub(crate) controller: Option<amble_consent::Controller>,
+    /// Where the controller is established (`CN`, `DE`…), for receipts.
+    pub(crate) jurisdiction: Option<String>,
+    /// The organisation's privacy notice (a URL), for receipts.
+    pub(crate) privacy_notice: Option<String>,
 }
 
 // ---- the file as written -------------------------------------------------------------------
@@ -190,6 +195,23 @@ struct RawPolicy {
     automation: Option<RawAutomation>,
     /// The language the purposes' `description`s are written in (default `en`).
     language: Option<Spanned<String>>,
+    /// Who is responsible for the processing, as receipts, exports and the page name them.
+    controller: Option<Spanned<RawController>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawController {
+    name: Spanned<String>,
+    contact: Spanned<String>,
+    address: Spanned<String>,
+    email: Spanned<String>,
+    phone: Spanned<String>,
+    url: Option<Spanned<String>>,
+    /// Where the controller is established: an ISO 3166 code (`CN`) or `EU`.
+    jurisdiction: Option<Spanned<String>>,
+    /// The privacy notice's URL.
+    privacy_notice: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -361,6 +383,21 @@ impl Policy {
         self.version
     }
 
+    /// Where the controller is established (`[controller] jurisdiction`), if the policy says.
+    pub fn jurisdiction(&self) -> Option<&str> {
+        self.jurisdiction.as_deref()
+    }
+
+    /// The privacy notice's URL (`[controller] privacy_notice`), if the policy says.
+    pub fn privacy_notice(&self) -> Option<&str> {
+        self.privacy_notice.as_deref()
+    }
+
+    /// Who is responsible for the processing (`[controller]`), if the policy says.
+    pub fn controller(&self) -> Option<&amble_consent::Controller> {
+        self.controller.as_ref()
+    }
+
     /// The language the purposes' descriptions are written in (`language`, default `en`).
     pub fn language(&self) -> Language {
         self.language
@@ -448,6 +485,11 @@ fn build(raw: RawPolicy, source: &str, ck: &mut Checker<'_>) -> Option<Policy> {
         Some(l) => ck.parse_enum::<Language>(l).unwrap_or(Language::En),
         None => Language::En,
     };
+    let controller = raw.controller.as_ref().map(|c| controller(ck, c.get_ref()));
+    let optional = |v: Option<&Spanned<String>>| v.map(|s| s.get_ref().trim().to_owned());
+    let raw_controller = raw.controller.as_ref().map(|c| c.get_ref());
+    let jurisdiction = optional(raw_controller.and_then(|c| c.jurisdiction.as_ref()));
+    let privacy_notice = optional(raw_controller.and_then(|c| c.privacy_notice.as_ref()));
 
     // Regions.
     let mut regions = BTreeMap::new();
@@ -719,7 +761,40 @@ fn build(raw: RawPolicy, source: &str, ck: &mut Checker<'_>) -> Option<Policy> {
         retention,
         automation,
         language,
+        controller,
+        jurisdiction,
+        privacy_notice,
     })
+}
+
+/// The `[controller]` table, each value trimmed and none empty.
+fn controller(ck: &mut Checker<'_>, c: &RawController) -> amble_consent::Controller {
+    let mut field = |what: &str, v: &Spanned<String>| {
+        let text = v.get_ref().trim().to_owned();
+        if text.is_empty() {
+            ck.at_span(
+                v.span(),
+                format!("controller {what} is empty; receipts and exports give it to people, so fill it in"),
+            );
+        }
+        text
+    };
+    let controller = amble_consent::Controller {
+        pii_controller: field("name", &c.name),
+        contact: field("contact", &c.contact),
+        address: field("address", &c.address),
+        email: field("email", &c.email),
+        phone: field("phone", &c.phone),
+        pii_controller_url: c.url.as_ref().map(|u| field("url", u)),
+    };
+    let email = &controller.email;
+    if !email.is_empty() && (!email.contains('@') || email.contains(char::is_whitespace)) {
+        ck.at_span(
+            c.email.span(),
+            format!("controller email {email:?} is not an e-mail address"),
+        );
+    }
+    controller
 }
 
 fn field_rule(

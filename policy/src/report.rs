@@ -155,16 +155,32 @@ impl Policy {
     }
 
     /// The record of processing activities (GDPR Art. 30) as Markdown, for
-    /// `amble policy ropa FILE`. Controller details are the organisation's to add.
+    /// `amble policy ropa FILE`, with the controller from `[controller]` (or a line asking
+    /// for it).
     pub fn ropa_markdown(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "# Record of processing activities (GDPR Art. 30)\n");
         let _ = writeln!(
             o,
-            "Generated from policy `{}`, version {}. Controller name and contact details, and the \
-             data protection officer, are to be added by the organisation.\n",
+            "Generated from policy `{}`, version {}.\n",
             self.source, self.version
         );
+        match &self.controller {
+            Some(c) => {
+                let _ = writeln!(
+                    o,
+                    "**Controller (Art. 30(1)(a)):** {}, {}. Contact: {}, {}, {}.\n",
+                    c.pii_controller, c.address, c.contact, c.email, c.phone
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "**Controller (Art. 30(1)(a)):** not in the policy; add a `[controller]` table \
+                     (name, contact, address, email, phone).\n"
+                );
+            }
+        }
         let _ = writeln!(o, "## Processing activities\n");
         let _ = writeln!(
             o,

@@ -39,6 +39,7 @@ pub(crate) fn run(cmd: PolicyCommand, out: &Output) -> Result<ExitCode> {
             out.report(
                 &serde_json::json!({"file": file, "version": p.version(),
                     "language": p.language().as_str(),
+                    "controller": p.controller().map(|c| c.pii_controller.clone()),
                     "purposes": p.purposes().map(|x| x.id.clone()).collect::<Vec<_>>(),
                     "fallbacks": fallbacks.iter().map(|f| serde_json::json!({
                         "purpose": f.purpose, "language": f.wanted.as_str(),
@@ -50,6 +51,13 @@ pub(crate) fn run(cmd: PolicyCommand, out: &Output) -> Result<ExitCode> {
                         p.version(),
                         p.summary_table()
                     );
+                    if p.controller().is_none() {
+                        text.push_str(
+                            "\nThe policy names no [controller]: receipts, exports and the \
+                             self-service page will name a placeholder. Add one (name, contact, \
+                             address, email, phone).\n",
+                        );
+                    }
                     if !fallbacks.is_empty() {
                         text.push_str(
                             "\nNot every description is translated; the self-service page falls \

@@ -154,8 +154,6 @@ impl Fixture {
                 key: certs.join("node-1.key"),
                 link_ttl_secs,
                 session_ttl_secs: 1800,
-                organisation: Some("Example Bank".into()),
-                privacy_contact: Some("privacy@bank.example".into()),
             }),
             federation: None,
             metrics: Some(MetricsConfig {

@@ -67,13 +67,6 @@ pub struct PortalConfig {
     /// How long a session opened by a link lasts.
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
-    /// The organisation's name, at the top of every page.
-    #[serde(default)]
-    pub organisation: Option<String>,
-    /// How a person reaches the organisation's privacy officer (an address, a phone number),
-    /// at the foot of every page.
-    #[serde(default)]
-    pub privacy_contact: Option<String>,
 }
 
 fn default_link_ttl() -> u64 {
@@ -160,15 +153,26 @@ pub struct PortalLinks {
     session_ttl: Duration,
     /// The node's clock: links and sessions expire by it.
     clock: Arc<dyn Clock>,
-    /// Who the page speaks for.
-    org: Arc<Org>,
 }
 
-/// The organisation the page speaks for, from `[portal]`.
+/// The organisation the page speaks for: the controller in the node's policy.
 #[derive(Default)]
 struct Org {
     name: Option<String>,
     contact: Option<String>,
+}
+
+impl Org {
+    /// The policy's `[controller]`; nothing when it names none (the page then shows neither).
+    fn of(links: &PortalLinks) -> Org {
+        links.shared.with_node(|n| match n.policy().controller() {
+            Some(c) => Org {
+                name: Some(c.pii_controller.clone()),
+                contact: Some(format!("{}, {}, {}", c.contact, c.email, c.phone)),
+            },
+            None => Org::default(),
+        })
+    }
 }
 
 fn token() -> Result<String, ServerError> {
@@ -339,10 +343,6 @@ impl Portal {
                 shared,
                 link_ttl: Duration::from_secs(c.link_ttl_secs.max(1)),
                 session_ttl: Duration::from_secs(c.session_ttl_secs.max(1)),
-                org: Arc::new(Org {
-                    name: c.organisation.clone(),
-                    contact: c.privacy_contact.clone(),
-                }),
             },
         })
     }
@@ -784,7 +784,8 @@ async fn consents_page(links: &PortalLinks, session: &Session, t: &'static Text)
         session.csrf.clone(),
         session.issuer.clone(),
     );
-    let c = Ctx { t, org: &links.org };
+    let org = Org::of(links);
+    let c = Ctx { t, org: &org };
     let (may_export, may_erase) = (issuer.may("Export"), issuer.may("Erase"));
     let may_assist = issuer.may("SetAssistance");
     let (may_restrict, may_object) = (issuer.may("SetRestriction"), issuer.may("SetObjection"));
@@ -917,7 +918,8 @@ async fn log_page(links: &PortalLinks, session: &Session, t: &'static Text) -> R
         session.csrf.clone(),
         session.issuer.clone(),
     );
-    let c = Ctx { t, org: &links.org };
+    let org = Org::of(links);
+    let c = Ctx { t, org: &org };
     let may_review = issuer.may("RequestReview");
     let result = on_node(links, move |n| {
         let entries = n.access_log(&issuer.actor(), &r)?;
@@ -1092,9 +1094,10 @@ async fn read_form(req: Request<hyper::body::Incoming>) -> Option<HashMap<String
 async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    let org = Org::of(links);
     let before = Ctx {
         t: Text::of(language_of(&req, None)),
-        org: &links.org,
+        org: &org,
     };
     if method == Method::GET && path == "/" {
         if let Some(tok) = req
@@ -1132,7 +1135,8 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
         links.set_language(&sid, language);
     }
     let t = Text::of(language);
-    let c = Ctx { t, org: &links.org };
+    let org = Org::of(links);
+    let c = Ctx { t, org: &org };
     let (r, csrf, issuer) = (
         session.reference.clone(),
         session.csrf.clone(),
@@ -1378,7 +1382,6 @@ mod tests {
             }),
             link_ttl: Duration::from_secs(60),
             session_ttl: Duration::from_secs(60),
-            org: Arc::default(),
         };
         let session = Session {
             reference: person,
