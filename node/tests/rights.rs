@@ -1,6 +1,6 @@
 //! Restriction (GDPR Art. 18) and objection (Art. 21) at the node's read paths: a direct read
-//! (what `Archive.Read` serves) and training (the central run and every federated round read
-//! people through the same function). `Assist.PredictNeeds` is covered in `needs.rs`. Each
+//! (what `Archive.Read` serves) and training (the central run and a federated round, which
+//! read people through the same function). `Assist.PredictNeeds` is covered in `needs.rs`. Each
 //! change is audited and answered with a signed receipt.
 // Test code: a failed unwrap is a failed test, and its helpers are `pub` for the test modules.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
@@ -102,6 +102,31 @@ fn budget() -> Budget {
     }
 }
 
+/// A federation's model before its first round.
+fn global() -> amble_learn::model::IntentModel {
+    amble_learn::model::IntentModel::initial(
+        vec!["card_arrival".into(), "lost_or_stolen_card".into()],
+        amble_learn::model::FeatureConfig::sentence(),
+        0.0,
+    )
+    .unwrap()
+}
+
+/// Round `n` of plain federated training (no DP: the ledger is not what is tested here).
+fn round_task(n: u64) -> amble_node::RoundTask {
+    amble_node::RoundTask {
+        round: n,
+        base_version: n - 1,
+        training: amble_learn::federation::LocalTraining::Plain {
+            epochs: 1,
+            learning_rate: 0.5,
+            decay: 0.0,
+            l2: 0.0,
+        },
+        clip_bound: 100.0,
+    }
+}
+
 #[test]
 fn a_restriction_stops_reads_needs_and_training_until_it_is_lifted() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,6 +166,23 @@ fn a_restriction_stops_reads_needs_and_training_until_it_is_lifted() {
         .train_intent(&trainer, &cfg, budget(), &rows(), None)
         .unwrap();
     assert_eq!((run.subjects_used, run.subjects_refused), (5, 1));
+    // So does a federated round, which reads people through the same decision: no `train`
+    // entry of the round names the restricted person.
+    let round = node
+        .train_round(&trainer, &global(), &round_task(1), budget())
+        .unwrap()
+        .1;
+    assert_eq!((round.subjects_used, round.subjects_refused), (5, 1));
+    let subject = node.subject_of(&ann).unwrap();
+    let trained = |node: &Node| {
+        node.audit_log()
+            .entries_for_subject(&subject)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == Action::Train && e.counts.contains_key("round"))
+            .count()
+    };
+    assert_eq!(trained(&node), 0);
     // Asking twice changes nothing and says so.
     assert!(matches!(
         node.set_restriction(&op(), &ann, true),
@@ -158,6 +200,12 @@ fn a_restriction_stops_reads_needs_and_training_until_it_is_lifted() {
         .train_intent(&trainer, &cfg, budget(), &rows(), None)
         .unwrap();
     assert_eq!(run.subjects_used, 6);
+    let round = node
+        .train_round(&trainer, &global(), &round_task(2), budget())
+        .unwrap()
+        .1;
+    assert_eq!(round.subjects_used, 6);
+    assert_eq!(trained(&node), 1, "lifted, the person is in the next round");
 
     // Both changes are in the person's own access log.
     let subject = node.subject_of(&ann).unwrap();
