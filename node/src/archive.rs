@@ -617,11 +617,42 @@ impl Archive {
             data.insert(name.clone(), value.clone());
         }
         check_record_numbers(&data)?;
-        let plain = amble_crypto::Plaintext::new(
+        let corrected = amble_crypto::Plaintext::new(
             serde_json::to_vec(&data).map_err(|e| NodeError::Corrupt(e.to_string()))?,
         );
+        // The corrected record and everything else of the person's is sealed under a new data
+        // key, in one atomic write: the old value, wherever the storage engine still keeps its
+        // bytes, stays under a key that no longer exists in the archive (and, once the master
+        // key is rotated, in no key file either).
+        let new_dek = DataKey::generate(dek.version().wrapping_add(1))?;
+        let wrapped = self.keyring.wrap(subject, &new_dek)?;
+        let mut resealed = Vec::new();
+        for k in self.store.subject_record_keys(subject)? {
+            let Some(sealed) = self.store.get_record(&k)? else {
+                continue;
+            };
+            let rid = k.aad_id();
+            let aad = RecordAad {
+                subject: &k.subject,
+                collection: k.collection.as_str(),
+                record_id: &rid,
+            };
+            let resealed_record = if k.id == record_id {
+                seal_record(&new_dek, &k, corrected.as_bytes())?
+            } else {
+                seal(&new_dek, &aad, open_sealed(&dek, &aad, &sealed)?.as_bytes())?
+            };
+            resealed.push((k, resealed_record));
+        }
+        let consent = match self.store.sealed_consent(subject)? {
+            None => None,
+            Some(sealed) => {
+                let plain = open_sealed(&dek, &consent_aad(subject), &sealed)?;
+                Some(seal(&new_dek, &consent_aad(subject), plain.as_bytes())?)
+            }
+        };
         self.store
-            .put_record(&key, &seal_record(&dek, &key, plain.as_bytes())?)?;
+            .rekey_subject(subject, &wrapped, &resealed, consent.as_deref())?;
         self.store.flush()?;
         Ok(key.collection)
     }
@@ -759,4 +790,78 @@ fn consent_aad(subject: &SubjectId) -> RecordAad<'_> {
 fn pepper_check(keyring: &Keyring) -> Result<String> {
     let r = ExternalRef::parse(PEPPER_CHECK_REF)?;
     Ok(SubjectId::derive(keyring.pepper(), &r).to_hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Actor, Node};
+    use amble_policy::Role;
+
+    /// GDPR Art. 16: after a correction the old value is not readable, even where the storage
+    /// engine still keeps its bytes: they are sealed under a data key that the archive no
+    /// longer holds and that, once the master key is rotated, the key file no longer unwraps.
+    #[test]
+    fn a_correction_leaves_the_old_value_under_a_key_nothing_unwraps() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        let mut node = Node::init(dir.path(), None)?;
+        let ann = ExternalRef::parse("phone:+15550111")?;
+        let op = Actor::local("operator:test", Role::Admin);
+        let mut data = serde_json::Map::new();
+        data.insert("city".into(), "Chengdu".into());
+        data.insert("display_name".into(), "Ann".into());
+        let record = NewRecord {
+            collection: Collection::Profile,
+            time: node.now(),
+            data,
+        };
+        let appended = node.append(&op, &ann, &record)?;
+        node.change_consent(
+            &op,
+            &ann,
+            "personalisation",
+            crate::ConsentChange::Give {
+                valid_until: None,
+                explicit: true,
+            },
+        )?;
+        let subject = appended.subject;
+        let store = node.archive.store();
+        let old_wrapped = store.wrapped_key(&subject)?.ok_or(NodeError::UnknownRef)?;
+        let key = store
+            .subject_record_keys(&subject)?
+            .into_iter()
+            .find(|k| k.id == appended.record_id)
+            .ok_or(NodeError::UnknownRecord(appended.record_id))?;
+        let old_record = store
+            .get_record(&key)?
+            .ok_or(NodeError::UnknownRef)?
+            .to_vec();
+        let old_dek = node.archive.data_key(&subject)?;
+
+        let mut fix = serde_json::Map::new();
+        fix.insert("city".into(), "Hangzhou".into());
+        node.rectify(&op, &ann, appended.record_id, &fix)?;
+        // Before any rotation, the archive already holds only the new key.
+        let dek = node.archive.data_key(&subject)?;
+        assert!(dek.version() > old_dek.version());
+        assert!(open_record(&dek, &key, &old_record).is_err());
+        node.rotate_key(&op)?;
+
+        assert!(
+            node.archive.keyring.unwrap(&subject, &old_wrapped).is_err(),
+            "the old data key still unwraps"
+        );
+        let dek = node.archive.data_key(&subject)?;
+        let now = node
+            .archive
+            .store()
+            .get_record(&key)?
+            .ok_or(NodeError::UnknownRef)?;
+        assert_eq!(open_record(&dek, &key, &now)?.data["city"], "Hangzhou");
+        // The person's consent history moved to the new key with everything else.
+        let history = node.archive.load_consent(&subject)?;
+        assert!(history.state("personalisation", node.now()).is_given());
+        Ok(())
+    }
 }

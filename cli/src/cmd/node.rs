@@ -238,6 +238,10 @@ pub(crate) enum NodeCommand {
         /// The corrected fields as a JSON object, e.g. '{"city": "Hangzhou"}'.
         #[arg(long)]
         fields: String,
+        /// Skip the master key rotation that makes the old value unreadable even with the key
+        /// file (it is then unreadable only after the next `amble node rotate-key`).
+        #[arg(long)]
+        no_rotate: bool,
     },
     /// Read a subject's archive for a purpose, as a role: prints the projection the policy
     /// allows, or the reason it is denied (exit code 3). Logged either way.
@@ -550,18 +554,36 @@ pub(crate) fn run(cmd: NodeCommand, out: &Output) -> Result<ExitCode> {
             reference,
             record_id,
             fields,
+            no_rotate,
         } => {
             let serde_json::Value::Object(fields) = serde_json::from_str(&fields)
                 .with_context(|| format!("--fields {fields:?} is not JSON"))?
             else {
                 anyhow::bail!("--fields must be a JSON object, e.g. '{{\"city\": \"Hangzhou\"}}'");
             };
-            let a = dir.open()?;
-            let collection = a.rectify(&operator(), &parse_ref(&reference)?, record_id, &fields)?;
+            let mut a = dir.open()?;
+            let op = operator();
+            let collection = a.rectify(&op, &parse_ref(&reference)?, record_id, &fields)?;
+            let rotated = if no_rotate {
+                None
+            } else {
+                Some(a.rotate_key(&op)?)
+            };
             let names: Vec<&String> = fields.keys().collect();
             out.report(
-                &serde_json::json!({"record_id": record_id, "collection": collection.as_str(), "fields": names}),
-                || format!("record {record_id} ({collection}) corrected: {}", fields.keys().cloned().collect::<Vec<_>>().join(", ")),
+                &serde_json::json!({"record_id": record_id, "collection": collection.as_str(),
+                    "fields": names, "rotation": rotated}),
+                || {
+                    let tail = if rotated.is_some() {
+                        "; the person's data key was replaced and the master key rotated, so the old value is unreadable"
+                    } else {
+                        "; run `amble node rotate-key` to make the old value unreadable with the key file"
+                    };
+                    format!(
+                        "record {record_id} ({collection}) corrected: {}{tail}",
+                        fields.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                },
             );
         }
         NodeCommand::Right {

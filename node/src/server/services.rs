@@ -385,11 +385,17 @@ impl pb::subject_server::Subject for SubjectService {
                 "fields_json must be a JSON object",
             ));
         };
+        // As erasure: the correction re-seals the person's records under a new data key, and
+        // the master key is rotated so that the old data key, wherever its wrapped bytes
+        // survive, unwraps no more; under the node's write lock.
         let collection = self
             .0
-            .run(move |n| {
-                n.rectify(&actor, &reference, r.record_id, &fields)
-                    .map_err(status)
+            .run_mut(move |n| {
+                let c = n
+                    .rectify(&actor, &reference, r.record_id, &fields)
+                    .map_err(status)?;
+                n.rotate_key(&actor).map_err(status)?;
+                Ok(c)
             })
             .await?;
         Ok(Response::new(pb::RectifyResponse {

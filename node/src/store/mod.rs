@@ -113,6 +113,16 @@ pub(crate) trait Store: Send + Sync {
 
     fn put_sealed_consent(&self, subject: &SubjectId, sealed: &[u8]) -> Result<()>;
 
+    /// Replaces a subject's data key and everything sealed under it, atomically: the new wrapped
+    /// key, each of `records` re-sealed under it, and the consent history (when there is one).
+    fn rekey_subject(
+        &self,
+        subject: &SubjectId,
+        wrapped: &WrappedKey,
+        records: &[(RecordKey, Vec<u8>)],
+        consent: Option<&[u8]>,
+    ) -> Result<()>;
+
     /// Files or updates one request of the register under its number.
     fn put_request(&self, id: u64, value: &[u8]) -> Result<()>;
 

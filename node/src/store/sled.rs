@@ -131,6 +131,27 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn rekey_subject(
+        &self,
+        subject: &SubjectId,
+        wrapped: &WrappedKey,
+        records: &[(RecordKey, Vec<u8>)],
+        consent: Option<&[u8]>,
+    ) -> Result<()> {
+        let wrapped = wrapped.to_bytes();
+        (&self.keys, &self.records, &self.consent).transaction(|(keys, recs, cons)| {
+            keys.insert(subject.as_bytes(), wrapped.as_slice())?;
+            for (k, v) in records {
+                recs.insert(&k.encode()[..], v.as_slice())?;
+            }
+            if let Some(c) = consent {
+                cons.insert(subject.as_bytes(), c)?;
+            }
+            Ok::<_, ConflictableTransactionError<NodeError>>(())
+        })?;
+        Ok(())
+    }
+
     fn put_request(&self, id: u64, value: &[u8]) -> Result<()> {
         self.requests.insert(id.to_be_bytes(), value)?;
         Ok(())
