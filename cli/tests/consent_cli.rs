@@ -307,29 +307,22 @@ fn an_operator_restricts_objects_and_sets_the_assistance_level_with_receipts() {
         "{table}"
     );
     let id = all[0]["id"].to_string();
-    let o = amble(&[
-        "node",
-        "answer-request",
-        "--data-dir",
-        d,
-        "--id",
-        &id,
-        "--outcome",
-        "refused",
-    ]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("answered already"));
-    let o = amble(&[
-        "node",
-        "answer-request",
-        "--data-dir",
-        d,
-        "--id",
-        &id,
-        "--outcome",
-        "maybe",
-    ]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("outcome \"maybe\" is not usable"));
+    let answer = |outcome: &str| {
+        let o = amble(&[
+            "node",
+            "answer-request",
+            "--data-dir",
+            d,
+            "--id",
+            &id,
+            "--outcome",
+            outcome,
+        ]);
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(answer("refused").contains("answered already"));
+    assert!(answer("maybe").contains("outcome \"maybe\" is not usable"));
 }
 
 #[test]

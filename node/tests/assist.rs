@@ -716,6 +716,25 @@ fn a_newly_stored_model_answers_the_next_call() {
     assert!(matches!(second.route, Route::Expert | Route::HumanAgent));
 }
 
+/// Routes a request of `who` automatically; their pseudonym and the routing's audit entry.
+fn an_automated_routing(
+    node: &Node,
+    desk: &Actor,
+    who: &ExternalRef,
+) -> (amble_crypto::SubjectId, amble_audit::Entry) {
+    node.classify(desk, GREEN, Some(who), ClassifyOptions::default())
+        .unwrap();
+    let subject = node.subject_of(who).unwrap();
+    let decision = node
+        .audit_log()
+        .entries_for_subject(&subject)
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.action == amble_audit::Action::Assist)
+        .unwrap();
+    (subject, decision)
+}
+
 #[test]
 fn a_person_asks_for_a_human_review_of_a_routing_and_gets_its_logged_explanation() {
     let dir = tempfile::tempdir().unwrap();
@@ -723,17 +742,7 @@ fn a_person_asks_for_a_human_review_of_a_routing_and_gets_its_logged_explanation
     prepare(&node, &TEXTS, 6);
     let desk = Actor::local("desk", Role::Agent);
     let ann = r(AI_ANSWERS);
-    node.classify(&desk, GREEN, Some(&ann), ClassifyOptions::default())
-        .unwrap();
-    let subject = node.subject_of(&ann).unwrap();
-    let decision = node
-        .audit_log()
-        .entries_for_subject(&subject)
-        .unwrap()
-        .into_iter()
-        .rev()
-        .find(|e| e.action == amble_audit::Action::Assist)
-        .unwrap();
+    let (subject, decision) = an_automated_routing(&node, &desk, &ann);
     let app = Actor::local("crm", Role::App);
     let review = node.request_review(&app, &ann, decision.seq).unwrap();
     assert_eq!(Some(review.explanation.clone()), decision.reason);
@@ -872,16 +881,7 @@ fn the_register_files_each_request_with_its_deadline_and_shows_an_open_one_overd
     let app = Actor::local("crm", Role::App);
     let dpo = Actor::local("dpo", Role::PrivacyOfficer);
     let ann = r(AI_ANSWERS);
-    node.classify(&desk, GREEN, Some(&ann), ClassifyOptions::default())
-        .unwrap();
-    let subject = node.subject_of(&ann).unwrap();
-    let decision = node
-        .audit_log()
-        .entries_for_subject(&subject)
-        .unwrap()
-        .into_iter()
-        .rfind(|e| e.action == amble_audit::Action::Assist)
-        .unwrap();
+    let (subject, decision) = an_automated_routing(&node, &desk, &ann);
     node.export(&app, &ann).unwrap();
     node.set_restriction(&app, &ann, true).unwrap();
     let review = node.request_review(&app, &ann, decision.seq).unwrap();

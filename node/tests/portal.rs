@@ -71,12 +71,12 @@ async fn audit_entries(fx: &Fixture) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn start_with_subject() -> Fixture {
-    let fx = Fixture::start_with_portal().await;
+/// Files a profile for `reference` through the app, so the node knows the person.
+async fn add_person(fx: &Fixture, reference: &str) {
     ArchiveClient::new(fx.channel("crm"))
         .append(pb::AppendRequest {
             records: vec![pb::NewRecord {
-                r#ref: REF.into(),
+                r#ref: reference.into(),
                 collection: "profile".into(),
                 time: "2026-05-01T10:00:00Z".into(),
                 data_json: r#"{"display_name":"Ann"}"#.into(),
@@ -84,6 +84,11 @@ async fn start_with_subject() -> Fixture {
         })
         .await
         .unwrap();
+}
+
+async fn start_with_subject() -> Fixture {
+    let fx = Fixture::start_with_portal().await;
+    add_person(&fx, REF).await;
     fx
 }
 
@@ -270,17 +275,7 @@ async fn in_each_language_a_person_clicks_through_their_choices_in_chromium() {
     ];
     for (i, (accept, lang, heading, next)) in languages.into_iter().enumerate() {
         let person = format!("phone:+1555010{i}");
-        ArchiveClient::new(fx.channel("crm"))
-            .append(pb::AppendRequest {
-                records: vec![pb::NewRecord {
-                    r#ref: person.clone(),
-                    collection: "profile".into(),
-                    time: "2026-05-01T10:00:00Z".into(),
-                    data_json: r#"{"display_name":"Ann"}"#.into(),
-                }],
-            })
-            .await
-            .unwrap();
+        add_person(&fx, &person).await;
         let t = fx.portal.as_ref().unwrap().1.issue(&person).unwrap();
         let url = format!("https://127.0.0.1:{port}/?t={t}");
         let profile = fx.tmp.path().join(format!("chromium-{lang}"));
@@ -391,17 +386,7 @@ async fn the_app_issues_links_over_grpc_and_other_roles_cannot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unused_link_expires() {
     let fx = Fixture::start_with_portal_ttl(1).await;
-    ArchiveClient::new(fx.channel("crm"))
-        .append(pb::AppendRequest {
-            records: vec![pb::NewRecord {
-                r#ref: REF.into(),
-                collection: "profile".into(),
-                time: "2026-05-01T10:00:00Z".into(),
-                data_json: r#"{"display_name":"Ann"}"#.into(),
-            }],
-        })
-        .await
-        .unwrap();
+    add_person(&fx, REF).await;
     let t = link(&fx);
     fx.clock.advance(std::time::Duration::from_millis(500));
     let early = request(&fx, Method::GET, &format!("/?t={t}"), None, None).await;
@@ -430,17 +415,7 @@ async fn register(fx: &Fixture) -> Vec<pb::RegisteredRequest> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_or_expired_link_or_session_files_no_request() {
     let fx = Fixture::start_with_portal_ttl(1).await;
-    ArchiveClient::new(fx.channel("crm"))
-        .append(pb::AppendRequest {
-            records: vec![pb::NewRecord {
-                r#ref: REF.into(),
-                collection: "profile".into(),
-                time: "2026-05-01T10:00:00Z".into(),
-                data_json: r#"{"display_name":"Ann"}"#.into(),
-            }],
-        })
-        .await
-        .unwrap();
+    add_person(&fx, REF).await;
     // A forged session cookie, on every form that files a request.
     let forged = "ab".repeat(32);
     for (path, form) in [

@@ -271,6 +271,11 @@ fn zh_date(t: OffsetDateTime) -> String {
     format!("{}年{}月{}日", t.year(), u8::from(t.month()), t.day())
 }
 
+fn zh_moment(t: OffsetDateTime) -> String {
+    let u = utc(t);
+    format!("{} {:02}:{:02}（UTC）", zh_date(t), u.hour(), u.minute())
+}
+
 static EN: Text = Text {
     lang: Language::En,
     name: "English",
@@ -526,10 +531,7 @@ static ZH_CN: Text = Text {
     other_action: |a| format!("其他操作（{a}）"),
 
     date: zh_date,
-    moment: |t| {
-        let u = utc(t);
-        format!("{} {:02}:{:02}（UTC）", zh_date(t), u.hour(), u.minute())
-    },
+    moment: zh_moment,
 };
 
 static ZH_TW: Text = Text {
@@ -654,10 +656,7 @@ static ZH_TW: Text = Text {
     other_action: |a| format!("其他操作（{a}）"),
 
     date: zh_date,
-    moment: |t| {
-        let u = utc(t);
-        format!("{} {:02}:{:02}（UTC）", zh_date(t), u.hour(), u.minute())
-    },
+    moment: zh_moment,
 };
 
 /// Every language the page speaks, for the switch.
