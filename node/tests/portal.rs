@@ -435,30 +435,23 @@ async fn a_forged_or_expired_link_or_session_files_no_request() {
     // A session past its end files nothing, even with its own CSRF token.
     let opened = request(&fx, Method::GET, &format!("/?t={}", link(&fx)), None, None).await;
     let (sid, token) = (session_cookie(&opened), csrf(&opened.body));
+    let restrict = |sid: String, token: String| {
+        let fx = &fx;
+        async move {
+            let form = format!("csrf={token}&action=restrict");
+            request(fx, Method::POST, "/restriction", Some(&sid), Some(&form))
+                .await
+                .status
+        }
+    };
     fx.clock.advance(std::time::Duration::from_secs(1801));
-    let ended = request(
-        &fx,
-        Method::POST,
-        "/restriction",
-        Some(&sid),
-        Some(&format!("csrf={token}&action=restrict")),
-    )
-    .await;
-    assert_eq!(ended.status, StatusCode::FORBIDDEN);
+    assert_eq!(restrict(sid, token).await, StatusCode::FORBIDDEN);
     assert!(register(&fx).await.is_empty());
 
     // A live session does file one, answered at once, vouched for by the link's issuer.
     let opened = request(&fx, Method::GET, &format!("/?t={}", link(&fx)), None, None).await;
     let (sid, token) = (session_cookie(&opened), csrf(&opened.body));
-    let done = request(
-        &fx,
-        Method::POST,
-        "/restriction",
-        Some(&sid),
-        Some(&format!("csrf={token}&action=restrict")),
-    )
-    .await;
-    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(restrict(sid, token).await, StatusCode::SEE_OTHER);
     let filed = register(&fx).await;
     assert_eq!(filed.len(), 1);
     assert_eq!(filed[0].kind, "restriction");
