@@ -153,6 +153,9 @@ pub struct PortalLinks {
     session_ttl: Duration,
     /// The node's clock: links and sessions expire by it.
     clock: Arc<dyn Clock>,
+    /// Who the page speaks for, as of the last page that read the policy: pages that refuse
+    /// (a bad link, a session going too fast) show it without touching the node.
+    org: Arc<Mutex<Arc<Org>>>,
 }
 
 /// The organisation the page speaks for: the controller in the node's policy.
@@ -164,14 +167,14 @@ struct Org {
 
 impl Org {
     /// The policy's `[controller]`; nothing when it names none (the page then shows neither).
-    fn of(links: &PortalLinks) -> Org {
-        links.shared.with_node(|n| match n.policy().controller() {
+    fn of(policy: &amble_policy::Policy) -> Org {
+        match policy.controller() {
             Some(c) => Org {
                 name: Some(c.pii_controller.clone()),
                 contact: Some(format!("{}, {}, {}", c.contact, c.email, c.phone)),
             },
             None => Org::default(),
-        })
+        }
     }
 }
 
@@ -279,6 +282,22 @@ impl PortalLinks {
         Some((sid, csrf))
     }
 
+    /// Who the page speaks for, as last read.
+    fn org(&self) -> Arc<Org> {
+        match self.org.lock() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Keeps `org`, read from the policy in force, for the pages that do not read it.
+    fn remember(&self, org: &Arc<Org>) {
+        match self.org.lock() {
+            Ok(mut g) => *g = Arc::clone(org),
+            Err(p) => *p.into_inner() = Arc::clone(org),
+        }
+    }
+
     /// Remembers the language the person chose for the rest of the session.
     fn set_language(&self, sid: &str, language: Language) {
         if let Some(x) = self.lock().sessions.get_mut(sid) {
@@ -334,6 +353,7 @@ impl Portal {
                 addr: c.listen,
                 source,
             })?;
+        let org = shared.with_node(|n| Org::of(&n.policy()));
         Ok(Portal {
             listener,
             tls,
@@ -343,6 +363,7 @@ impl Portal {
                 shared,
                 link_ttl: Duration::from_secs(c.link_ttl_secs.max(1)),
                 session_ttl: Duration::from_secs(c.session_ttl_secs.max(1)),
+                org: Arc::new(Mutex::new(Arc::new(org))),
             },
         })
     }
@@ -514,6 +535,8 @@ struct Rights {
     objectable: Vec<ObjectView>,
     restricted_since: Option<String>,
     receipts: Vec<ReceiptView>,
+    /// Who the page speaks for, read with the rest.
+    org: Arc<Org>,
 }
 
 /// The page a session sees: its consents, and what its link allows (`templates/portal/`).
@@ -784,8 +807,6 @@ async fn consents_page(links: &PortalLinks, session: &Session, t: &'static Text)
         session.csrf.clone(),
         session.issuer.clone(),
     );
-    let org = Org::of(links);
-    let c = Ctx { t, org: &org };
     let (may_export, may_erase) = (issuer.may("Export"), issuer.may("Erase"));
     let may_assist = issuer.may("SetAssistance");
     let (may_restrict, may_object) = (issuer.may("SetRestriction"), issuer.may("SetObjection"));
@@ -876,6 +897,7 @@ async fn consents_page(links: &PortalLinks, session: &Session, t: &'static Text)
         }
         receipts.sort_by_key(|r| std::cmp::Reverse(r.0));
         Ok(Rights {
+            org: Arc::new(Org::of(&policy)),
             purposes,
             levels,
             objectable,
@@ -888,28 +910,41 @@ async fn consents_page(links: &PortalLinks, session: &Session, t: &'static Text)
         })
     })
     .await;
-    match result {
-        Err(e) => error_page(c, e),
-        Ok(rights) => render(
-            StatusCode::OK,
-            &ConsentsPage {
-                c,
-                title: t.title_home,
-                purposes: &rights.purposes,
-                csrf: &csrf,
-                may_export,
-                may_erase,
-                may_assist,
-                levels: &rights.levels,
-                may_restrict,
-                restricted_since: rights.restricted_since.as_deref(),
-                may_object,
-                objectable: &rights.objectable,
-                may_log,
-                receipts: &rights.receipts,
+    let rights = match result {
+        Ok(rights) => rights,
+        Err(e) => {
+            return error_page(
+                Ctx {
+                    t,
+                    org: &links.org(),
+                },
+                e,
+            );
+        }
+    };
+    links.remember(&rights.org);
+    render(
+        StatusCode::OK,
+        &ConsentsPage {
+            c: Ctx {
+                t,
+                org: &rights.org,
             },
-        ),
-    }
+            title: t.title_home,
+            purposes: &rights.purposes,
+            csrf: &csrf,
+            may_export,
+            may_erase,
+            may_assist,
+            levels: &rights.levels,
+            may_restrict,
+            restricted_since: rights.restricted_since.as_deref(),
+            may_object,
+            objectable: &rights.objectable,
+            may_log,
+            receipts: &rights.receipts,
+        },
+    )
 }
 
 async fn log_page(links: &PortalLinks, session: &Session, t: &'static Text) -> Resp {
@@ -918,13 +953,12 @@ async fn log_page(links: &PortalLinks, session: &Session, t: &'static Text) -> R
         session.csrf.clone(),
         session.issuer.clone(),
     );
-    let org = Org::of(links);
-    let c = Ctx { t, org: &org };
     let may_review = issuer.may("RequestReview");
     let result = on_node(links, move |n| {
         let entries = n.access_log(&issuer.actor(), &r)?;
         let policy = n.policy();
-        Ok(entries
+        let org = Arc::new(Org::of(&policy));
+        let entries = entries
             .iter()
             .rev()
             .take(LOG_PAGE_ENTRIES)
@@ -937,22 +971,33 @@ async fn log_page(links: &PortalLinks, session: &Session, t: &'static Text) -> R
                 refused: e.decision == amble_audit::Decision::Deny,
                 reviewable: e.action == amble_audit::Action::Assist,
             })
-            .collect::<Vec<_>>())
+            .collect::<Vec<_>>();
+        Ok((entries, org))
     })
     .await;
-    match result {
-        Err(e) => error_page(c, e),
-        Ok(entries) => render(
-            StatusCode::OK,
-            &LogPage {
-                c,
-                title: t.title_log,
-                entries: &entries,
-                csrf: &csrf,
-                may_review,
-            },
-        ),
-    }
+    let (entries, org) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            return error_page(
+                Ctx {
+                    t,
+                    org: &links.org(),
+                },
+                e,
+            );
+        }
+    };
+    links.remember(&org);
+    render(
+        StatusCode::OK,
+        &LogPage {
+            c: Ctx { t, org: &org },
+            title: t.title_log,
+            entries: &entries,
+            csrf: &csrf,
+            may_review,
+        },
+    )
 }
 
 async fn review(
@@ -1094,7 +1139,7 @@ async fn read_form(req: Request<hyper::body::Incoming>) -> Option<HashMap<String
 async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let org = Org::of(links);
+    let org = links.org();
     let before = Ctx {
         t: Text::of(language_of(&req, None)),
         org: &org,
@@ -1135,7 +1180,6 @@ async fn handle(links: &PortalLinks, req: Request<hyper::body::Incoming>) -> Res
         links.set_language(&sid, language);
     }
     let t = Text::of(language);
-    let org = Org::of(links);
     let c = Ctx { t, org: &org };
     let (r, csrf, issuer) = (
         session.reference.clone(),
@@ -1382,6 +1426,7 @@ mod tests {
             }),
             link_ttl: Duration::from_secs(60),
             session_ttl: Duration::from_secs(60),
+            org: Arc::default(),
         };
         let session = Session {
             reference: person,
