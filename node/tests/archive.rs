@@ -446,3 +446,37 @@ fn an_export_with_everything_in_it_matches_its_published_schema_field_by_field()
     wrong["document"]["archive"]["subject"] = "phone:+15550101".into();
     assert!(!validator.is_valid(&wrong), "a subject is a pseudonym");
 }
+
+/// The consent part of an export is derived by the node's clock, as the rest of the export is:
+/// with the node's clock a year ahead of the wall clock, both parts carry the node's time (the
+/// consent part used the wall clock before).
+#[test]
+fn the_export_s_consent_record_is_dated_by_the_node_s_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::init(dir.path(), None).unwrap();
+    let ahead = n.now() + time::Duration::days(365);
+    let clock = amble_audit::ManualClock::at((ahead.unix_timestamp() as u64) * 1000);
+    let n = n.with_clock(std::sync::Arc::new(clock));
+    let p = r("phone:+15550102");
+    n.append(
+        &op(),
+        &p,
+        &rec(
+            Collection::Profile,
+            1,
+            serde_json::json!({"city": "Chengdu"}),
+        ),
+    )
+    .unwrap();
+    let doc = n.export(&op(), &p).unwrap().document;
+    let year = ahead.year().to_string();
+    let generated = doc["consent"]["header"]["generatedAt"].as_str().unwrap();
+    assert!(
+        generated.starts_with(&year),
+        "{generated} is not by the node's clock ({year})"
+    );
+    assert_eq!(
+        doc["consent"]["header"]["generatedAt"],
+        doc["archive"]["exported_at"]
+    );
+}
