@@ -98,6 +98,15 @@ impl Browser {
 
     /// Sends one command (to the page once attached) and returns its result.
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params) {
+            Ok(v) => v,
+            Err(e) => panic!("{method} failed: {e}"),
+        }
+    }
+
+    /// As [`Browser::call`], with the browser's error as a value: a command sent while the
+    /// page navigates is answered "Inspected target navigated or closed".
+    pub fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next += 1;
         let id = self.next;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -112,8 +121,10 @@ impl Browser {
             let Message::Text(text) = m else { continue };
             let v: Value = serde_json::from_str(text.as_str()).expect("DevTools sent JSON");
             if v["id"] == json!(id) {
-                assert!(v.get("error").is_none(), "{method} failed: {v}");
-                return v["result"].clone();
+                return match v.get("error") {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(v["result"].clone()),
+                };
             }
         }
     }
@@ -131,7 +142,15 @@ impl Browser {
     pub fn wait_for(&mut self, expression: &str) {
         let check = format!("document.readyState === 'complete' && !!({expression})");
         let start = Instant::now();
-        while self.eval(&check) != json!(true) {
+        // A page in the middle of a navigation cannot answer: that is "not yet", not a failure.
+        while self
+            .try_call(
+                "Runtime.evaluate",
+                json!({"expression": check, "returnByValue": true}),
+            )
+            .map(|r| r["result"]["value"].clone())
+            != Ok(json!(true))
+        {
             assert!(start.elapsed() < WAIT, "waited {WAIT:?} for {expression}");
             std::thread::sleep(Duration::from_millis(50));
         }
